@@ -1,0 +1,25 @@
+# kdtune: the two quick-start commands.
+#   make run    installs what is missing, then runs the main job (offline digits search)
+#   make test   installs what is missing, then runs the test suite
+# The venv lives outside the clone so fresh clones reuse it; override with VENV=...
+VENV ?= $(HOME)/.venvs/kdtune
+PY := $(VENV)/bin/python
+# Re-install when setup.cfg changes or the clone moves (the editable install points at it).
+STAMP := $(VENV)/.kdtune-$(shell cat setup.cfg | sha1sum | cut -c1-10)-$(shell echo $(CURDIR) | sha1sum | cut -c1-10)
+ARGS ?=
+
+.PHONY: run test install
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+run: $(STAMP)
+	$(PY) search/run_kd_search.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)

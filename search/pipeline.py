@@ -1,0 +1,134 @@
+"""The kdtune pipeline: teacher stage -> baseline stage -> distillation stage, with resume.
+
+`run(spec, bundle)` is called by run_kd_search.py after every input was validated. The dataset
+(`bundle`) was decoded once in the driver; it reaches every trial through Ray's object store
+(`tune.with_parameters`), as do the teacher's logits when the inputs are not augmented.
+Each finished stage is recorded in manifest.json, so `--resume` skips it (the teacher is never
+re-trained) and continues an interrupted stage through `Tuner.restore`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from datasets import DatasetBundle
+from search import spaces
+from search.manifest import Manifest
+from search.spec import SearchSpec
+from search.stages import Stage, asha, best_of, optuna_search, run_stage, stage_finished, trial_rows
+from search.summary import write_summary
+from trainables.checkpoint import load_model
+from trainables.distill import distill_student
+from trainables.teacher import train_teacher
+from trainables.teacher_logits import compute_logits
+
+
+class Interrupted(RuntimeError):
+    """A stage stopped before all its trials ended (Ctrl-C, SIGTERM): resume it later."""
+
+
+def start_ray(spec: SearchSpec) -> bool:
+    """Connect to a cluster (--address) or start a local Ray; False when Ray was already up."""
+    if ray.is_initialized():
+        return False
+    if spec.address:
+        ray.init(address=spec.address, log_to_driver=True)
+    else:
+        # A local run needs no cluster token (STACK_NOTES: every ray.init writes ~/.ray/auth_token).
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def _stage_kwargs(spec: SearchSpec, experiment_dir: Path) -> dict[str, Any]:
+    return {"experiment_dir": experiment_dir, "cpus": spec.cpus_per_trial, "gpus": spec.gpus_per_trial,
+            "max_failures": spec.max_failures}
+
+
+def _finish(manifest: Manifest, stage: Stage, results, expected: int,
+            max_epochs: int | None = None) -> dict[str, Any]:
+    """Record a finished stage's winner, or raise Interrupted when trials are still open."""
+    if not stage_finished(results, expected):
+        manifest.mark(stage.name, "interrupted", path=str(stage.path))
+        raise Interrupted(stage.name)
+    best = best_of(results)
+    if best is None:
+        manifest.mark(stage.name, "failed", path=str(stage.path))
+        raise RuntimeError(f"stage {stage.name}: no trial reported a finite val_acc; see {stage.path}")
+    manifest.mark(stage.name, "done", path=str(stage.path), trials=trial_rows(results, max_epochs), **best)
+    return best
+
+
+def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -> str:
+    """Train the teacher (one trial), or adopt --teacher-checkpoint; returns its checkpoint file."""
+    if manifest.is_done("teacher"):
+        return manifest.teacher_checkpoint()
+    if spec.teacher_checkpoint:
+        path = str(Path(spec.teacher_checkpoint).resolve())
+        manifest.mark("teacher", "done", best_checkpoint=path, source="--teacher-checkpoint")
+        return path
+    stage = Stage(name="teacher", trainable=tune.with_parameters(train_teacher, data=bundle),
+                  num_samples=1, param_space=spec.teacher_config(), **_stage_kwargs(spec, manifest.dir))
+    manifest.mark("teacher", "running", path=str(stage.path))
+    results = run_stage(stage, resume=spec.resume)
+    return _finish(manifest, stage, results, expected=1)["best_checkpoint"]
+
+
+def cached_teacher_logits(bundle: DatasetBundle, teacher_checkpoint: str) -> torch.Tensor | None:
+    """Teacher logits of the training split, computed once, when inputs are not augmented.
+
+    With augmentation every epoch shows the teacher new pixels, so trials compute logits online.
+    """
+    if bundle.augment != "none":
+        return None
+    teacher, _payload = load_model(teacher_checkpoint)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return compute_logits(teacher, bundle.train, batch_size=1024, device=device).cpu()
+
+
+def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, name: str,
+                 teacher_checkpoint: str | None, logits: torch.Tensor | None) -> dict[str, Any] | None:
+    """Baseline (alpha = 0, no teacher) or distillation search: Optuna TPE + ASHA."""
+    if manifest.is_done(name):
+        return manifest.stage(name)
+    distill = name == "distill"
+    samples = spec.num_samples if distill else spec.baseline_samples
+    constants = spec.student_constants(teacher_checkpoint if distill else None)
+    define = spaces.make_space(spec.space, spec.students, constants, distill=distill)
+    # The baseline stage samples with another seed so it does not mirror the distill trials.
+    searcher = optuna_search(define, seed=spec.seed + (0 if distill else 1), objective=spec.objective,
+                             max_concurrent=spec.max_concurrent)
+    params = {"data": bundle}
+    if distill and logits is not None:
+        params["teacher_logits"] = logits
+    stage = Stage(name=name, trainable=tune.with_parameters(distill_student, **params), num_samples=samples,
+                  search_alg=searcher, scheduler=asha(spec.max_epochs, spec.grace_period, spec.reduction_factor),
+                  **_stage_kwargs(spec, manifest.dir))
+    manifest.mark(name, "running", path=str(stage.path))
+    results = run_stage(stage, resume=spec.resume)
+    return _finish(manifest, stage, results, expected=samples, max_epochs=spec.max_epochs)
+
+
+def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
+    """Run (or resume) all stages; returns the experiment directory."""
+    experiment_dir = spec.experiment_dir
+    if spec.resume:
+        manifest = Manifest.load(experiment_dir)
+    else:
+        manifest = Manifest.create(experiment_dir, spec.to_dict(), bundle.meta())
+    started = start_ray(spec)
+    try:
+        teacher_checkpoint = teacher_stage(spec, bundle, manifest)
+        logits = cached_teacher_logits(bundle, teacher_checkpoint)
+        search_stage(spec, bundle, manifest, "baseline", None, None)
+        search_stage(spec, bundle, manifest, "distill", teacher_checkpoint, logits)
+    finally:
+        if started:
+            ray.shutdown()
+    write_summary(manifest)
+    return experiment_dir

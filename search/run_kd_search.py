@@ -1,0 +1,50 @@
+"""kdtune's main job: search the best distilled student under Ray Tune.
+
+    python search/run_kd_search.py                      # offline digits, a few minutes on CPU
+    python search/run_kd_search.py --dataset cifar10 --data-dir ./data
+    python search/run_kd_search.py --help
+
+Stages: teacher -> undistilled baseline -> distillation (Optuna TPE + ASHA), each a Ray Tune
+experiment under <storage-path>/<name>/, with manifest.json and summary.md beside them.
+Bad input exits with code 2 and one line before Ray starts; Ctrl-C exits with 130 and the
+command that resumes the run.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Runnable as a plain script from a checkout: put the repository root on the path.
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from search.cli import parse_args
+    from search.validate import UsageError, preflight
+
+    try:
+        spec, args = parse_args(argv)
+        spec, bundle = preflight(spec, name_given=args.name is not None)
+    except (UsageError, ValueError) as exc:
+        print(f"run_kd_search.py: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+    from search.pipeline import Interrupted, run
+
+    print(f"kdtune: experiment {spec.experiment_dir} ({'resuming' if spec.resume else 'new'}; "
+          f"dataset {spec.dataset}: {len(bundle.train)} train / {len(bundle.val)} val images)", flush=True)
+    try:
+        run(spec, bundle)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        stage = f" during the {exc} stage" if isinstance(exc, Interrupted) else ""
+        print(f"\nkdtune: interrupted{stage}; nothing finished is lost. Resume with:\n"
+              f"  python search/run_kd_search.py --resume --storage-path {Path(spec.storage_path).resolve()} "
+              f"--name {spec.name}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

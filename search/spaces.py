@@ -1,0 +1,161 @@
+"""Search spaces: what Optuna samples for the baseline and distillation stages.
+
+Every key a space produces is a field name of `trainables.config.DistillConfig`, so a sampled
+config goes to the trainable unchanged. Spaces are Optuna *define-by-run* functions because
+depth and width mean different things per student family (an MLP's hidden layers vs a CIFAR
+ResNet's 6n+2 layers), so their ranges depend on the sampled `model`.
+
+A dimension in a preset or on the command line is either one value (pinned: passed as a
+constant, never sampled) or a `[lo, hi]` range. `depth` and `width` may also be a mapping
+family -> value/range.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+
+# Student families the search knows how to size; each model takes `depth` and `width`.
+# depth_step: cifar_resnet depth is 6n+2 (He et al. 2016), so it moves in steps of 6.
+FAMILIES: dict[str, dict[str, Any]] = {
+    "mlp": {"depth": (1, 4), "width": (16, 1024), "depth_step": 1, "depth_start": 1},
+    "cifar_resnet": {"depth": (8, 56), "width": (8, 64), "depth_step": 6, "depth_start": 2},
+}
+# Continuous dimensions: (default range, sampled on a log scale?).
+FLOAT_DIMS: dict[str, tuple[tuple[float, float], bool]] = {
+    "lr": ((0.005, 0.3), True),
+    "weight_decay": ((1e-6, 1e-3), True),
+    "alpha": ((0.0, 1.0), False),
+    "temperature": ((1.0, 10.0), False),
+}
+KD_DIMS = ("alpha", "temperature")
+SIZE_DIMS = ("depth", "width")
+DIMENSIONS = tuple(FLOAT_DIMS) + SIZE_DIMS
+
+Dim = Any  # a pinned number, or a (lo, hi) pair
+
+
+def is_range(value: Dim) -> bool:
+    """True for a [lo, hi] range, False for a pinned value."""
+    return isinstance(value, (list, tuple)) and len(value) == 2
+
+
+def parse_dim(text: str) -> Dim:
+    """Parse a command-line dimension: "0.5" pins it, "0.1:0.9" bounds it."""
+    if ":" in text:
+        lo, hi = text.split(":", 1)
+        return (_number(lo), _number(hi))
+    return _number(text)
+
+
+def _number(text: str) -> float | int:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"not a number: {text!r} (use a value like 0.5 or a range like 0.1:0.9)")
+
+
+def family_dim(space: Mapping[str, Any], name: str, family: str) -> Dim:
+    """The depth/width setting for one family: preset per-family value, shared value, or default."""
+    value = space.get(name)
+    if isinstance(value, Mapping):
+        value = value.get(family)
+    return FAMILIES[family][name] if value is None else value
+
+
+def check_space(space: Mapping[str, Any], students: Sequence[str]) -> None:
+    """Reject ranges that cannot be sampled, with a message naming the dimension."""
+    unknown = set(space) - set(DIMENSIONS)
+    if unknown:
+        raise ValueError(f"unknown search dimension(s) {sorted(unknown)}; known: {list(DIMENSIONS)}")
+    for family in students:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown student family {family!r}; searchable families: {sorted(FAMILIES)}")
+    for name, ((_lo, _hi), log) in FLOAT_DIMS.items():
+        if name in space:
+            _check_dim(name, space[name], log)
+    for name in SIZE_DIMS:
+        for family in students:
+            _check_dim(f"{name} ({family})", family_dim(space, name, family), log=True, integer=True)
+    for name, lo_ok, hi_ok in (("alpha", 0.0, 1.0),):
+        lo, hi = _bounds(space.get(name, FLOAT_DIMS[name][0]))
+        if lo < lo_ok or hi > hi_ok:
+            raise ValueError(f"alpha must lie in [0, 1], got {space[name]}")
+    lo, _ = _bounds(space.get("temperature", FLOAT_DIMS["temperature"][0]))
+    if lo <= 0:
+        raise ValueError(f"temperature must be > 0, got {space['temperature']}")
+
+
+def _bounds(value: Dim) -> tuple[float, float]:
+    return (value[0], value[1]) if is_range(value) else (value, value)
+
+
+def _check_dim(name: str, value: Dim, log: bool, integer: bool = False) -> None:
+    if isinstance(value, bool) or not (is_range(value) or isinstance(value, (int, float))):
+        raise ValueError(f"{name}: expected a number or [lo, hi], got {value!r}")
+    lo, hi = _bounds(value)
+    if lo > hi:
+        raise ValueError(f"{name}: empty range {lo}:{hi} (lo must be <= hi)")
+    if log and lo <= 0:
+        raise ValueError(f"{name}: must be > 0, got {value}")
+    if integer and (int(lo) != lo or int(hi) != hi):
+        raise ValueError(f"{name}: expected whole numbers, got {value}")
+
+
+def _depth_grid(family: str, lo: int, hi: int) -> tuple[int, int, int]:
+    """Snap a depth range onto the family's grid (cifar_resnet: 6n+2) -> (lo, hi, step)."""
+    step, start = FAMILIES[family]["depth_step"], FAMILIES[family]["depth_start"]
+    first = lo + (start - lo) % step
+    last = hi - (hi - start) % step
+    if first > last:
+        raise ValueError(f"depth range {lo}:{hi} holds no valid {family} depth (depth = {step}n+{start})")
+    return first, last, step
+
+
+def make_space(
+    space: Mapping[str, Any],
+    students: Sequence[str],
+    constants: Mapping[str, Any],
+    distill: bool,
+) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """Build the define-by-run function OptunaSearch calls for every new trial.
+
+    `constants` (dataset, epochs, teacher checkpoint, ...) are returned unchanged; pinned
+    dimensions join them. With distill=False the KD dimensions are fixed to alpha = 0: the
+    undistilled baseline over the same student architectures and optimiser ranges.
+    """
+    check_space(space, students)
+    families = list(students)
+
+    def define(trial: optuna.Trial) -> dict[str, Any]:
+        fixed: dict[str, Any] = dict(constants)
+        family = trial.suggest_categorical("model", families) if len(families) > 1 else families[0]
+        if len(families) == 1:
+            fixed["model"] = family
+        for name in SIZE_DIMS:
+            value = family_dim(space, name, family)
+            if not is_range(value):
+                fixed[name] = int(value)
+            elif name == "depth":
+                lo, hi, step = _depth_grid(family, int(value[0]), int(value[1]))
+                trial.suggest_int("depth", lo, hi, step=step)
+            else:
+                # log=True for every family: Optuna forbids one name with two log settings.
+                trial.suggest_int("width", int(value[0]), int(value[1]), log=True)
+        for name, (default, log) in FLOAT_DIMS.items():
+            if name in KD_DIMS and not distill:
+                continue
+            value = space.get(name, default)
+            if is_range(value) and value[0] != value[1]:
+                trial.suggest_float(name, float(value[0]), float(value[1]), log=log)
+            else:
+                fixed[name] = float(value[0] if is_range(value) else value)
+        if not distill:
+            fixed["alpha"] = 0.0
+        return fixed
+
+    return define

@@ -1,0 +1,135 @@
+"""SearchSpec: one resolved description of a kdtune run (a preset with the user's flags on top).
+
+The spec is what the manifest records and what `--resume` re-reads, so it holds plain data
+only. It also derives the per-stage trainable configs, so the keys sent to a trial are built
+in one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+# --smoke-test: every stage runs, on a slice of the data, for seconds.
+SMOKE = {"subset": 256, "num_samples": 2, "baseline_samples": 2, "max_epochs": 2,
+         "grace_period": 1, "teacher_epochs": 1, "max_concurrent": 2}
+OBJECTIVES = ("accuracy", "pareto")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    preset: str
+    dataset: str
+    data_dir: str | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    seed: int = 0
+    subset: int | None = None
+    train: dict[str, Any] = field(default_factory=dict)      # TrainConfig fields for every stage
+    teacher: dict[str, Any] = field(default_factory=dict)    # TeacherConfig fields
+    teacher_checkpoint: str | None = None                    # skip the teacher stage
+    students: tuple[str, ...] = ("mlp",)
+    space: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = 12
+    baseline_samples: int = 6
+    max_epochs: int = 20
+    grace_period: int = 4
+    reduction_factor: int = 3
+    max_concurrent: int = 2
+    objective: str = "accuracy"
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    storage_path: str = "kdtune_results"
+    name: str = ""
+    resume: bool = False
+    address: str | None = None
+    max_failures: int = 2
+    smoke_test: bool = False
+
+    # ---- derived -------------------------------------------------------------------------
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.storage_path).expanduser().resolve() / self.name
+
+    def data_fields(self) -> dict[str, Any]:
+        """Config keys naming the data, identical for every stage."""
+        return {"dataset": self.dataset, "data_dir": self.data_dir, "val_fraction": self.val_fraction,
+                "seed": self.seed, "subset": self.subset}
+
+    def teacher_config(self) -> dict[str, Any]:
+        """The config dict of the teacher trial (TeacherConfig keys)."""
+        return {**self.data_fields(), **self.train, **self.teacher}
+
+    def student_constants(self, teacher_checkpoint: str | None) -> dict[str, Any]:
+        """Keys every baseline/distillation trial shares; the space adds the sampled ones."""
+        const = {**self.data_fields(), **self.train, "epochs": self.max_epochs}
+        if teacher_checkpoint is not None:
+            const["teacher_checkpoint"] = teacher_checkpoint
+        return const
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["students"] = list(self.students)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["students"] = tuple(values.get("students", ("mlp",)))
+        return cls(**values)
+
+
+def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, Any]) -> SearchSpec:
+    """Merge a loaded preset with command-line flags (flags win; None means "not given")."""
+    search = dict(preset.get("search", {}))
+    resources = dict(preset.get("resources", {}))
+    teacher = dict(preset.get("teacher", {}))
+    space = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(preset.get("space", {})).items()}
+    given = {k: v for k, v in flags.items() if v is not None}
+
+    if "teacher" in given and given["teacher"] != teacher.get("model"):
+        # A different teacher architecture: the preset's sizes belonged to the old one.
+        teacher = {k: v for k, v in teacher.items() if k not in ("depth", "width", "model_kwargs")}
+        teacher["model"] = given["teacher"]
+    for dim in ("alpha", "temperature", "lr", "depth", "width"):
+        if dim in given:
+            space[dim] = given[dim]
+    if "teacher_epochs" in given:
+        teacher["epochs"] = given["teacher_epochs"]
+
+    values: dict[str, Any] = {
+        "preset": preset_name,
+        "dataset": given.get("dataset", preset.get("dataset", "digits")),
+        "data_dir": given.get("data_dir", preset.get("data_dir")),
+        "download": bool(given.get("download", False)),
+        "val_fraction": given.get("val_fraction", preset.get("val_fraction", 0.1)),
+        "seed": given.get("seed", preset.get("seed", 0)),
+        "subset": given.get("subset", preset.get("subset")),
+        "train": dict(preset.get("train", {})),
+        "teacher": teacher,
+        "teacher_checkpoint": given.get("teacher_checkpoint", preset.get("teacher_checkpoint")),
+        "students": tuple(given.get("students", preset.get("students", ["mlp"]))),
+        "space": space,
+        "storage_path": given.get("storage_path", "kdtune_results"),
+        "resume": bool(given.get("resume", False)),
+        "address": given.get("address"),
+        "max_failures": given.get("max_failures", 2),
+        "smoke_test": bool(given.get("smoke_test", False)),
+    }
+    for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "reduction_factor",
+                "max_concurrent", "objective"):
+        if key in given or key in search:
+            values[key] = given.get(key, search.get(key))
+    for key in ("cpus_per_trial", "gpus_per_trial"):
+        if key in given or key in resources:
+            values[key] = given.get(key, resources.get(key))
+    if values["smoke_test"]:
+        for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "max_concurrent"):
+            values[key] = min(values.get(key, SMOKE[key]), SMOKE[key])
+        values["subset"] = min(values["subset"] or SMOKE["subset"], SMOKE["subset"])
+        values["teacher"] = {**values["teacher"], "epochs": SMOKE["teacher_epochs"]}
+    values["name"] = given.get("name") or f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return SearchSpec(**values)

@@ -1,0 +1,82 @@
+"""summary.md: what a person wants at the end of a run, from the manifest alone.
+
+Teacher accuracy and size, the best undistilled baseline, the best distilled student with its
+config, its parameter reduction against the teacher, and the KD gain: the best distilled
+val_acc minus the best baseline val_acc among baselines no larger than that student.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from search.manifest import Manifest
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _params(n: Any) -> str:
+    return "n/a" if n is None else f"{int(n):,}"
+
+
+def kd_gain(distill: dict[str, Any], baseline_trials: list[dict[str, Any]]) -> tuple[float, dict] | None:
+    """(gain in val_acc, the baseline compared) for the same or smaller parameter budget."""
+    metrics = distill.get("metrics", {})
+    acc, params = metrics.get("val_acc"), metrics.get("params")
+    fair = [t for t in baseline_trials if t.get("val_acc") is not None and t.get("params") is not None
+            and params is not None and t["params"] <= params]
+    if acc is None or not fair:
+        return None
+    best = max(fair, key=lambda t: t["val_acc"])
+    return acc - best["val_acc"], best
+
+
+def render(manifest: Manifest) -> str:
+    data = manifest.data
+    stages = data["stages"]
+    teacher, baseline, distill = stages.get("teacher", {}), stages.get("baseline", {}), stages.get("distill", {})
+    t_metrics = teacher.get("metrics", {})
+    d_metrics = distill.get("metrics", {})
+    t_params, d_params = t_metrics.get("params"), d_metrics.get("params")
+    lines = [f"# kdtune run `{manifest.dir.name}`", "",
+             f"dataset **{data['dataset'].get('name')}**, git `{data.get('git_revision')}`, "
+             f"preset `{data['spec'].get('preset')}`", "",
+             "| stage | model | val_acc | params | reduction vs teacher |", "|---|---|---|---|---|"]
+    for label, stage in (("teacher", teacher), ("best baseline", baseline), ("best distilled", distill)):
+        cfg, met = stage.get("config", {}), stage.get("metrics", {})
+        model = cfg.get("model", "(given checkpoint)" if stage.get("source") else "n/a")
+        if cfg.get("depth") is not None:
+            model += f" depth={cfg['depth']} width={cfg.get('width')}"
+        red = (f"{100 * (1 - met['params'] / t_params):.1f}%" if t_params and met.get("params")
+               and label != "teacher" else "")
+        lines.append(f"| {label} | {model} | {_pct(met.get('val_acc'))} | {_params(met.get('params'))} | {red} |")
+    cfg = distill.get("config", {})
+    if cfg:
+        keys = ("model", "depth", "width", "alpha", "temperature", "lr", "weight_decay")
+        shown = ", ".join(f"{k}={cfg[k]:.4g}" if isinstance(cfg.get(k), float) else f"{k}={cfg.get(k)}"
+                          for k in keys if k in cfg)
+        lines += ["", f"Best distilled config: {shown}", f"Checkpoint: `{distill.get('best_checkpoint')}`"]
+    gain = kd_gain(distill, baseline.get("trials", [])) if distill else None
+    if gain is not None:
+        delta, ref = gain
+        lines.append(f"KD gain: {100 * delta:+.2f} points over the best baseline of at most "
+                     f"{_params(d_params)} params (baseline {_pct(ref['val_acc'])}, {_params(ref['params'])} params).")
+    trials = distill.get("trials", [])
+    if trials:
+        early = sum(t.get("stopped_early", False) for t in trials)
+        lines.append(f"Distillation trials: {len(trials)}, stopped early by ASHA: {early}, "
+                     f"diverged: {sum(t.get('diverged', False) for t in trials)}.")
+    lines += ["", "Validation accuracy on a seeded split of the training set; the test set is used "
+                  "only by `python analysis/final_report.py " + str(manifest.dir) + "`.",
+              "", f"TensorBoard: `tensorboard --logdir {manifest.dir}`", ""]
+    return "\n".join(lines)
+
+
+def write_summary(manifest: Manifest) -> Path:
+    """Render, write <experiment>/summary.md and print it."""
+    text = render(manifest)
+    path = manifest.dir / "summary.md"
+    path.write_text(text)
+    print(text)
+    return path
