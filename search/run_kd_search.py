@@ -11,6 +11,8 @@ command that resumes the run.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -32,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from search.pipeline import Interrupted, run
+
+    # SIGTERM (cluster schedulers, `kill`) takes the same graceful path as Ctrl-C: Ray Tune
+    # saves the experiment state and returns from fit(), so --resume loses nothing.
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
     print(f"kdtune: experiment {spec.experiment_dir} ({'resuming' if spec.resume else 'new'}; "
           f"dataset {spec.dataset}: {len(bundle.train)} train / {len(bundle.val)} val images)", flush=True)

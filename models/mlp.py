@@ -1,0 +1,84 @@
+"""Flexible MLP on flattened images, registered as `mlp`.
+
+    create_model("mlp", 10, (1, 28, 28), width=1200, depth=2)   # Hinton's MNIST teacher
+
+`depth` hidden blocks of `width` units (Linear [-> BN] -> activation [-> Dropout]), then a
+linear head. With residual=True every hidden block after the first adds its input (the
+first maps C*H*W -> width, so it has no skip). 2x1200 on MNIST: 2,395,210 parameters.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.registry import positive_int, register_model
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Activation module by name; unknown name -> ValueError listing the known ones."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class HiddenBlock(nn.Module):
+    """Linear [-> BatchNorm1d] -> activation [-> Dropout], with an optional skip."""
+
+    def __init__(self, in_f: int, out_f: int, activation: str, batch_norm: bool,
+                 dropout: float, residual: bool) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_f, out_f)
+        self.norm = nn.BatchNorm1d(out_f) if batch_norm else nn.Identity()
+        self.act = make_activation(activation)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # A skip needs matching widths; the caller only asks for one when in_f == out_f.
+        self.residual = residual and in_f == out_f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.drop(self.act(self.norm(self.linear(x))))
+        return x + out if self.residual else out
+
+
+class FlexibleMLP(nn.Module):
+    """Flatten -> `depth` hidden blocks -> linear head. See the module docstring."""
+
+    def __init__(self, in_features: int, num_classes: int, width: int = 256, depth: int = 2,
+                 residual: bool = False, batch_norm: bool = False, dropout: float = 0.0,
+                 activation: str = "relu") -> None:
+        super().__init__()
+        positive_int("width", width)
+        positive_int("depth (number of hidden layers)", depth)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        make_activation(activation)  # fail on a bad name before building anything
+        self.blocks = nn.Sequential(*[
+            HiddenBlock(in_features if i == 0 else width, width, activation, batch_norm,
+                        float(dropout), residual and i > 0)
+            for i in range(depth)
+        ])
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(torch.flatten(x, 1)))
+
+    def gradient_probes(self) -> list[tuple[str, nn.Module]]:
+        """Every Linear, hidden ones then the head, named layer00, layer01, ..."""
+        linears = [blk.linear for blk in self.blocks] + [self.head]
+        return [(f"layer{i:02d}", m) for i, m in enumerate(linears)]
+
+
+@register_model
+def mlp(num_classes: int, in_shape: tuple[int, int, int], width: int = 256, depth: int = 2,
+        residual: bool = False, batch_norm: bool = False, dropout: float = 0.0,
+        activation: str = "relu") -> FlexibleMLP:
+    """MLP over the C*H*W flattened image."""
+    c, h, w = in_shape
+    return FlexibleMLP(c * h * w, num_classes, width, depth, residual, batch_norm, dropout, activation)
