@@ -1,0 +1,17 @@
+"""kdtune datasets: a registry of datasets decoded once into uint8 tensors, plus
+`DeviceLoader`, which batches, augments and normalises them on the training device.
+
+    from datasets import create_dataset, DeviceLoader
+    bundle = create_dataset("digits")            # offline default; or "cifar10", "./data"
+    loader = DeviceLoader(bundle.train, batch_size=128, mean=bundle.mean, std=bundle.std,
+                          augment=bundle.augment, shuffle=True, seed=0)
+"""
+from .bundle import DatasetBundle, DatasetError, Split
+from .loader import DeviceLoader
+from .registry import create_dataset, list_datasets, register_dataset
+
+# Importing the builder modules registers their datasets.
+from . import cifar, digits, image_folder, mnist  # noqa: E402,F401  isort: skip
+
+__all__ = ["DatasetBundle", "DatasetError", "DeviceLoader", "Split", "create_dataset",
+           "list_datasets", "register_dataset"]

@@ -1,0 +1,96 @@
+"""The decoded, in-memory form of a dataset: `Split`, `DatasetBundle` and `DatasetError`.
+
+Every dataset in kdtune is decoded once (in the Ray driver) into these plain tensors, then
+shipped to trials through Ray's object store; nothing downstream reads files again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+AUGMENTS = ("none", "crop_flip")
+
+
+class DatasetError(ValueError):
+    """Dataset files are missing, corrupt or truncated; the message names the path to fix."""
+
+
+def missing_files_error(name: str, folder: str, missing: list[str]) -> DatasetError:
+    """The one wording for "files not there", so every dataset tells the user the same fix."""
+    return DatasetError(
+        f"{name} files not found in {folder}; pass --download to fetch them or --data-dir "
+        f"to point at them (missing: {', '.join(missing)})"
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: uint8 images (N, C, H, W) on CPU, contiguous, and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        # Checked here once so the loader and trainers can trust the layout blindly.
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"Split.images must be uint8 (N,C,H,W), got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
+            raise ValueError(f"Split.labels must be int64 (N,), got {self.labels.dtype} "
+                             f"{tuple(self.labels.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"Split has {len(self.images)} images but {len(self.labels)} labels")
+        if self.images.device.type != "cpu" or not self.images.is_contiguous():
+            raise ValueError("Split.images must be a contiguous CPU tensor")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class DatasetBundle:
+    """Train / val / test splits plus what a model and a loader need to know about them.
+
+    `test` is touched only by final reports; model selection uses `val` (DESIGN.md).
+    `mean` / `std` are per channel in [0, 1] pixel units; `augment` names the batched
+    augmentation `DeviceLoader` applies to training batches.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        channels = self.in_shape[0]
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ValueError(f"mean/std need {channels} values, got {self.mean} / {self.std}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def meta(self) -> dict:
+        """JSON-able description (no tensors), for manifests, checkpoints and reports."""
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "in_shape": list(self.in_shape),
+            "class_names": list(self.class_names),
+            "mean": [float(m) for m in self.mean],
+            "std": [float(s) for s in self.std],
+            "augment": self.augment,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+        }

@@ -1,0 +1,105 @@
+"""The dataset registry: `register_dataset`, `list_datasets`, `create_dataset`.
+
+Like timm's `register_model`: one function per dataset, the function name is the key. A
+builder decodes its files once into a `Decoded` (uint8 tensors + metadata); `create_dataset`
+then does what is common to all of them: the seeded val split, the optional train subset
+and the normalisation constants, and returns a `DatasetBundle`.
+
+    from datasets import create_dataset
+    bundle = create_dataset("cifar10", "./data", val_fraction=0.1, seed=0)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .bundle import DatasetBundle, Split
+from .splits import STREAM_SUBSET, STREAM_VAL, channel_stats, holdout_size, stratified_holdout
+
+DEFAULT_ROOT = "./data"
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What a builder returns: the official (or carved) train and test sets, decoded once.
+
+    `mean` / `std` are None when they should be computed from the train split.
+    """
+
+    train_images: torch.Tensor  # uint8 (N, C, H, W)
+    train_labels: torch.Tensor  # int64 (N,)
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    class_names: tuple[str, ...]
+    augment: str
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+# A builder: (root, *, download, image_size) -> Decoded
+Builder = Callable[..., Decoded]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register_dataset(fn: Builder) -> Builder:
+    """Decorator: register `fn` under its function name."""
+    name = fn.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"dataset {name!r} is already registered")
+    _REGISTRY[name] = fn
+    return fn
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by `create_dataset`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_dataset(name: str, root: str | None = None, *, download: bool = False,
+                   val_fraction: float = 0.1, seed: int = 0, subset: int | None = None,
+                   image_size: int | None = None) -> DatasetBundle:
+    """Decode dataset `name` from `root` (default ./data) into a `DatasetBundle`.
+
+    val_fraction: share of the training set held out (seeded, stratified) as `val`.
+    seed: drives the val split and the subset; the test set never depends on it.
+    subset: keep a seeded, stratified N-row subset of the train split (quick runs); `val`
+        and `test` are left whole, so val accuracy stays comparable across subset sizes.
+    image_size: side length images are resized to (image_folder only, default 32); for
+        fixed-size datasets it may only repeat their native size.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if subset is not None and subset < 1:
+        raise ValueError(f"subset must be a positive number of samples, got {subset}")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    root = os.path.abspath(os.path.expanduser(root if root is not None else DEFAULT_ROOT))
+
+    dec = _REGISTRY[name](root, download=download, image_size=image_size)
+    side = int(dec.train_images.shape[-1])
+    if image_size is not None and image_size != side:
+        raise ValueError(f"{name} images are {side}x{side}; image_size={image_size} applies "
+                         "only to image_folder")
+
+    n_val = holdout_size(len(dec.train_labels), val_fraction)
+    train_idx, val_idx = stratified_holdout(dec.train_labels, n_val, seed, STREAM_VAL)
+    train = Split(dec.train_images[train_idx].contiguous(), dec.train_labels[train_idx])
+    val = Split(dec.train_images[val_idx].contiguous(), dec.train_labels[val_idx])
+    test = Split(dec.test_images.contiguous(), dec.test_labels)
+
+    mean, std = dec.mean, dec.std
+    if mean is None or std is None:
+        # From the whole train split (before any subset), so quick runs normalise the same way.
+        mean, std = channel_stats(train.images)
+    if subset is not None and subset < len(train):
+        _, keep = stratified_holdout(train.labels, subset, seed, STREAM_SUBSET)
+        train = Split(train.images[keep].contiguous(), train.labels[keep])
+
+    return DatasetBundle(name=name, train=train, val=val, test=test,
+                         class_names=tuple(dec.class_names), mean=tuple(mean), std=tuple(std),
+                         augment=dec.augment)
