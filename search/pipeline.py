@@ -22,10 +22,9 @@ from search.manifest import Manifest
 from search.spec import SearchSpec
 from search.stages import Stage, asha, best_of, optuna_search, run_stage, stage_finished, trial_rows
 from search.summary import write_summary
-from trainables.checkpoint import load_model
 from trainables.distill import distill_student
 from trainables.teacher import train_teacher
-from trainables.teacher_logits import compute_logits
+from trainables.teacher_logits import compute_logits, load_teacher
 
 
 class Interrupted(RuntimeError):
@@ -36,6 +35,8 @@ def start_ray(spec: SearchSpec) -> bool:
     """Connect to a cluster (--address) or start a local Ray; False when Ray was already up."""
     if ray.is_initialized():
         return False
+    # A checkpoint every epoch is the point (exact resume); Ray's warning about it is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if spec.address:
         ray.init(address=spec.address, log_to_driver=True)
     else:
@@ -86,9 +87,10 @@ def cached_teacher_logits(bundle: DatasetBundle, teacher_checkpoint: str) -> tor
     """
     if bundle.augment != "none":
         return None
-    teacher, _payload = load_model(teacher_checkpoint)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return compute_logits(teacher, bundle.train, batch_size=1024, device=device).cpu()
+    teacher = load_teacher(teacher_checkpoint, device)
+    return compute_logits(teacher, bundle.train, batch_size=1024, device=device,
+                          mean=bundle.mean, std=bundle.std).cpu()
 
 
 def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, name: str,

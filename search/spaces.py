@@ -11,7 +11,7 @@ family -> value/range.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import optuna
 
@@ -116,23 +116,25 @@ def _depth_grid(family: str, lo: int, hi: int) -> tuple[int, int, int]:
     return first, last, step
 
 
-def make_space(
-    space: Mapping[str, Any],
-    students: Sequence[str],
-    constants: Mapping[str, Any],
-    distill: bool,
-) -> Callable[[optuna.Trial], dict[str, Any]]:
-    """Build the define-by-run function OptunaSearch calls for every new trial.
+class DefineByRun:
+    """The define-by-run function OptunaSearch calls for every new trial.
 
+    A class rather than a closure because Ray pickles the searcher with the experiment state
+    (that is what makes `--resume` restore the Optuna study).
     `constants` (dataset, epochs, teacher checkpoint, ...) are returned unchanged; pinned
     dimensions join them. With distill=False the KD dimensions are fixed to alpha = 0: the
     undistilled baseline over the same student architectures and optimiser ranges.
     """
-    check_space(space, students)
-    families = list(students)
 
-    def define(trial: optuna.Trial) -> dict[str, Any]:
-        fixed: dict[str, Any] = dict(constants)
+    def __init__(self, space: Mapping[str, Any], students: Sequence[str], constants: Mapping[str, Any],
+                 distill: bool):
+        check_space(space, students)
+        self.space, self.families = dict(space), list(students)
+        self.constants, self.distill = dict(constants), distill
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        space, families = self.space, self.families
+        fixed: dict[str, Any] = dict(self.constants)
         family = trial.suggest_categorical("model", families) if len(families) > 1 else families[0]
         if len(families) == 1:
             fixed["model"] = family
@@ -147,15 +149,19 @@ def make_space(
                 # log=True for every family: Optuna forbids one name with two log settings.
                 trial.suggest_int("width", int(value[0]), int(value[1]), log=True)
         for name, (default, log) in FLOAT_DIMS.items():
-            if name in KD_DIMS and not distill:
+            if name in KD_DIMS and not self.distill:
                 continue
             value = space.get(name, default)
             if is_range(value) and value[0] != value[1]:
                 trial.suggest_float(name, float(value[0]), float(value[1]), log=log)
             else:
                 fixed[name] = float(value[0] if is_range(value) else value)
-        if not distill:
+        if not self.distill:
             fixed["alpha"] = 0.0
         return fixed
 
-    return define
+
+def make_space(space: Mapping[str, Any], students: Sequence[str], constants: Mapping[str, Any],
+               distill: bool) -> DefineByRun:
+    """Build the define-by-run sampler of one stage (see DefineByRun)."""
+    return DefineByRun(space, students, constants, distill)

@@ -16,7 +16,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from trainables.checkpoint import CHECKPOINT_FILE
+from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
 from trainables.reporting import METRIC, MODE
 
 
@@ -60,6 +60,11 @@ def asha(max_epochs: int, grace_period: int, reduction_factor: int) -> ASHASched
                          grace_period=grace_period, reduction_factor=reduction_factor)
 
 
+def trial_dirname(trial) -> str:
+    """Short trial folder names: Ray's default folds every config key into the path."""
+    return f"{trial.trainable_name}_{trial.trial_id}"
+
+
 def _trainable(stage: Stage):
     return tune.with_resources(stage.trainable, {"cpu": stage.cpus, "gpu": stage.gpus})
 
@@ -74,7 +79,8 @@ def run_stage(stage: Stage, resume: bool) -> ResultGrid:
             _trainable(stage),
             param_space=stage.param_space or {},
             tune_config=tune.TuneConfig(search_alg=stage.search_alg, scheduler=stage.scheduler,
-                                        num_samples=stage.num_samples, reuse_actors=True),
+                                        num_samples=stage.num_samples, reuse_actors=True,
+                                        trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=stage.name, storage_path=str(stage.experiment_dir), verbose=1,
                 failure_config=tune.FailureConfig(max_failures=stage.max_failures),

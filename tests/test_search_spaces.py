@@ -1,0 +1,102 @@
+"""Search spaces, presets and flag merging: pure Python, no Ray."""
+import optuna
+import pytest
+
+from search import spaces
+from search.cli import parse_args
+from search.preset_loader import list_presets, load_preset
+
+
+def _sample(define, n=30, seed=0):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        fixed = define(trial)
+        configs.append({**trial.params, **fixed})
+        study.tell(trial, 0.0)
+    return configs
+
+
+def test_parse_dim_pins_and_ranges():
+    assert spaces.parse_dim("0.5") == 0.5
+    assert spaces.parse_dim("2") == 2
+    assert spaces.parse_dim("0.1:0.9") == (0.1, 0.9)
+    with pytest.raises(ValueError, match="not a number"):
+        spaces.parse_dim("abc")
+
+
+def test_conditional_space_keys_are_config_fields_and_respect_family_grids():
+    space = {"depth": {"mlp": (1, 3), "cifar_resnet": (8, 20)}, "width": {"mlp": (16, 64), "cifar_resnet": (8, 16)}}
+    define = spaces.make_space(space, ["mlp", "cifar_resnet"], {"dataset": "digits", "epochs": 3}, distill=True)
+    configs = _sample(define)
+    families = {c["model"] for c in configs}
+    assert families == {"mlp", "cifar_resnet"}
+    for c in configs:
+        assert set(c) >= {"model", "depth", "width", "alpha", "temperature", "lr", "weight_decay", "dataset", "epochs"}
+        if c["model"] == "mlp":
+            assert 1 <= c["depth"] <= 3 and 16 <= c["width"] <= 64
+        else:
+            assert c["depth"] in (8, 14, 20) and 8 <= c["width"] <= 16
+        assert 0.0 <= c["alpha"] <= 1.0 and c["temperature"] > 0
+
+
+def test_baseline_space_fixes_alpha_to_zero_and_samples_no_kd_dims():
+    define = spaces.make_space({}, ["mlp"], {}, distill=False)
+    for c in _sample(define, n=5):
+        assert c["alpha"] == 0.0 and "temperature" not in c
+
+
+def test_pinned_dimensions_are_constants():
+    define = spaces.make_space({"alpha": 0.7, "depth": 2}, ["mlp"], {}, distill=True)
+    study = optuna.create_study()
+    trial = study.ask()
+    fixed = define(trial)
+    assert fixed["alpha"] == 0.7 and fixed["depth"] == 2
+    assert "alpha" not in trial.params and "depth" not in trial.params
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"alpha": (0.5, 1.5)}, "alpha must lie in"),
+    ({"temperature": 0}, "temperature"),
+    ({"lr": (0.1, 0.01)}, "empty range"),
+    ({"depth": (9, 13)}, "no valid cifar_resnet depth"),
+    ({"bogus": 1}, "unknown search dimension"),
+])
+def test_bad_spaces_are_rejected(space, message):
+    with pytest.raises(ValueError, match=message):
+        define = spaces.make_space(space, ["cifar_resnet"], {}, distill=True)
+        _sample(define, n=1)
+
+
+def test_every_bundled_preset_loads_and_has_a_search_section():
+    for name in list_presets():
+        preset = load_preset(name)
+        assert preset["dataset"] and "search" in preset
+
+
+def test_malformed_preset_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: digits\nsearch: [unclosed\n")
+    with pytest.raises(ValueError, match=r"not valid YAML at line"):
+        load_preset(str(bad))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("dataset: digits\nsearch: {num_sample: 3}\n")
+    with pytest.raises(ValueError, match="unknown search key"):
+        load_preset(str(typo))
+
+
+def test_flags_override_the_preset():
+    spec, _ = parse_args(["--dataset", "mnist", "--alpha", "0.3:0.6", "--depth", "2", "--num-samples", "5",
+                          "--teacher", "resnet20", "--name", "x"])
+    assert spec.preset == "mnist" and spec.dataset == "mnist"
+    assert spec.space["alpha"] == (0.3, 0.6) and spec.space["depth"] == 2
+    assert spec.num_samples == 5 and spec.name == "x"
+    # A different teacher drops the preset's MLP sizes.
+    assert spec.teacher["model"] == "resnet20" and "width" not in spec.teacher
+
+
+def test_smoke_test_shrinks_every_budget():
+    spec, _ = parse_args(["--smoke-test"])
+    assert spec.num_samples <= 2 and spec.max_epochs <= 2 and spec.subset <= 256
+    assert spec.teacher["epochs"] == 1 and spec.grace_period <= spec.max_epochs
