@@ -1,0 +1,1 @@
+"""kdtune analysis package."""

@@ -1,0 +1,86 @@
+"""Best trials of every stage: config, best-epoch metrics, size and reduction vs the teacher.
+
+    python analysis/best_trials.py kdtune_results/<name> [--top 10] [--out DIR]
+
+Per stage (teacher, baseline, distill), the top-k trials by their best val_acc, with alpha,
+T, lr, weight decay, model, depth, width, val_acc, val_loss, params, reduction vs the
+teacher, epochs run and whether ASHA stopped the trial early. Writes best_trials.md and
+best_trials.csv (every trial, ranked) to <experiment>/analysis/. Works on a running search.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from a checkout: the repo root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+
+from analysis.cli import make_parser, parse, positive_int  # noqa: E402
+from analysis.experiment import STAGES, Experiment  # noqa: E402
+from analysis.report import (fmt_bool, fmt_float, fmt_int, fmt_pct, fmt_points,  # noqa: E402
+                             markdown_table, notes_block, write_text)
+from trainables.reporting import METRIC, MODE  # noqa: E402
+
+COLUMNS = ("rank", "trial_id", "model", "depth", "width", "alpha", "temperature", "lr",
+           "weight_decay", METRIC, "val_loss", "params", "reduction_pct", "epochs", "stopped_early")
+HEADERS = {"temperature": "T", "weight_decay": "wd", "reduction_pct": "reduction", "epochs": "epochs run",
+           "stopped_early": "stopped early", "trial_id": "trial"}
+FORMATS = {METRIC: fmt_pct, "val_loss": fmt_float, "params": fmt_int, "reduction_pct": fmt_points,
+           "depth": fmt_int, "width": fmt_int, "epochs": fmt_int, "stopped_early": fmt_bool,
+           "alpha": fmt_float, "temperature": fmt_float, "lr": fmt_float, "weight_decay": fmt_float}
+
+
+def ranked(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials of one stage, best first (trials without a val_acc yet go last), with a rank."""
+    out = trials.sort_values(METRIC, ascending=(MODE == "min"), na_position="last", kind="stable")
+    out = out.reset_index(drop=True)
+    out.insert(0, "rank", range(1, len(out) + 1))
+    return out
+
+
+def stage_section(exp: Experiment, stage: str, trials: pd.DataFrame, top: int) -> str:
+    status = exp.status(stage)
+    lines = [f"## {stage} ({len(trials)} trials, status {status})", ""]
+    if stage == "teacher":
+        # The teacher's own reduction is 0 by definition; alpha/T do not apply.
+        trials = trials.assign(reduction_pct=float("nan"))
+    if len(trials):
+        early = int(trials["stopped_early"].sum())
+        lines += [markdown_table(trials.head(top)[list(COLUMNS)], FORMATS, HEADERS), ""]
+        if stage != "teacher":
+            lines += [f"Stopped early by ASHA: {early} of {len(trials)}; diverged: "
+                      f"{int(trials['diverged'].sum())}; planned epochs: "
+                      f"{fmt_int(trials['planned_epochs'].max())}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser(__doc__, __file__)
+    parser.add_argument("--top", type=positive_int, default=10, help="trials shown per stage (default 10)")
+    args, exp = parse(parser, argv)
+
+    all_trials = exp.trials()
+    teacher = exp.teacher_params()
+    sections, tables = [], []
+    for stage in STAGES:
+        rows = ranked(all_trials[all_trials["stage"] == stage])
+        if exp.analysis(stage) is None:
+            continue
+        sections.append(stage_section(exp, stage, rows, args.top))
+        tables.append(rows)
+
+    head = [f"# Best trials: {exp.title}", "",
+            f"Ranked by best-epoch {METRIC} on the validation split ({MODE}). Teacher params: "
+            f"{fmt_int(teacher) or 'unknown'}; reduction = 1 - params / teacher params.", ""]
+    text = "\n".join(head) + notes_block(exp.notes) + "\n" + "\n".join(sections)
+    write_text(exp.output("best_trials.md"), text)
+    csv = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["rank", *all_trials.columns])
+    csv.to_csv(exp.output("best_trials.csv"), index=False)
+    print(f"wrote {exp.output('best_trials.md')} and {exp.output('best_trials.csv')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

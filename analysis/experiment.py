@@ -1,0 +1,239 @@
+"""Reading one kdtune experiment: the manifest, each stage's Ray Tune results, tidy tables.
+
+Every analysis script reads through this module, so "best epoch", "stopped early" and
+"reduction vs teacher" mean the same thing in every table and figure.
+
+    exp = Experiment.open("kdtune_results/digits-20261122-101500")
+    exp.trials()             # one row per trial of every stage that has started
+    exp.curves("distill")    # trial_id -> that trial's per-epoch DataFrame
+
+Stage folders are read with Ray's own `ExperimentAnalysis` (no trainable needed). A stage
+that has not started, or has no Tune snapshot yet, is skipped with a note in `exp.notes`,
+so the scripts also work on a search that is still running.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.manifest import STAGES, Manifest
+from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
+from trainables.reporting import METRIC, MODE
+
+# The sampled (or pinned) config keys shown in every table, in this order.
+CONFIG_COLUMNS = ("model", "depth", "width", "alpha", "temperature", "lr", "weight_decay")
+# Metrics taken from a trial's best epoch (by METRIC), not from its last one.
+BEST_EPOCH_COLUMNS = ("val_loss", "train_acc", "train_loss", "params", "flops", "agreement")
+
+
+class ExperimentError(ValueError):
+    """The folder is missing or holds no kdtune run; the message is one line."""
+
+
+@dataclass
+class Experiment:
+    path: Path
+    manifest: dict[str, Any]
+    out: Path
+    notes: list[str] = field(default_factory=list)
+    _analyses: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, path: str | Path, out: str | Path | None = None) -> "Experiment":
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise ExperimentError(f"{path}: no such experiment folder")
+        try:
+            manifest = Manifest.load(path)
+        except ValueError as exc:
+            raise ExperimentError(str(exc)) from None
+        path = path.resolve()
+        return cls(path, manifest.data, Path(out) if out is not None else path / "analysis")
+
+    # ---- manifest --------------------------------------------------------------------------
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.manifest.get("spec", {})
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return self.manifest.get("dataset", {})
+
+    @property
+    def title(self) -> str:
+        """Short label for figure titles: dataset and experiment name."""
+        return f"{self.dataset.get('name', '?')} / {self.path.name}"
+
+    def stage_info(self, name: str) -> dict[str, Any]:
+        return self.manifest.get("stages", {}).get(name, {})
+
+    def status(self, name: str) -> str:
+        return self.stage_info(name).get("status", "pending")
+
+    def output(self, filename: str) -> Path:
+        """A path in the output folder (created on first use)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self.out / filename
+
+    def note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
+
+    # ---- Tune results ----------------------------------------------------------------------
+    def analysis(self, name: str):
+        """Ray's ExperimentAnalysis of one stage, or None (with a note) when there is none yet."""
+        if name in self._analyses:
+            return self._analyses[name]
+        # The stage lives beside the manifest; the manifest's absolute path may come from
+        # another machine (a copied or shared results folder), so it is not trusted.
+        folder = self.path / name
+        result = None
+        if not folder.is_dir():
+            self.note(f"stage {name}: skipped, not started (status {self.status(name)})")
+        else:
+            from ray.tune import ExperimentAnalysis
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    result = ExperimentAnalysis(str(folder), default_metric=METRIC, default_mode=MODE)
+            except (ValueError, OSError) as exc:  # no experiment_state-*.json written yet
+                self.note(f"stage {name}: skipped, no Tune snapshot yet ({str(exc).splitlines()[0][:120]})")
+            if result is not None and not result.trials:
+                self.note(f"stage {name}: skipped, no trials yet")
+                result = None
+            if result is not None and self.status(name) != "done":
+                self.note(f"stage {name}: {self.status(name)}; tables show the trials so far")
+        self._analyses[name] = result
+        return result
+
+    def curves(self, name: str) -> dict[str, pd.DataFrame]:
+        """trial_id -> per-epoch metrics (result.json rows) of every trial of a stage."""
+        ea = self.analysis(name)
+        if ea is None:
+            return {}
+        return {tid: df for tid, df in ea.trial_dataframes.items() if df is not None and not df.empty}
+
+    def trials(self, stages: tuple[str, ...] = STAGES) -> pd.DataFrame:
+        """One row per trial: stage, config, best-epoch metrics, epochs, early stop, reduction."""
+        frame = self._rows(stages)
+        teacher = self.teacher_params()
+        frame["reduction_pct"] = [reduction_pct(p, teacher) for p in frame["params"]]
+        return frame
+
+    def _rows(self, stages: tuple[str, ...]) -> pd.DataFrame:
+        rows = []
+        for name in stages:
+            ea = self.analysis(name)
+            if ea is None:
+                continue
+            for trial in ea.trials:
+                rows.append(_trial_row(name, trial, ea.trial_dataframes.get(trial.trial_id)))
+        return pd.DataFrame(rows, columns=list(_ROW_COLUMNS))
+
+    def best_checkpoint(self, name: str, trial_id: str) -> str | None:
+        """File of a trial's best checkpoint (by METRIC), else its latest one."""
+        ea = self.analysis(name)
+        trial = next((t for t in ea.trials if t.trial_id == trial_id), None) if ea else None
+        if trial is None:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = ea.get_best_checkpoint(trial, METRIC, MODE) or ea.get_last_checkpoint(trial)
+        return str(Path(ckpt.path) / CHECKPOINT_FILE) if ckpt is not None else None
+
+    # ---- teacher ---------------------------------------------------------------------------
+    def teacher_metrics(self) -> dict[str, Any]:
+        """The teacher's best-epoch metrics: manifest first, else its Tune trial."""
+        metrics = dict(self.stage_info("teacher").get("metrics") or {})
+        if metrics.get("params") is None and (self.path / "teacher").is_dir():
+            rows = self._rows(("teacher",))
+            if rows["val_acc"].notna().any():
+                best = rows.loc[rows["val_acc"].idxmax()]
+                metrics.update({k: best[k] for k in ("val_acc", "val_loss", "params", "flops")})
+        if metrics.get("params") is None and self.stage_info("teacher").get("best_checkpoint"):
+            # An adopted --teacher-checkpoint has no Tune trial: count its weights.
+            metrics["params"] = _checkpoint_params(self.stage_info("teacher")["best_checkpoint"])
+        return metrics
+
+    def teacher_params(self) -> float | None:
+        if "_teacher_params" not in self._analyses:
+            self._analyses["_teacher_params"] = _finite(self.teacher_metrics().get("params"))
+        return self._analyses["_teacher_params"]
+
+
+_ROW_COLUMNS = ("stage", "trial_id", "status", *CONFIG_COLUMNS, "residual", "val_acc",
+                *BEST_EPOCH_COLUMNS, "best_epoch", "epochs", "planned_epochs", "stopped_early",
+                "diverged", "error", "path")
+
+
+def reduction_pct(params: Any, teacher_params: Any) -> float:
+    """Parameter reduction vs the teacher in percent: 100 * (1 - params / teacher_params)."""
+    p, t = _finite(params), _finite(teacher_params)
+    return math.nan if p is None or not t else 100.0 * (1.0 - p / t)
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _trial_row(stage: str, trial, df: pd.DataFrame | None) -> dict[str, Any]:
+    cfg = dict(trial.config or {})
+    last = dict(trial.last_result or {})
+    row: dict[str, Any] = {"stage": stage, "trial_id": trial.trial_id, "status": trial.status,
+                           **{k: cfg.get(k) for k in CONFIG_COLUMNS}, "residual": is_residual(cfg),
+                           "path": str(trial.path)}
+    has_metric = df is not None and METRIC in df and df[METRIC].notna().any()
+    if has_metric:
+        best = df.loc[df[METRIC].idxmax()]  # the epoch the stage's checkpoint keeps
+        row[METRIC] = float(best[METRIC])
+        row.update({k: best.get(k) for k in BEST_EPOCH_COLUMNS})
+        row["best_epoch"] = best.get("epoch", best.get("training_iteration"))
+    # Epochs trained, from the loop's own counter: Tune's training_iteration also counts the
+    # extra result a function trainable's return value produces.
+    counter = next((c for c in ("epoch", "training_iteration") if df is not None and c in df), None)
+    epochs = int(df[counter].max()) if counter and df[counter].notna().any() else 0
+    diverged = bool(df["diverged"].fillna(0).max()) if df is not None and "diverged" in df else False
+    planned = cfg.get("epochs")
+    # `done` is set on the last result when a trial ends, ASHA's stop included; a trial cut
+    # off by Ctrl-C has no `done`, so it is "unfinished", not "stopped early".
+    ended = bool(last.get("done")) and trial.status != "ERROR"
+    row.update(epochs=epochs, planned_epochs=planned, diverged=diverged,
+               stopped_early=bool(ended and not diverged and planned and epochs < planned),
+               error=None if trial.status != "ERROR" else "error")
+    return row
+
+
+def is_residual(cfg: dict[str, Any]) -> bool | None:
+    """model_kwargs.residual, else the model's own default (cifar_resnet True, mlp False)."""
+    kwargs = cfg.get("model_kwargs") or {}
+    if isinstance(kwargs, (list, tuple)):  # a frozen config stores sorted (key, value) pairs
+        kwargs = dict(kwargs)
+    if "residual" in kwargs:
+        return bool(kwargs["residual"])
+    try:
+        import models  # lazy: the registry imports every architecture (and torch)
+
+        return models.registry.model_kwargs(cfg.get("model")).get("residual")
+    except (ValueError, TypeError):
+        return None
+
+
+def _checkpoint_params(path: str) -> int | None:
+    from trainables.checkpoint import CheckpointError, load_model
+
+    try:
+        import models
+
+        return models.count_params(load_model(path)[0])
+    except (CheckpointError, OSError):
+        return None

@@ -1,0 +1,148 @@
+"""Which hyperparameters mattered: fANOVA importance over the distillation trials.
+
+    python analysis/importance.py kdtune_results/<name> [--out DIR]
+
+The distill trials are rebuilt as a finished Optuna study (params = the sampled alpha, T,
+lr, weight_decay, depth, width (and model when several families were searched), value =
+the trial's best val_acc), and `optuna.importance.get_param_importances` (fANOVA, seeded)
+ranks them. Dimensions pinned in the search are left out. Writes importance.md / .csv,
+importance.png (bar chart) and importance_alpha_T.png (val_acc vs alpha and vs T, the
+baseline students at alpha = 0 for reference) to <experiment>/analysis/.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from a checkout: the repo root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import matplotlib.pyplot as plt  # noqa: E402  (analysis.report selects the Agg backend)
+import optuna  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.cli import make_parser, parse  # noqa: E402
+from analysis.experiment import Experiment  # noqa: E402
+from analysis.report import fmt_float, markdown_table, notes_block, save_figure, write_text  # noqa: E402
+from search.spaces import FLOAT_DIMS  # noqa: E402  (which dimensions are sampled on a log scale)
+from trainables.reporting import METRIC, MODE  # noqa: E402
+
+PARAMS = ("alpha", "temperature", "lr", "weight_decay", "depth", "width")
+INT_PARAMS = {"depth": False, "width": True}  # name -> log scale (search/spaces.py samples width log)
+MIN_TRIALS = 3  # fANOVA on fewer complete trials says nothing
+
+
+def distributions(trials: pd.DataFrame) -> dict[str, optuna.distributions.BaseDistribution]:
+    """One distribution per dimension that varied across the trials, spanning what was sampled."""
+    out: dict[str, optuna.distributions.BaseDistribution] = {}
+    for name in PARAMS:
+        values = pd.to_numeric(trials[name], errors="coerce").dropna()
+        if values.nunique() < 2:  # pinned (or one trial): nothing to attribute to it
+            continue
+        lo, hi = float(values.min()), float(values.max())
+        if name in INT_PARAMS:
+            out[name] = optuna.distributions.IntDistribution(int(lo), int(hi), log=INT_PARAMS[name] and lo > 0)
+        else:
+            out[name] = optuna.distributions.FloatDistribution(lo, hi, log=FLOAT_DIMS[name][1] and lo > 0)
+    if trials["model"].nunique() > 1:
+        out["model"] = optuna.distributions.CategoricalDistribution(sorted(trials["model"].unique()))
+    return out
+
+
+def build_study(trials: pd.DataFrame) -> optuna.Study:
+    """A finished study with one COMPLETE trial per distill trial (value = best val_acc)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if MODE == "max" else "minimize")
+    dists = distributions(trials)
+    for _, row in trials.iterrows():
+        params = {k: (int(row[k]) if isinstance(d, optuna.distributions.IntDistribution) else
+                      row[k] if isinstance(d, optuna.distributions.CategoricalDistribution) else float(row[k]))
+                  for k, d in dists.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(row[METRIC])))
+    return study
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    # Seeded so the same experiment gives the same numbers on every run.
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    return optuna.importance.get_param_importances(study, evaluator=evaluator)
+
+
+def plot_bars(exp: Experiment, imp: dict[str, float], n: int) -> plt.Figure:
+    names = list(imp)[::-1]  # largest on top
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.8))
+    bars = ax.barh(names, [imp[k] for k in names], color="tab:blue")
+    ax.bar_label(bars, labels=[f"{imp[k]:.2f}" for k in names], padding=3, fontsize=9)
+    ax.set_xlim(0, max(1e-9, max(imp.values())) * 1.2)
+    ax.set_xlabel(f"fANOVA importance (share of the variance of best {METRIC})")
+    ax.set_ylabel("hyperparameter")
+    ax.set_title(f"{exp.dataset.get('name', '?')}: hyperparameter importance over {n} distillation trials\n"
+                 f"({exp.path.name})", fontsize=11)
+    ax.grid(True, axis="x", alpha=0.25)
+    return fig
+
+
+def plot_alpha_t(exp: Experiment, kd: pd.DataFrame, base: pd.DataFrame) -> plt.Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    for ax, dim, label in ((axes[0], "alpha", "alpha (weight of the soft targets)"),
+                           (axes[1], "temperature", "temperature T")):
+        sc = ax.scatter(kd[dim], 100 * kd[METRIC], c=kd["params"], cmap="viridis", s=46, edgecolors="black",
+                        linewidths=0.5, norm=LogNorm() if kd["params"].min() > 0 else None, zorder=3)
+        ax.scatter([], [], s=46, c="white", edgecolors="black", linewidths=0.5,  # neutral legend proxy
+                   label=f"distilled, coloured by size ({len(kd)})")
+        if dim == "alpha" and len(base):
+            ax.scatter([0.0] * len(base), 100 * base[METRIC], marker="s", c="0.55", edgecolors="black",
+                       linewidths=0.5, s=46, label=f"baseline, alpha = 0 ({len(base)})", zorder=3)
+        ax.set_xlabel(label)
+        ax.grid(True, alpha=0.25)
+        ax.legend(loc="best", fontsize=9)
+    axes[0].set_ylabel("best validation accuracy (%)")
+    cbar = fig.colorbar(sc, ax=axes, pad=0.02)
+    cbar.set_label("student parameters (log scale)")
+    cbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
+    cbar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
+    fig.suptitle(f"{exp.dataset.get('name', '?')}: validation accuracy vs the KD hyperparameters "
+                 f"({exp.path.name})", fontsize=11)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser(__doc__, __file__)
+    args, exp = parse(parser, argv)
+
+    trials = exp.trials(("baseline", "distill"))
+    kd = trials[(trials["stage"] == "distill") & trials[METRIC].notna()].reset_index(drop=True)
+    base = trials[(trials["stage"] == "baseline") & trials[METRIC].notna()]
+    lines = [f"# Hyperparameter importance: {exp.title}", ""]
+    table = pd.DataFrame(columns=["param", "importance", "low", "high", "varied"])
+    if len(kd) < MIN_TRIALS:
+        exp.note(f"importance needs at least {MIN_TRIALS} complete distill trials, found {len(kd)}: "
+                 "no importance computed")
+    else:
+        study = build_study(kd)
+        dists = study.trials[0].distributions
+        imp = importances(study) if dists else {}
+        pinned = [p for p in PARAMS if p not in dists]
+        rows = [{"param": k, "importance": v, "low": getattr(dists[k], "low", None),
+                 "high": getattr(dists[k], "high", None), "varied": True} for k, v in imp.items()]
+        rows += [{"param": p, "importance": math.nan, "low": kd[p].min(), "high": kd[p].max(), "varied": False}
+                 for p in pinned if p in kd]
+        table = pd.DataFrame(rows, columns=table.columns)
+        lines += [f"fANOVA over {len(kd)} complete distill trials (value = best {METRIC}); "
+                  f"pinned or unvaried (left out): {', '.join(pinned) or 'none'}.", ""]
+        if imp:
+            save_figure(plot_bars(exp, imp, len(kd)), exp.output("importance.png"))
+    lines += [notes_block(exp.notes), markdown_table(table, {"importance": fmt_float, "low": fmt_float,
+                                                             "high": fmt_float}), ""]
+    if len(kd):
+        save_figure(plot_alpha_t(exp, kd, base), exp.output("importance_alpha_T.png"))
+    write_text(exp.output("importance.md"), "\n".join(lines))
+    table.to_csv(exp.output("importance.csv"), index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
