@@ -1,0 +1,13 @@
+"""kdtune trainables: what one Ray Tune trial runs.
+
+Entry points (top-level functions, passed to Tune via `tune.with_parameters`):
+    trainables.teacher.train_teacher(config, data=None)
+    trainables.distill.distill_student(config, data=None, teacher_logits=None)
+
+Modules: config (frozen per-stage configs), reporting (the one Ray wrapper; METRIC, MODE),
+losses (KDLoss), loop (THE train/eval loop), optim, runtime (device/precision/threads),
+checkpoint (kdtune checkpoint files), teacher_logits (cached / online teacher logits),
+stage (setup + resume + per-epoch checkpoint/report around the loop).
+
+This __init__ imports nothing itself: importing one module pulls in only what it needs.
+"""

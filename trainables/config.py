@@ -1,0 +1,229 @@
+"""Frozen per-stage configs: the only reader of a trial's raw config dict.
+
+A trainable's first line is `cfg = DistillConfig.from_dict(config)`. Keys are flat and are
+the names search spaces use; unknown keys are rejected (a typo in a search space must not
+silently train the default). Values coming from samplers (numpy ints/floats) are coerced
+to Python types, so `to_dict()` is plain JSON-able data.
+
+    python -c "from trainables.config import DistillConfig; print(DistillConfig().to_dict())"
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step", "onecycle", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+TEACHER_LOGITS = ("auto", "cached", "online")
+
+
+def _freeze(value: Any) -> Any:
+    """Lists/dicts -> tuples so a frozen config stays hashable."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _int(name: str, value: Any, minimum: int | None = None, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, numbers.Real) and float(value).is_integer():
+            value = int(value)  # 10.0 from a YAML file or a float sampler
+        else:
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(name: str, value: Any, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
+    if value not in choices:
+        hint = difflib.get_close_matches(str(value), list(choices), n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(f"unknown {name} {value!r}{extra}; known: {', '.join(choices)}")
+    return value
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fields shared by every stage (teacher, baseline and distilled students)."""
+
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    subset: int | None = None  # keep only this many training images (quick runs)
+    seed: int = 0
+    # model: create_model(model, num_classes, in_shape, depth=, width=, **model_kwargs)
+    model: str = "mlp"
+    depth: int | None = None
+    width: int | None = None
+    model_kwargs: Any = field(default_factory=dict)  # stored as sorted (key, value) pairs
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()  # epochs at which `step` multiplies lr by gamma
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max global L2 norm of the gradients
+    # execution
+    precision: str = "auto"  # auto = bf16 autocast where the hardware has it
+    channels_last: bool | None = None  # None = on for conv nets
+    track_grad_norms: bool = False
+    num_threads: int | None = None  # None = the trial's CPUs
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        set_("val_fraction", _float("val_fraction", self.val_fraction))
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        set_("subset", _int("subset", self.subset, 1, optional=True))
+        set_("seed", _int("seed", self.seed, 0))
+        set_("depth", _int("depth", self.depth, 1, optional=True))
+        set_("width", _int("width", self.width, 1, optional=True))
+        if not isinstance(self.model_kwargs, (Mapping, tuple, list)):
+            raise ValueError(f"model_kwargs must be a mapping, got {self.model_kwargs!r}")
+        set_("model_kwargs", _freeze(dict(self.model_kwargs)))
+        clash = {"depth", "width", "num_classes", "in_shape"} & dict(self.model_kwargs).keys()
+        if clash:
+            raise ValueError(f"model_kwargs must not set {sorted(clash)}: use the top-level keys")
+        set_("epochs", _int("epochs", self.epochs, 1))
+        set_("batch_size", _int("batch_size", self.batch_size, 1))
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        set_("lr", _float("lr", self.lr))
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        set_("momentum", _float("momentum", self.momentum))
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        set_("weight_decay", _float("weight_decay", self.weight_decay))
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        _choice("schedule", self.schedule, SCHEDULES)
+        set_("milestones", tuple(_int("milestones", m, 1) for m in self.milestones))
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ValueError(f"milestones must be increasing epochs, got {self.milestones}")
+        set_("gamma", _float("gamma", self.gamma))
+        if not self.gamma > 0:
+            raise ValueError(f"gamma must be > 0, got {self.gamma}")
+        set_("label_smoothing", _float("label_smoothing", self.label_smoothing))
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        set_("grad_clip", _float("grad_clip", self.grad_clip, optional=True))
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        _choice("precision", self.precision, PRECISIONS)
+        set_("num_threads", _int("num_threads", self.num_threads, 1, optional=True))
+        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for flag in ("download", "nesterov", "track_grad_norms"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise ValueError("channels_last must be true, false or null, "
+                             f"got {self.channels_last!r}")
+        self._check_registries()
+
+    def _check_registries(self) -> None:
+        import datasets  # lazy: the registries import torch and the architectures
+        import models
+
+        _choice("model", self.model, list(models.list_models()))
+        _choice("dataset", self.dataset, list(datasets.list_datasets()))
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | "TrainConfig") -> "TrainConfig":
+        """Build from a flat dict, rejecting unknown keys (with a close match if any)."""
+        if isinstance(d, cls):
+            return d
+        if isinstance(d, TrainConfig):
+            d = d.to_dict()
+        valid = cls.keys()
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            msgs = []
+            for key in unknown:
+                hint = difflib.get_close_matches(str(key), valid, n=1)
+                msgs.append(f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            raise ValueError(f"unknown {cls.__name__} key(s): {', '.join(msgs)}; "
+                             f"valid keys: {', '.join(valid)}")
+        return cls(**dict(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat dict with model_kwargs as a dict again; from_dict(to_dict()) == self."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["model_kwargs"] = self.model_kwargs_dict()
+        return out
+
+    def model_kwargs_dict(self) -> dict[str, Any]:
+        return dict(self.model_kwargs)
+
+    def model_build_kwargs(self) -> dict[str, Any]:
+        """kwargs for models.create_model: depth/width when set, plus model_kwargs."""
+        kw = self.model_kwargs_dict()
+        if self.depth is not None:
+            kw["depth"] = self.depth
+        if self.width is not None:
+            kw["width"] = self.width
+        return kw
+
+
+@dataclass(frozen=True)
+class TeacherConfig(TrainConfig):
+    """Teacher stage: plain supervised training with the shared fields."""
+
+
+@dataclass(frozen=True)
+class DistillConfig(TrainConfig):
+    """Student stage; the undistilled baseline when alpha == 0 or there is no teacher."""
+
+    alpha: float = 0.5  # weight of the soft (teacher) term; 1 - alpha on the labels
+    temperature: float = 4.0
+    teacher_checkpoint: str | None = None  # path to a kdtune checkpoint file or directory
+    teacher_logits: str = "auto"  # auto = cached when the dataset is not augmented
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha", _float("alpha", self.alpha))
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        object.__setattr__(self, "temperature", _float("temperature", self.temperature))
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.teacher_checkpoint is not None and not isinstance(self.teacher_checkpoint, str):
+            object.__setattr__(self, "teacher_checkpoint", str(self.teacher_checkpoint))
+        _choice("teacher_logits", self.teacher_logits, TEACHER_LOGITS)
+        super().__post_init__()
+
+    @property
+    def is_baseline(self) -> bool:
+        """True when no soft term is trained (alpha == 0 or no teacher)."""
+        return self.alpha == 0.0 or self.teacher_checkpoint is None

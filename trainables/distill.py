@@ -1,0 +1,63 @@
+"""Student stage trainable: Hinton distillation from a checkpointed teacher, or the baseline.
+
+A DistillConfig with alpha == 0 or no teacher_checkpoint trains the undistilled baseline
+(plain cross-entropy). With a teacher, the teacher is rebuilt from its checkpoint's spec,
+checked against the dataset, frozen, and its logits come from a cache (the driver's
+`teacher_logits`, else computed here once) or online per batch (augmented inputs):
+teacher_logits="auto" caches exactly when the dataset is not augmented.
+
+    tune.with_parameters(distill_student, data=bundle, teacher_logits=train_logits)
+    python -c "from trainables.distill import distill_student as d; print(d({'epochs': 2}))"
+"""
+from __future__ import annotations
+
+import torch
+
+from trainables import reporting
+from trainables.config import DistillConfig
+from trainables.losses import KDLoss
+from trainables.runtime import Runtime
+from trainables.stage import EVAL_BATCH, run_stage
+from trainables.teacher_logits import TeacherLogits, compute_logits, load_teacher
+
+
+def distill_student(config: dict, data=None, teacher_logits: torch.Tensor | None = None) -> dict:
+    """Train one student for `config` (DistillConfig keys); report and checkpoint each epoch.
+
+    `data`: a DatasetBundle, or None to load it from the config. `teacher_logits`: the
+    teacher's float32 logits for every row of data.train (computed once by the driver),
+    used when logits are cached. Returns the last metrics (None inside Tune: see
+    reporting.final)."""
+    cfg = DistillConfig.from_dict(config)
+    if cfg.teacher_checkpoint is None and teacher_logits is not None and cfg.alpha > 0:
+        raise ValueError("teacher_logits were given but the config has no teacher_checkpoint: "
+                         "set teacher_checkpoint (it is recorded with the student)")
+    loss = KDLoss(cfg.alpha, cfg.temperature, label_smoothing=cfg.label_smoothing)
+    if cfg.teacher_checkpoint is None:
+        return reporting.final(run_stage(cfg, data, loss))
+
+    def make_teacher(rt: Runtime, bundle) -> TeacherLogits:
+        teacher = rt.prepare(load_teacher(cfg.teacher_checkpoint, rt.device, bundle.meta()))
+        common = dict(mean=bundle.mean, std=bundle.std, autocast_dtype=rt.autocast_dtype,
+                      channels_last=rt.channels_last)
+        # Val logits are always computed once: agreement is reported for every student.
+        val = compute_logits(teacher, bundle.val, EVAL_BATCH, rt.device, **common)
+        cached = cfg.teacher_logits == "cached" or (
+            cfg.teacher_logits == "auto" and bundle.augment == "none")
+        cache = None
+        if cached and loss.uses_teacher:
+            cache = _check_cache(teacher_logits, bundle) if teacher_logits is not None else \
+                compute_logits(teacher, bundle.train, EVAL_BATCH, rt.device, **common)
+            cache = cache.to(rt.device, torch.float32)
+        return TeacherLogits(teacher, train_cache=cache, val_logits=val,
+                             autocast_dtype=rt.autocast_dtype)
+
+    return reporting.final(run_stage(cfg, data, loss, make_teacher))
+
+
+def _check_cache(logits: torch.Tensor, bundle) -> torch.Tensor:
+    expected = (len(bundle.train), bundle.num_classes)
+    if tuple(logits.shape) != expected:
+        raise ValueError(f"teacher_logits have shape {tuple(logits.shape)}; expected {expected} "
+                         "(one row per training image of this dataset split)")
+    return logits

@@ -1,0 +1,169 @@
+"""THE train/eval loop shared by every stage (teacher, baseline, distilled student).
+
+Stages differ only in the loss they pass (`KDLoss`; alpha == 0 is plain cross-entropy) and
+an optional teacher-logit source. Hot-path statistics stay on the device and are read once
+per epoch (one host sync), plus a cheap finiteness check every `CHECK_EVERY` batches so a
+diverged trial stops early instead of grinding NaNs for a whole epoch.
+
+    fit(model, train_loader, val_loader, loss_fn, optimizer, schedule, runtime,
+        epochs=10, on_epoch=lambda metrics: ...)
+
+Per-epoch metrics: epoch (1-based), train_loss, train_acc, val_loss (plain CE, comparable
+across baseline and distilled students), val_acc, lr (at the start of the epoch),
+epoch_time_s (train + eval), images_per_s (training images / training seconds), diverged (0),
+`agreement` (student-teacher top-1 agreement on val) when a teacher is given, and
+`grad_norm/<probe>` (mean over the epoch's batches) when probes are given. A non-finite
+loss ends the run with diverged=1, a stop_reason and val_acc=0.0.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.optim import Schedule
+from trainables.runtime import Runtime
+
+CHECK_EVERY = 50  # batches between divergence checks (each is one host sync)
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (x, y, row idx)
+
+
+class TeacherSource(Protocol):
+    """Teacher logits for a training batch, and for the whole val split (for agreement)."""
+
+    val_logits: torch.Tensor | None
+
+    def train_logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor: ...
+
+
+class Diverged(Exception):
+    """Raised inside an epoch when the loss stops being finite."""
+
+
+def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
+                optimizer: torch.optim.Optimizer, schedule: Schedule, rt: Runtime, *,
+                teacher: TeacherSource | None = None, grad_clip: float | None = None,
+                probes: Sequence[tuple[str, nn.Module]] = ()) -> dict[str, float]:
+    """One pass over `loader`; returns train_loss, train_acc, images, seconds, grad norms."""
+    model.train()
+    dev = rt.device
+    loss_sum = torch.zeros((), device=dev)  # sum of per-batch mean loss x batch size
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    grad_sum = torch.zeros(len(probes), device=dev)
+    n_images = n_batches = 0
+    want_teacher = teacher is not None and getattr(loss_fn, "uses_teacher", True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = time.perf_counter()
+    for x, y, idx in loader:
+        t_logits = teacher.train_logits(x, idx) if want_teacher else None
+        with rt.autocast():
+            out = model(x)
+        loss = loss_fn(out, y, t_logits)  # float32 inside KDLoss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if probes:
+            grad_sum += torch.stack([_grad_norm(m) for _, m in probes])
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        schedule.after_batch()
+        loss_sum += loss.detach() * y.shape[0]
+        correct += (out.detach().argmax(1) == y).sum()
+        n_images += y.shape[0]
+        n_batches += 1
+        if n_batches % CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+            raise Diverged(f"non-finite training loss in batch {n_batches}")
+    stats = torch.cat([torch.stack([loss_sum, correct.float()]), grad_sum]).tolist()  # 1 sync
+    seconds = time.perf_counter() - start
+    if not math.isfinite(stats[0]):
+        raise Diverged("non-finite training loss")
+    out_metrics = {
+        "train_loss": stats[0] / max(n_images, 1),
+        "train_acc": stats[1] / max(n_images, 1),
+        "images": n_images,
+        "seconds": seconds,
+    }
+    for (name, _), total in zip(probes, stats[2:]):
+        out_metrics[f"grad_norm/{name}"] = total / max(n_batches, 1)
+    return out_metrics
+
+
+def _grad_norm(module: nn.Module) -> torch.Tensor:
+    """L2 norm of a probe's weight gradient (0 when it got none)."""
+    grad = module.weight.grad
+    if grad is None:
+        return torch.zeros((), device=module.weight.device)
+    return torch.linalg.vector_norm(grad.float())
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: Batches, rt: Runtime,
+             reference_logits: torch.Tensor | None = None) -> dict[str, float]:
+    """val_loss (plain CE), val_acc, and agreement with `reference_logits` (rows by idx)."""
+    model.eval()
+    dev = rt.device
+    sums = torch.zeros(3, device=dev)  # CE sum, correct, agreeing with the reference
+    n = 0
+    for x, y, idx in loader:
+        with rt.autocast():
+            out = model(x)
+        out = out.float()
+        pred = out.argmax(1)
+        sums[0] += F.cross_entropy(out, y, reduction="sum")
+        sums[1] += (pred == y).sum()
+        if reference_logits is not None:
+            sums[2] += (pred == reference_logits[idx].argmax(1)).sum()
+        n += y.shape[0]
+    loss, acc, agree = (sums / max(n, 1)).tolist()
+    metrics = {"val_loss": loss, "val_acc": acc}
+    if reference_logits is not None:
+        metrics["agreement"] = agree
+    return metrics
+
+
+def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer, schedule: Schedule, rt: Runtime, *, epochs: int,
+        start_epoch: int = 0, teacher: TeacherSource | None = None,
+        grad_clip: float | None = None, probes: Sequence[tuple[str, nn.Module]] = (),
+        static_metrics: dict | None = None,
+        on_epoch: Callable[[dict], None] = lambda m: None) -> dict:
+    """Train epochs start_epoch+1 .. epochs; `on_epoch(metrics)` after each (and once on
+    divergence, with diverged=1). Returns the last metrics ({} when nothing was left)."""
+    metrics: dict = {}
+    for epoch in range(start_epoch + 1, epochs + 1):
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)  # reshuffle / re-augment reproducibly per epoch
+        lr = optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        try:
+            train = train_epoch(model, train_loader, loss_fn, optimizer, schedule, rt,
+                                teacher=teacher, grad_clip=grad_clip, probes=probes)
+            val = evaluate(model, val_loader, rt,
+                           teacher.val_logits if teacher is not None else None)
+            if not math.isfinite(val["val_loss"]):
+                raise Diverged("non-finite validation loss")
+        except Diverged as e:
+            metrics = {**(static_metrics or {}), "epoch": epoch, "lr": lr, "val_acc": 0.0,
+                       "diverged": 1, "stop_reason": f"diverged at epoch {epoch}: {e}"}
+            on_epoch(metrics)
+            return metrics
+        schedule.after_epoch()
+        images, seconds = train.pop("images"), train.pop("seconds")
+        metrics = {
+            **(static_metrics or {}),
+            "epoch": epoch,
+            **train,
+            **val,
+            "lr": lr,
+            "epoch_time_s": time.perf_counter() - start,
+            "images_per_s": images / seconds if seconds > 0 else 0.0,
+            "diverged": 0,
+        }
+        on_epoch(metrics)
+    return metrics

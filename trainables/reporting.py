@@ -1,0 +1,141 @@
+"""The one wrapper of Ray Tune's session API, and a local stand-in for plain calls.
+
+Every trainable reports through `report()` and resumes through `resume_checkpoint()`, so
+the next Ray API change touches this file only. `METRIC` / `MODE` are the names the
+search, the scheduler and analysis import.
+
+Inside a Tune trial these call `ray.tune.report` / `ray.tune.get_checkpoint` (Ray 2.60:
+`ray.train.report` raises inside a Tune function trainable). Outside Tune they record into a
+`local_session`, which lets tests run a trainable as a plain call and resume it:
+
+    with local_session() as rec:
+        train_teacher({"epochs": 2})
+    with local_session(resume_from=rec.checkpoints[0]) as rec2:
+        train_teacher({"epochs": 2})        # continues at epoch 2
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+METRIC = "val_acc"  # the metric every scheduler and searcher optimises
+MODE = "max"
+
+
+@dataclass
+class LocalSession:
+    """What a trainable reported outside Tune: metric dicts and one checkpoint per report.
+
+    `root` is None for the implicit session of a bare call: checkpoints are then dropped
+    (nothing would clean them up), metrics are still kept.
+    """
+
+    root: str | None = None
+    resume_from: str | None = None
+    results: list[dict] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+
+    def record(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        self.results.append(dict(metrics))
+        if checkpoint_dir is None or self.root is None:
+            return
+        # Copy, as Ray does: the caller may delete its directory after report() returns.
+        dest = os.path.join(self.root, f"checkpoint_{len(self.results):06d}")
+        shutil.copytree(checkpoint_dir, dest)
+        self.checkpoints.append(dest)
+
+
+_ACTIVE: LocalSession | None = None  # set by local_session()
+_IMPLICIT = LocalSession()  # bare calls outside Tune and outside local_session()
+
+
+@contextlib.contextmanager
+def local_session(resume_from: str | None = None, root: str | None = None
+                  ) -> Iterator[LocalSession]:
+    """Record reports of plain (non-Tune) calls; checkpoints go under `root`.
+
+    Without `root` a temporary directory is created and removed on exit, so copy what
+    must outlive the block. `resume_from` is what `resume_checkpoint()` then returns.
+    """
+    global _ACTIVE
+    owned = root is None
+    if owned:
+        root = tempfile.mkdtemp(prefix="kdtune-session-")
+    else:
+        os.makedirs(root, exist_ok=True)
+    previous, _ACTIVE = _ACTIVE, LocalSession(root=root, resume_from=resume_from)
+    try:
+        yield _ACTIVE
+    finally:
+        _ACTIVE = previous
+        if owned:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def in_tune() -> bool:
+    """True inside a function trainable run by a Tuner (and no local session is active)."""
+    if _ACTIVE is not None:
+        return False
+    try:
+        from ray import tune
+    except ImportError:  # Ray is a dependency, but plain calls need not pay for it
+        return False
+    with warnings.catch_warnings():  # outside a session Ray warns and returns None
+        warnings.simplefilter("ignore")
+        return tune.get_context().get_trial_id() is not None
+
+
+def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
+    """Report one result (one epoch) with an optional checkpoint directory.
+
+    The directory is copied (by Ray to its storage, or into the local session), so the
+    caller may delete it afterwards.
+    """
+    if in_tune():
+        from ray import tune
+
+        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(dict(metrics), checkpoint=ckpt)  # copy: Ray adds keys to the dict
+    else:
+        (_ACTIVE or _IMPLICIT).record(metrics, checkpoint_dir)
+
+
+def final(metrics: dict) -> dict | None:
+    """What a trainable returns: the last metrics for plain calls, None inside Tune
+    (Tune reports a returned dict as one more result: an extra training_iteration that
+    ASHA would count as an epoch)."""
+    return None if in_tune() else metrics
+
+
+def resume_checkpoint() -> str | None:
+    """Directory of the checkpoint to resume from, or None for a fresh start."""
+    if in_tune():
+        from ray import tune
+
+        ckpt = tune.get_checkpoint()
+        if ckpt is None:
+            return None
+        import pyarrow.fs
+
+        if isinstance(ckpt.filesystem, pyarrow.fs.LocalFileSystem):
+            return ckpt.path
+        return ckpt.to_directory()  # remote storage (s3://, gs://): download once
+    return _ACTIVE.resume_from if _ACTIVE is not None else None
+
+
+def trial_cpus() -> int:
+    """CPUs Tune reserved for this trial; torch's thread count outside Tune."""
+    if in_tune():
+        from ray import tune
+
+        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 0)
+        if cpus >= 1:
+            return int(cpus)
+    return torch.get_num_threads()

@@ -1,0 +1,111 @@
+"""Running one stage's trial: data, model, optimiser, resume, the loop, checkpoints, reports.
+
+Shared by `train_teacher` and `distill_student`, which only choose the config class, the
+loss and the teacher-logit source. Each epoch writes a checkpoint directory
+(`checkpoint.pt`, see checkpoint.py) and reports it with the epoch's metrics; a trial
+restarted by Tune (or a local_session with resume_from) continues exactly after the last
+checkpointed epoch: weights, optimiser, scheduler, epoch and RNG streams are restored, and
+the loader's order depends only on (seed, epoch).
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+
+import torch
+
+from trainables import checkpoint, reporting
+from trainables.config import TrainConfig
+from trainables.loop import TeacherSource, fit
+from trainables.optim import build_optimizer, build_schedule
+from trainables.runtime import Runtime
+
+EVAL_BATCH = 512  # eval has no gradients: bigger batches, fewer kernel launches
+
+# (runtime, bundle) -> the teacher-logit source of a distillation trial
+TeacherFactory = Callable[[Runtime, object], TeacherSource]
+
+
+def load_data(cfg: TrainConfig, data=None):
+    """The bundle passed by the driver (checked against cfg.dataset), else decode it here."""
+    import datasets
+
+    if data is None:
+        return datasets.create_dataset(cfg.dataset, cfg.data_dir, download=cfg.download,
+                                       val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                       subset=cfg.subset)
+    if data.name != cfg.dataset:
+        raise ValueError(f"the trial was given dataset {data.name!r} but its config says "
+                         f"dataset={cfg.dataset!r}; put the dataset name in the param space")
+    return data
+
+
+def loaders(cfg: TrainConfig, data, rt: Runtime):
+    from datasets import DeviceLoader
+
+    common = dict(device=rt.device, mean=data.mean, std=data.std, seed=cfg.seed,
+                  channels_last=rt.channels_last)
+    # drop_last keeps BatchNorm away from a 1-image final batch, when there is data to spare
+    train = DeviceLoader(data.train, batch_size=cfg.batch_size, augment=data.augment,
+                         shuffle=True, drop_last=len(data.train) > cfg.batch_size, **common)
+    val = DeviceLoader(data.val, batch_size=max(cfg.batch_size, EVAL_BATCH), augment="none",
+                       shuffle=False, drop_last=False, **common)
+    return train, val
+
+
+def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
+              make_teacher: TeacherFactory | None = None) -> dict:
+    """Train `cfg.epochs` epochs (resuming if Tune hands us a checkpoint); the last metrics."""
+    import models
+
+    data = load_data(cfg, data)
+    torch.manual_seed(cfg.seed)
+    model = models.create_model(cfg.model, data.num_classes, data.in_shape,
+                                **cfg.model_build_kwargs())
+    rt = Runtime.from_config(cfg, model)
+    rt.apply()
+    static = {"params": models.count_params(model),
+              "flops": models.flops_per_image(model, data.in_shape)}
+    model = rt.prepare(model)
+    train_loader, val_loader = loaders(cfg, data, rt)
+    optimizer = build_optimizer(cfg, model)
+    schedule = build_schedule(cfg, optimizer, len(train_loader))
+    teacher = make_teacher(rt, data) if make_teacher is not None else None
+    probes = models.gradient_probes(model) if cfg.track_grad_norms else ()
+
+    start_epoch, last = 0, {}
+    resume = reporting.resume_checkpoint()
+    if resume is not None:
+        start_epoch, last = _restore(resume, model, optimizer, schedule, rt)
+    meta, config = data.meta(), cfg.to_dict()
+
+    def on_epoch(metrics: dict) -> None:
+        if metrics.get("diverged"):
+            reporting.report(metrics, None)  # nothing worth resuming from
+            return
+        with tempfile.TemporaryDirectory(prefix="kdtune-ckpt-") as tmp:
+            checkpoint.save_checkpoint(tmp, model=model, config=config, dataset_meta=meta,
+                                       epoch=metrics["epoch"], metrics=metrics,
+                                       optimizer=optimizer, scheduler_state=schedule.state_dict())
+            reporting.report(metrics, tmp)  # copied by report; tmp goes away after
+
+    metrics = fit(model, train_loader, val_loader, loss_fn, optimizer, schedule, rt,
+                  epochs=cfg.epochs, start_epoch=start_epoch, teacher=teacher,
+                  grad_clip=cfg.grad_clip, probes=probes, static_metrics=static,
+                  on_epoch=on_epoch)
+    return metrics or last
+
+
+def _restore(path: str, model, optimizer, schedule, rt: Runtime) -> tuple[int, dict]:
+    # CPU: the RNG states must be CPU tensors; load_state_dict copies weights to the device
+    payload = checkpoint.load_payload(path, map_location="cpu")
+    if payload["model_spec"] != model.kdtune_spec:
+        raise checkpoint.CheckpointError(
+            f"cannot resume from {path}: it holds {payload['model_spec']}, "
+            f"this trial builds {model.kdtune_spec}")
+    model.load_state_dict(payload["state_dict"])
+    if payload.get("optimizer") is not None:
+        optimizer.load_state_dict(payload["optimizer"])
+    schedule.load_state_dict(payload.get("scheduler"))
+    checkpoint.set_rng_state(payload["rng"])
+    return int(payload["epoch"]), dict(payload.get("metrics") or {})

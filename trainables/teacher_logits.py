@@ -1,0 +1,100 @@
+"""Teacher logits for distillation: computed once and cached, or online per batch.
+
+The teacher is loaded from a kdtune checkpoint (rebuilt from the spec stored inside), put
+in eval mode with requires_grad off, and only ever run under `torch.inference_mode()`: a
+student trial never trains it.
+
+- cached: `compute_logits` runs the teacher once over a split; a batch's logits are then
+  rows `cache[idx]`. Right when the inputs are not augmented (the teacher would see the
+  same pixels every epoch). The search driver computes the train-split cache once per
+  teacher and shares it through Ray's object store (`tune.with_parameters`).
+- online: the teacher runs on each (augmented) training batch.
+
+    teacher = load_teacher("results/teacher/checkpoint_000009", "cpu", bundle.meta())
+    cache = compute_logits(teacher, bundle.train, 512, "cpu", mean=bundle.mean, std=bundle.std)
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from trainables import checkpoint
+from trainables.runtime import autocast
+
+# Teacher logits are stored in float32 whatever the compute precision: N x classes is small.
+LOGITS_DTYPE = torch.float32
+
+
+def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu",
+                 dataset_meta: dict | None = None) -> nn.Module:
+    """The frozen teacher of checkpoint `path`; checked against `dataset_meta` when given."""
+    model, payload = checkpoint.load_model(path, map_location=device)
+    if dataset_meta is not None:
+        checkpoint.check_compatible(payload, dataset_meta)
+    return freeze(model)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def compute_logits(teacher: nn.Module, split, batch_size: int, device: str | torch.device, *,
+                   mean, std, autocast_dtype: torch.dtype | None = None,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Teacher logits (len(split), classes), float32 on `device`, row i = split row i.
+
+    `mean`/`std` are the dataset's normalisation (DatasetBundle.mean/std); no augmentation.
+    """
+    from datasets import DeviceLoader  # lazy: datasets imports its readers
+
+    device = torch.device(device)
+    freeze(teacher)
+    loader = DeviceLoader(split, batch_size=batch_size, device=device, mean=mean, std=std,
+                          augment="none", shuffle=False, seed=0, drop_last=False,
+                          channels_last=channels_last)
+    out: torch.Tensor | None = None
+    with torch.inference_mode():
+        for x, _, idx in loader:
+            with autocast(device, autocast_dtype):
+                logits = teacher(x)
+            if out is None:
+                out = torch.empty(len(split), logits.shape[1], dtype=LOGITS_DTYPE, device=device)
+            out[idx] = logits.to(LOGITS_DTYPE)
+    if out is None:
+        raise ValueError("compute_logits got an empty split")
+    return out
+
+
+class TeacherLogits:
+    """What the loop asks for: `train_logits(x, idx)` per batch and `val_logits` (agreement).
+
+    With `train_cache` the batch's rows are looked up by idx; without it the teacher runs
+    on x (the augmented batch) under inference_mode, in the trial's autocast precision.
+    """
+
+    def __init__(self, teacher: nn.Module | None, *, train_cache: torch.Tensor | None = None,
+                 val_logits: torch.Tensor | None = None,
+                 autocast_dtype: torch.dtype | None = None) -> None:
+        if teacher is None and train_cache is None:
+            raise ValueError("TeacherLogits needs a teacher model or a train-logit cache")
+        self.teacher = None if teacher is None else freeze(teacher)
+        self.train_cache = train_cache
+        self.val_logits = val_logits
+        self.autocast_dtype = autocast_dtype
+
+    @property
+    def mode(self) -> str:
+        return "cached" if self.train_cache is not None else "online"
+
+    def train_logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if self.train_cache is not None:
+            return self.train_cache[idx]
+        with torch.inference_mode(), autocast(x.device, self.autocast_dtype):
+            logits = self.teacher(x)
+        # An inference tensor cannot be saved for backward: the KD loss needs a normal one.
+        return logits.to(LOGITS_DTYPE).clone()
