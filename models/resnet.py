@@ -26,8 +26,10 @@ class FlexibleResNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, block: str = "basic",
                  layers: Sequence[int] = (2, 2, 2, 2), width: int = 64, residual: bool = True,
                  zero_init_residual: bool = False, dropblock: float = 0.0,
-                 dropblock_size: int = 3, factorized: bool = False) -> None:
+                 dropblock_size: int = 3, factorized: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         block_cls = block_class(block)
         layers = _check_layers(layers)
         positive_int("width", width)
@@ -51,12 +53,14 @@ class FlexibleResNet(nn.Module):
             stages.append(stage)
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
+        # Plain (element-wise) dropout before the classifier: the baseline DropBlock is compared to.
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(ch, num_classes)
         init_weights(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
 
     def gradient_probes(self) -> list[tuple[str, nn.Module]]:
         """Stem conv, the first conv of every block, fc: input to output."""
@@ -73,10 +77,10 @@ class FlexibleResNet(nn.Module):
 def resnet(num_classes: int, in_shape: tuple[int, int, int], block: str = "basic",
            layers: Sequence[int] = (2, 2, 2, 2), width: int = 64, residual: bool = True,
            zero_init_residual: bool = False, dropblock: float = 0.0, dropblock_size: int = 3,
-           factorized: bool = False) -> FlexibleResNet:
+           factorized: bool = False, dropout: float = 0.0) -> FlexibleResNet:
     """Flexible small-image ResNet; defaults give a ResNet-18-shaped net (11.2 M params)."""
     return FlexibleResNet(in_shape[0], num_classes, block, layers, width, residual,
-                          zero_init_residual, dropblock, dropblock_size, factorized)
+                          zero_init_residual, dropblock, dropblock_size, factorized, dropout)
 
 
 def _check_layers(layers: Sequence[int]) -> list[int]:

@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("teacher and students")
     t.add_argument("--teacher", help="teacher model name (see models.list_models())")
     t.add_argument("--teacher-epochs", type=_positive_int, help="epochs of the teacher stage")
+    t.add_argument("--teacher-weights", help="local state-dict file for a torchvision teacher (resnet18/resnet50)")
     t.add_argument("--teacher-checkpoint", help="a kdtune checkpoint.pt to use as the teacher (skips its training)")
     t.add_argument("--students", type=_csv, help=f"student families to search, comma-separated ({', '.join(spaces.FAMILIES)})")
     s = p.add_argument_group("search space (one value pins, LO:HI bounds)")

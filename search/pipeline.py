@@ -17,7 +17,7 @@ import torch
 from ray import tune
 
 from datasets import DatasetBundle
-from search import spaces
+from search import spaces, sweep
 from search.manifest import Manifest
 from search.spec import SearchSpec
 from search.stages import Stage, asha, best_of, optuna_search, run_stage, stage_finished, trial_rows
@@ -116,6 +116,22 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
     return _finish(manifest, stage, results, expected=samples, max_epochs=spec.max_epochs)
 
 
+def sweep_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
+                teacher_checkpoint: str | None, logits: torch.Tensor | None) -> None:
+    """A preset's grid sweep: every combination trained to full length, no early stopping."""
+    if manifest.is_done("sweep"):
+        return
+    params: dict[str, Any] = {"data": bundle}
+    if logits is not None:
+        params["teacher_logits"] = logits
+    constants = spec.student_constants(teacher_checkpoint)
+    stage = Stage(name="sweep", trainable=tune.with_parameters(sweep.sweep_trial, **params), num_samples=1,
+                  param_space=sweep.param_space(spec.sweep, constants), **_stage_kwargs(spec, manifest.dir))
+    manifest.mark("sweep", "running", path=str(stage.path))
+    results = run_stage(stage, resume=spec.resume)
+    _finish(manifest, stage, results, expected=len(sweep.sweep_points(spec.sweep)))
+
+
 def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
     """Run (or resume) all stages; returns the experiment directory."""
     experiment_dir = spec.experiment_dir
@@ -125,10 +141,13 @@ def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
         manifest = Manifest.create(experiment_dir, spec.to_dict(), bundle.meta())
     started = start_ray(spec)
     try:
-        teacher_checkpoint = teacher_stage(spec, bundle, manifest)
-        logits = cached_teacher_logits(bundle, teacher_checkpoint)
-        search_stage(spec, bundle, manifest, "baseline", None, None)
-        search_stage(spec, bundle, manifest, "distill", teacher_checkpoint, logits)
+        teacher_checkpoint = teacher_stage(spec, bundle, manifest) if spec.needs_teacher() else None
+        logits = cached_teacher_logits(bundle, teacher_checkpoint) if teacher_checkpoint else None
+        if spec.sweep:
+            sweep_stage(spec, bundle, manifest, teacher_checkpoint, logits)
+        else:
+            search_stage(spec, bundle, manifest, "baseline", None, None)
+            search_stage(spec, bundle, manifest, "distill", teacher_checkpoint, logits)
     finally:
         if started:
             ray.shutdown()

@@ -7,6 +7,7 @@ in one place.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ class SearchSpec:
     teacher_checkpoint: str | None = None                    # skip the teacher stage
     students: tuple[str, ...] = ("mlp",)
     space: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, Any] | None = None                      # grid sweep instead of a search
     num_samples: int = 12
     baseline_samples: int = 6
     max_epochs: int = 20
@@ -69,6 +71,12 @@ class SearchSpec:
             const["teacher_checkpoint"] = teacher_checkpoint
         return const
 
+    def needs_teacher(self) -> bool:
+        """A search always distils; a sweep only when one of its points has alpha > 0."""
+        from search import sweep
+
+        return sweep.needs_teacher(self.sweep, self.student_constants(None))
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["students"] = list(self.students)
@@ -82,6 +90,22 @@ class SearchSpec:
         return cls(**values)
 
 
+def _accepted_kwargs(model: str) -> set[str]:
+    """Keyword options of a registered model (empty for an unknown name: validation reports it)."""
+    from models.registry import model_kwargs
+
+    try:
+        return set(model_kwargs(model))
+    except ValueError:
+        return set()
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, Any]) -> SearchSpec:
     """Merge a loaded preset with command-line flags (flags win; None means "not given")."""
     search = dict(preset.get("search", {}))
@@ -91,14 +115,20 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
     given = {k: v for k, v in flags.items() if v is not None}
 
     if "teacher" in given and given["teacher"] != teacher.get("model"):
-        # A different teacher architecture: the preset's sizes belonged to the old one.
+        # A different teacher architecture: the preset's sizes belonged to the old one; its
+        # options (freeze_backbone, dropout, ...) stay where the new model takes them.
+        accepted = _accepted_kwargs(given["teacher"])
+        kwargs = {k: v for k, v in teacher.get("model_kwargs", {}).items() if k in accepted}
         teacher = {k: v for k, v in teacher.items() if k not in ("depth", "width", "model_kwargs")}
-        teacher["model"] = given["teacher"]
+        teacher.update(model=given["teacher"], model_kwargs=kwargs)
     for dim in ("alpha", "temperature", "lr", "depth", "width"):
         if dim in given:
             space[dim] = given[dim]
     if "teacher_epochs" in given:
         teacher["epochs"] = given["teacher_epochs"]
+    if "teacher_weights" in given:
+        teacher["model_kwargs"] = {**teacher.get("model_kwargs", {}), "weights_path": given["teacher_weights"]}
+    sweep = preset.get("sweep")
 
     values: dict[str, Any] = {
         "preset": preset_name,
@@ -113,6 +143,7 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "teacher_checkpoint": given.get("teacher_checkpoint", preset.get("teacher_checkpoint")),
         "students": tuple(given.get("students", preset.get("students", ["mlp"]))),
         "space": space,
+        "sweep": sweep,
         "storage_path": given.get("storage_path", "kdtune_results"),
         "resume": bool(given.get("resume", False)),
         "address": given.get("address"),
@@ -126,10 +157,21 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
     for key in ("cpus_per_trial", "gpus_per_trial"):
         if key in given or key in resources:
             values[key] = given.get(key, resources.get(key))
+    if not values["address"]:
+        # A preset's resources are defaults for a bigger machine: fit them to this one
+        # (a trial asking more CPUs or GPUs than exist would wait forever).
+        if "gpus_per_trial" not in given and not _local_gpus():
+            values["gpus_per_trial"] = 0
+        if "cpus_per_trial" not in given and "cpus_per_trial" in values:
+            values["cpus_per_trial"] = min(values["cpus_per_trial"], os.cpu_count() or 1)
     if values["smoke_test"]:
         for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "max_concurrent"):
             values[key] = min(values.get(key, SMOKE[key]), SMOKE[key])
         values["subset"] = min(values["subset"] or SMOKE["subset"], SMOKE["subset"])
         values["teacher"] = {**values["teacher"], "epochs": SMOKE["teacher_epochs"]}
+        if sweep:  # first value of every axis, at most two variants
+            grid = {k: ({n: v[:1] for n, v in vals.items()} if isinstance(vals, dict) else vals[:1])
+                    for k, vals in sweep.get("grid", {}).items()}
+            values["sweep"] = {**sweep, "grid": grid, "variants": list(sweep.get("variants", []))[:2]}
     values["name"] = given.get("name") or f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return SearchSpec(**values)

@@ -16,6 +16,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from search.sweep import VARIANT, merge
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
 from trainables.reporting import METRIC, MODE
 
@@ -119,14 +120,21 @@ def best_of(results: ResultGrid) -> dict[str, Any] | None:
     return {
         "trial_id": result.metrics.get("trial_id"),
         "trial_path": result.path,
-        "config": {k: _plain(v) for k, v in result.config.items()},
+        "config": {k: _plain(v) for k, v in effective_config(result.config).items()},
         "metrics": metrics,
         "best_checkpoint": str(Path(checkpoint.path) / CHECKPOINT_FILE) if checkpoint else None,
         "epochs_run": int(result.metrics.get("training_iteration", 0)),
     }
 
 
-SUMMARY_KEYS = ("model", "depth", "width", "alpha", "temperature", "lr", "weight_decay")
+SUMMARY_KEYS = ("model", "depth", "width", "alpha", "temperature", "lr", "weight_decay", "model_kwargs", "seed")
+
+
+def effective_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config the trainable ran: a sweep's variant merged in (see search/sweep.py)."""
+    variant = config.get(VARIANT)
+    base = {k: v for k, v in config.items() if k != VARIANT}
+    return merge(base, variant) if variant else base
 
 
 def trial_rows(results: ResultGrid, max_epochs: int | None = None) -> list[dict[str, Any]]:
@@ -145,7 +153,7 @@ def trial_rows(results: ResultGrid, max_epochs: int | None = None) -> list[dict[
             "stopped_early": bool(max_epochs and epochs < max_epochs and not last.get("diverged")),
             "diverged": bool(last.get("diverged")),
             "error": None if result.error is None else str(result.error).splitlines()[0][:200],
-            **{k: _plain(result.config.get(k)) for k in SUMMARY_KEYS if k in result.config},
+            **{k: _plain(v) for k, v in effective_config(result.config).items() if k in SUMMARY_KEYS},
         })
     return rows
 

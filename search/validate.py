@@ -14,7 +14,7 @@ import torch
 
 import datasets
 from datasets import DatasetBundle
-from search import spaces
+from search import spaces, sweep
 from search.manifest import MANIFEST_NAME, Manifest, latest_experiment
 from search.spec import OBJECTIVES, SearchSpec
 from trainables.checkpoint import check_compatible, load_payload
@@ -58,6 +58,9 @@ def _check_numbers(spec: SearchSpec) -> None:
         raise UsageError(f"--max-failures must be >= 0, got {spec.max_failures}")
     if spec.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial must be > 0, got {spec.cpus_per_trial}")
+    if not spec.address and spec.cpus_per_trial > (os.cpu_count() or 1):
+        raise UsageError(f"--cpus-per-trial {spec.cpus_per_trial} but this machine has {os.cpu_count()} CPUs; "
+                         "lower it, or pass --address of a bigger cluster")
     if not spec.address and spec.gpus_per_trial > 0:
         have = torch.cuda.device_count()
         if spec.gpus_per_trial > have:
@@ -68,6 +71,9 @@ def _check_numbers(spec: SearchSpec) -> None:
 def _check_configs(spec: SearchSpec) -> None:
     """Build the teacher config and one student config of every family: catches bad names/values."""
     try:
+        if spec.sweep:
+            _check_sweep(spec)
+            return
         spaces.check_space(spec.space, spec.students)
         if not spec.teacher_checkpoint:
             TeacherConfig.from_dict(spec.teacher_config())
@@ -84,6 +90,16 @@ def _check_configs(spec: SearchSpec) -> None:
             DistillConfig.from_dict(sample)
     except ValueError as exc:
         raise UsageError(str(exc).splitlines()[0])
+
+
+def _check_sweep(spec: SearchSpec) -> None:
+    """Every grid point must be a valid config (a teacher config too when one distils)."""
+    sweep.check_sweep(spec.sweep)
+    base = spec.student_constants("(teacher)" if spec.needs_teacher() else None)
+    for point in sweep.sweep_points(spec.sweep):
+        DistillConfig.from_dict(sweep.merge(base, point))
+    if spec.needs_teacher() and not spec.teacher_checkpoint:
+        TeacherConfig.from_dict(spec.teacher_config())
 
 
 def _check_storage(spec: SearchSpec) -> None:

@@ -71,6 +71,7 @@ CASES = [
     ("negative-teacher-epochs", lambda t: ["--teacher-epochs", "-3"], "must be >= 1"),
     ("grace-above-max", lambda t: ["--grace-period", "9", "--max-epochs", "3"], "larger than --max-epochs"),
     ("too-many-gpus", lambda t: ["--gpus-per-trial", "64"], "--gpus-per-trial 64.0 but this machine has"),
+    ("too-many-cpus", lambda t: ["--cpus-per-trial", "4096"], "--cpus-per-trial 4096.0 but this machine has"),
     ("teacher-ckpt-missing", lambda t: ["--teacher-checkpoint", str(t / "nope.pt")], "--teacher-checkpoint"),
     ("teacher-ckpt-not-kdtune", lambda t: ["--teacher-checkpoint", _not_kdtune(t)], "not a kdtune checkpoint"),
     ("teacher-ckpt-other-dataset", lambda t: ["--teacher-checkpoint", _foreign_teacher(t)], "classes"),
