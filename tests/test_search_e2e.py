@@ -120,3 +120,23 @@ def test_resume_after_sigint_reruns_no_finished_trial(tmp_path):
         assert iterations == sorted(set(iterations)), (trial.name, iterations)
         assert len(iterations) >= before.get(trial.name, 0)
     assert json.loads((exp / "manifest.json").read_text())["stages"]["distill"]["status"] == "done"
+
+
+def test_two_node_cluster_places_trials_on_both_nodes(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from search.run_kd_search import main
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        code = main(["--address", cluster.address, "--num-samples", "4", "--baseline-samples", "2",
+                     "--max-epochs", "3", "--grace-period", "3", "--teacher-epochs", "2", "--max-concurrent", "2",
+                     "--storage-path", str(tmp_path), "--name", "multi"])
+        assert code == 0
+        nodes = {row["node_id"] for trial in _trial_dirs(tmp_path / "multi" / "distill") for row in _rows(trial)}
+        assert len(nodes) == 2, nodes
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

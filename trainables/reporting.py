@@ -16,6 +16,7 @@ Inside a Tune trial these call `ray.tune.report` / `ray.tune.get_checkpoint` (Ra
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -99,10 +100,14 @@ def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
     caller may delete it afterwards.
     """
     if in_tune():
+        import ray
         from ray import tune
 
+        # Ray logs "Checkpoint successfully created" at INFO for every epoch of every trial.
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
         ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report(dict(metrics), checkpoint=ckpt)  # copy: Ray adds keys to the dict
+        # node_id: which Ray node ran the epoch (placement on a cluster; a string, not a metric).
+        tune.report({**metrics, "node_id": ray.get_runtime_context().get_node_id()}, checkpoint=ckpt)
     else:
         (_ACTIVE or _IMPLICIT).record(metrics, checkpoint_dir)
 
