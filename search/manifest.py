@@ -18,7 +18,7 @@ from typing import Any
 MANIFEST_NAME = "manifest.json"
 FORMAT = "kdtune-experiment"
 FORMAT_VERSION = 1
-STAGES = ("teacher", "baseline", "distill", "sweep")
+STAGES = ("teacher", "baseline", "distill", "assistant", "ta_distill", "sweep")
 
 
 def git_revision() -> str:

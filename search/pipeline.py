@@ -93,17 +93,24 @@ def cached_teacher_logits(bundle: DatasetBundle, teacher_checkpoint: str) -> tor
                           mean=bundle.mean, std=bundle.std).cpu()
 
 
+# Each search stage samples with its own seed offset so stages do not mirror each other.
+SEED_OFFSET = {"distill": 0, "baseline": 1, "assistant": 2, "ta_distill": 3}
+
+
 def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, name: str,
-                 teacher_checkpoint: str | None, logits: torch.Tensor | None) -> dict[str, Any] | None:
-    """Baseline (alpha = 0, no teacher) or distillation search: Optuna TPE + ASHA."""
+                 teacher_checkpoint: str | None, logits: torch.Tensor | None,
+                 architecture: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A student search: Optuna TPE + ASHA; without a teacher it is the undistilled baseline.
+
+    `architecture` pins the student (a chain link); otherwise depth and width are searched.
+    """
     if manifest.is_done(name):
         return manifest.stage(name)
-    distill = name == "distill"
+    distill = teacher_checkpoint is not None
     samples = spec.num_samples if distill else spec.baseline_samples
-    constants = spec.student_constants(teacher_checkpoint if distill else None)
-    define = spaces.make_space(spec.space, spec.students, constants, distill=distill)
-    # The baseline stage samples with another seed so it does not mirror the distill trials.
-    searcher = optuna_search(define, seed=spec.seed + (0 if distill else 1), objective=spec.objective,
+    constants = spec.student_constants(teacher_checkpoint)
+    define = spaces.make_space(spec.space, spec.students, constants, distill=distill, architecture=architecture)
+    searcher = optuna_search(define, seed=spec.seed + SEED_OFFSET[name], objective=spec.objective,
                              max_concurrent=spec.max_concurrent)
     params = {"data": bundle}
     if distill and logits is not None:
@@ -132,6 +139,19 @@ def sweep_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
     _finish(manifest, stage, results, expected=len(sweep.sweep_points(spec.sweep)))
 
 
+def chain_stages(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, teacher_checkpoint: str,
+                 logits: torch.Tensor | None, links: list[dict[str, Any]]) -> None:
+    """Teacher-assistant distillation (Mirzadeh et al. 2020): teacher -> assistant -> student.
+
+    Each step is a search of its own; the student distilled straight from the teacher (the
+    distill stage) and without KD (the baseline stage) are the comparison rows.
+    """
+    assistant = search_stage(spec, bundle, manifest, "assistant", teacher_checkpoint, logits, links[1])
+    assistant_checkpoint = assistant["best_checkpoint"]
+    assistant_logits = cached_teacher_logits(bundle, assistant_checkpoint)
+    search_stage(spec, bundle, manifest, "ta_distill", assistant_checkpoint, assistant_logits, links[-1])
+
+
 def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
     """Run (or resume) all stages; returns the experiment directory."""
     experiment_dir = spec.experiment_dir
@@ -146,8 +166,12 @@ def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
         if spec.sweep:
             sweep_stage(spec, bundle, manifest, teacher_checkpoint, logits)
         else:
-            search_stage(spec, bundle, manifest, "baseline", None, None)
-            search_stage(spec, bundle, manifest, "distill", teacher_checkpoint, logits)
+            links = spec.chain_links()
+            student = links[-1] if links else None
+            search_stage(spec, bundle, manifest, "baseline", None, None, student)
+            search_stage(spec, bundle, manifest, "distill", teacher_checkpoint, logits, student)
+            if links:
+                chain_stages(spec, bundle, manifest, teacher_checkpoint, logits, links)
     finally:
         if started:
             ray.shutdown()

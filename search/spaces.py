@@ -127,14 +127,27 @@ class DefineByRun:
     """
 
     def __init__(self, space: Mapping[str, Any], students: Sequence[str], constants: Mapping[str, Any],
-                 distill: bool):
-        check_space(space, students)
+                 distill: bool, architecture: Mapping[str, Any] | None = None):
+        # architecture: a pinned student (a teacher-assistant chain link); only the optimiser
+        # and KD dimensions are then searched.
+        check_space({k: v for k, v in space.items() if not architecture or k not in SIZE_DIMS},
+                    [] if architecture else students)
         self.space, self.families = dict(space), list(students)
         self.constants, self.distill = dict(constants), distill
+        self.architecture = dict(architecture) if architecture else None
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         space, families = self.space, self.families
         fixed: dict[str, Any] = dict(self.constants)
+        if self.architecture:
+            fixed.update(self.architecture)
+        else:
+            self._sample_size(trial, fixed)
+        self._sample_training(trial, fixed)
+        return fixed
+
+    def _sample_size(self, trial: optuna.Trial, fixed: dict[str, Any]) -> None:
+        space, families = self.space, self.families
         family = trial.suggest_categorical("model", families) if len(families) > 1 else families[0]
         if len(families) == 1:
             fixed["model"] = family
@@ -148,6 +161,9 @@ class DefineByRun:
             else:
                 # log=True for every family: Optuna forbids one name with two log settings.
                 trial.suggest_int("width", int(value[0]), int(value[1]), log=True)
+
+    def _sample_training(self, trial: optuna.Trial, fixed: dict[str, Any]) -> None:
+        space = self.space
         for name, (default, log) in FLOAT_DIMS.items():
             if name in KD_DIMS and not self.distill:
                 continue
@@ -158,10 +174,23 @@ class DefineByRun:
                 fixed[name] = float(value[0] if is_range(value) else value)
         if not self.distill:
             fixed["alpha"] = 0.0
-        return fixed
 
 
 def make_space(space: Mapping[str, Any], students: Sequence[str], constants: Mapping[str, Any],
-               distill: bool) -> DefineByRun:
+               distill: bool, architecture: Mapping[str, Any] | None = None) -> DefineByRun:
     """Build the define-by-run sampler of one stage (see DefineByRun)."""
-    return DefineByRun(space, students, constants, distill)
+    return DefineByRun(space, students, constants, distill, architecture)
+
+
+def parse_link(text: str) -> dict[str, Any]:
+    """A chain link: a registry model ("resnet32") or a sized family ("mlp:2:128" = depth 2, width 128)."""
+    name, *size = [part.strip() for part in str(text).split(":")]
+    if len(size) not in (0, 2):
+        raise ValueError(f"chain link {text!r}: use a model name or FAMILY:DEPTH:WIDTH (e.g. mlp:2:128)")
+    link: dict[str, Any] = {"model": name}
+    if size:
+        try:
+            link.update(depth=int(size[0]), width=int(size[1]))
+        except ValueError:
+            raise ValueError(f"chain link {text!r}: depth and width must be whole numbers") from None
+    return link

@@ -34,6 +34,7 @@ class SearchSpec:
     students: tuple[str, ...] = ("mlp",)
     space: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, Any] | None = None                      # grid sweep instead of a search
+    chain: tuple[str, ...] | None = None                     # teacher, assistant, student (TAKD)
     num_samples: int = 12
     baseline_samples: int = 6
     max_epochs: int = 20
@@ -80,6 +81,7 @@ class SearchSpec:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["students"] = list(self.students)
+        out["chain"] = list(self.chain) if self.chain else None
         return out
 
     @classmethod
@@ -87,7 +89,15 @@ class SearchSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["students"] = tuple(values.get("students", ("mlp",)))
+        if values.get("chain"):
+            values["chain"] = tuple(values["chain"])
         return cls(**values)
+
+    def chain_links(self) -> list[dict[str, Any]]:
+        """The parsed chain (teacher, assistant, ..., student), or [] without one."""
+        from search.spaces import parse_link
+
+        return [parse_link(link) for link in self.chain or ()]
 
 
 def _accepted_kwargs(model: str) -> set[str]:
@@ -129,6 +139,14 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
     if "teacher_weights" in given:
         teacher["model_kwargs"] = {**teacher.get("model_kwargs", {}), "weights_path": given["teacher_weights"]}
     sweep = preset.get("sweep")
+    chain = given.get("chain", preset.get("chain"))
+    if chain:
+        # The first link is the teacher: it replaces the preset's teacher architecture.
+        from search.spaces import parse_link
+
+        head = parse_link(chain[0])
+        teacher = {k: v for k, v in teacher.items() if k not in ("model", "depth", "width", "model_kwargs")}
+        teacher.update(head)
 
     values: dict[str, Any] = {
         "preset": preset_name,
@@ -144,6 +162,7 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "students": tuple(given.get("students", preset.get("students", ["mlp"]))),
         "space": space,
         "sweep": sweep,
+        "chain": tuple(chain) if chain else None,
         "storage_path": given.get("storage_path", "kdtune_results"),
         "resume": bool(given.get("resume", False)),
         "address": given.get("address"),

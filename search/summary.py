@@ -67,10 +67,43 @@ def render(manifest: Manifest) -> str:
         early = sum(t.get("stopped_early", False) for t in trials)
         lines.append(f"Distillation trials: {len(trials)}, stopped early by ASHA: {early}, "
                      f"diverged: {sum(t.get('diverged', False) for t in trials)}.")
+    lines += chain_table(stages)
+    lines += sweep_table(stages.get("sweep", {}))
     lines += ["", "Validation accuracy on a seeded split of the training set; the test set is used "
                   "only by `python analysis/final_report.py " + str(manifest.dir) + "`.",
               "", f"TensorBoard: `tensorboard --logdir {manifest.dir}`", ""]
     return "\n".join(lines)
+
+
+def _row(label: str, stage: dict[str, Any]) -> str:
+    cfg, met = stage.get("config", {}), stage.get("metrics", {})
+    size = f" depth={cfg['depth']} width={cfg.get('width')}" if cfg.get("depth") is not None else ""
+    return f"| {label} | {cfg.get('model', 'n/a')}{size} | {_pct(met.get('val_acc'))} | {_params(met.get('params'))} |"
+
+
+def chain_table(stages: dict[str, Any]) -> list[str]:
+    """Teacher-assistant runs: the student without KD, with KD from the teacher, via the assistant."""
+    if stages.get("ta_distill", {}).get("status") != "done":
+        return []
+    return ["", "## Teacher-assistant chain (Mirzadeh et al. 2020)", "",
+            "| row | model | val_acc | params |", "|---|---|---|---|",
+            _row("teacher", stages["teacher"]), _row("assistant (KD from teacher)", stages["assistant"]),
+            _row("student, no KD", stages["baseline"]), _row("student, KD from teacher", stages["distill"]),
+            _row("student, KD via assistant", stages["ta_distill"])]
+
+
+def sweep_table(stage: dict[str, Any]) -> list[str]:
+    """A grid sweep: every point with its best val_acc, best first."""
+    trials = [t for t in stage.get("trials", []) if t.get("val_acc") is not None]
+    if not trials:
+        return []
+    lines = ["", "## Sweep", "", "| model | depth | width | model_kwargs | seed | val_acc | params | epochs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in sorted(trials, key=lambda t: -t["val_acc"]):
+        kwargs = ", ".join(f"{k}={v}" for k, v in (t.get("model_kwargs") or {}).items())
+        lines.append(f"| {t.get('model')} | {t.get('depth', '')} | {t.get('width', '')} | {kwargs} | "
+                     f"{t.get('seed', '')} | {_pct(t['val_acc'])} | {_params(t.get('params'))} | {t.get('epochs')} |")
+    return lines
 
 
 def write_summary(manifest: Manifest) -> Path:

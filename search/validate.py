@@ -74,6 +74,9 @@ def _check_configs(spec: SearchSpec) -> None:
         if spec.sweep:
             _check_sweep(spec)
             return
+        if spec.chain:
+            _check_chain(spec)
+            return
         spaces.check_space(spec.space, spec.students)
         if not spec.teacher_checkpoint:
             TeacherConfig.from_dict(spec.teacher_config())
@@ -90,6 +93,24 @@ def _check_configs(spec: SearchSpec) -> None:
             DistillConfig.from_dict(sample)
     except ValueError as exc:
         raise UsageError(str(exc).splitlines()[0])
+
+
+def _check_chain(spec: SearchSpec) -> None:
+    """TEACHER,ASSISTANT,STUDENT: three valid models; the search dims must not size the student."""
+    links = spec.chain_links()
+    if len(links) != 3:
+        raise ValueError(f"--chain needs exactly TEACHER,ASSISTANT,STUDENT, got {len(links)} link(s)")
+    if spec.teacher_checkpoint:
+        raise ValueError("--chain trains its own teacher (the first link); drop --teacher-checkpoint")
+    spaces.check_space({k: v for k, v in spec.space.items() if k not in spaces.SIZE_DIMS}, [])
+    TeacherConfig.from_dict(spec.teacher_config())
+    for link in links[1:]:
+        sample = {**spec.student_constants("(teacher)"), **link}
+        for name in ("alpha", "temperature", "lr", "weight_decay"):
+            value = spec.space.get(name)
+            if value is not None:
+                sample[name] = value[0] if spaces.is_range(value) else value
+        DistillConfig.from_dict(sample)
 
 
 def _check_sweep(spec: SearchSpec) -> None:

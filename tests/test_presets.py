@@ -94,3 +94,25 @@ def test_pretrained_teacher_from_local_weights_is_linear_probed(data_root, tmp_p
     # The backbone stayed frozen: a deep layer equals the loaded weights; only fc trained.
     deep = "layer4.1.conv2.weight"
     assert torch.equal(teacher.state_dict()[deep], reference.state_dict()[deep])
+
+
+def test_teacher_assistant_chain_distils_in_steps(data_root, tmp_path, ray_session):
+    _run(["--preset", "takd_mnist", "--data-dir", str(data_root), "--smoke-test",
+          "--storage-path", str(tmp_path), "--name", "ta"])
+    stages = _manifest(tmp_path / "ta")["stages"]
+    for name in ("teacher", "baseline", "distill", "assistant", "ta_distill"):
+        assert stages[name]["status"] == "done", name
+    assert stages["teacher"]["config"]["width"] == 1200
+    assert stages["assistant"]["config"]["width"] == 256
+    assert stages["assistant"]["config"]["teacher_checkpoint"] == stages["teacher"]["best_checkpoint"]
+    # The student is pinned in every student stage; via the assistant it learns from the assistant.
+    for name in ("baseline", "distill", "ta_distill"):
+        assert (stages[name]["config"]["depth"], stages[name]["config"]["width"]) == (1, 32)
+    assert stages["ta_distill"]["config"]["teacher_checkpoint"] == stages["assistant"]["best_checkpoint"]
+    summary = (tmp_path / "ta" / "summary.md").read_text()
+    assert "student, KD via assistant" in summary and "student, no KD" in summary
+
+
+def test_chain_needs_three_links(tmp_path, capsys):
+    assert main(["--chain", "mlp:2:64,mlp:1:8", "--storage-path", str(tmp_path)]) == 2
+    assert "TEACHER,ASSISTANT,STUDENT" in capsys.readouterr().err
