@@ -144,6 +144,10 @@ class DefineByRun:
         else:
             self._sample_size(trial, fixed)
         self._sample_training(trial, fixed)
+        # Ray merges this dict over the sampled values: a constant of the same name (e.g. the
+        # preset's train.weight_decay) would silently replace what Optuna sampled.
+        for name in trial.params:
+            fixed.pop(name, None)
         return fixed
 
     def _sample_size(self, trial: optuna.Trial, fixed: dict[str, Any]) -> None:

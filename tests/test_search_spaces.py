@@ -100,3 +100,15 @@ def test_smoke_test_shrinks_every_budget():
     spec, _ = parse_args(["--smoke-test"])
     assert spec.num_samples <= 2 and spec.max_epochs <= 2 and spec.subset <= 256
     assert spec.teacher["epochs"] == 1 and spec.grace_period <= spec.max_epochs
+
+
+def test_sampled_dimensions_are_not_shadowed_by_constants():
+    # The preset's train section also sets weight_decay and lr; the sampled values must win.
+    define = spaces.make_space({"weight_decay": (1e-5, 1e-3), "lr": (0.01, 0.1)}, ["mlp"],
+                               {"weight_decay": 5e-4, "lr": 0.05}, distill=True)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    trial = study.ask()
+    fixed = define(trial)
+    assert "weight_decay" not in fixed and "lr" not in fixed
+    merged = {**trial.params, **fixed}  # how Ray's OptunaSearch builds the config
+    assert merged["weight_decay"] == trial.params["weight_decay"] != 5e-4
