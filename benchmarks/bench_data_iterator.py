@@ -16,28 +16,14 @@ import argparse
 import statistics
 import time
 
+import common  # noqa: F401  (puts the repository root on sys.path)
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision import transforms
 
+from common import CIFAR_MEAN as MEAN, CIFAR_STD as STD, HWCDataset
 from datasets import DeviceLoader, Split
-
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # CIFAR-10
-
-
-class HWCDataset(Dataset):
-    """The usual per-sample path: one PIL image per __getitem__, transformed alone."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
 def epoch_rate(make_iter, n: int, repeats: int) -> tuple[float, list[float]]:

@@ -1,0 +1,149 @@
+"""Accuracy anchor (Hinton et al. 2015, MNIST): test errors of a 2x800 student without and
+with distillation from a 2x1200 teacher, under a short CPU budget.
+
+The paper (fully trained, jittered inputs, dropout teacher): 67 test errors for the teacher,
+146 for the 2x800 student trained alone, 74 for the distilled one (out of 10,000). Here all
+three are trained for --epochs epochs (default 5, a CPU budget, not the paper's) with the
+mnist preset's settings (teacher: dropout 0.2, lr 0.05; SGD + nesterov + cosine, batch 128),
+by plain calls of trainables' train_teacher / distill_student (reporting.local_session).
+Each model is taken at its best val_acc epoch (the val split is 6,000 held-out training
+images; the test set is only used for the figures below), and its test errors are counted.
+Optionally (--experiment DIR) the best searched student of a finished kdtune experiment
+is evaluated too, with its parameter reduction against the experiment's teacher.
+
+    python benchmarks/bench_accuracy_anchor.py                     # 5 epochs, ~3 min on 2 CPUs
+    python benchmarks/bench_accuracy_anchor.py --epochs 20 --seeds 0 1 2
+    python benchmarks/bench_accuracy_anchor.py --experiment kdtune_results/mnist-20261122-101500
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import common  # noqa: F401  (puts the repository root on sys.path)
+import torch
+
+from common import MNIST_DIR, machine_line, mnist_present, print_table
+
+PAPER = {"teacher 2x1200": 67, "student 2x800, no KD": 146, "student 2x800, KD": 74}
+
+
+def test_errors(checkpoint_path: str, bundle) -> tuple[int, int]:
+    """(errors on bundle.test, parameters) of the model in a kdtune checkpoint, fp32."""
+    import models
+    from datasets import DeviceLoader
+    from trainables import checkpoint
+    from trainables.loop import evaluate
+    from trainables.runtime import Runtime
+
+    model, _ = checkpoint.load_model(checkpoint_path)
+    rt = Runtime(torch.device("cpu"), None, False, torch.get_num_threads())
+    loader = DeviceLoader(bundle.test, batch_size=1000, mean=bundle.mean, std=bundle.std)
+    acc = evaluate(model, loader, rt)["val_acc"]
+    return round((1.0 - acc) * len(bundle.test)), models.count_params(model)
+
+
+def train(fn, config: dict, bundle, root: Path, **kw) -> tuple[str, dict, float]:
+    """Run a trainable as a plain call; (best-val checkpoint, its metrics, seconds)."""
+    from trainables import reporting
+
+    start = time.perf_counter()
+    with reporting.local_session(root=str(root)) as rec:
+        fn(config, data=bundle, **kw)
+    best = max(range(len(rec.results)), key=lambda i: rec.results[i]["val_acc"])
+    return rec.checkpoints[best], rec.results[best], time.perf_counter() - start
+
+
+def anchor(spec, bundle, epochs: int, seed: int, alpha: float, temperature: float,
+           out: Path, threads: int) -> dict[str, tuple[int, int, int, float]]:
+    """{model: (test errors, params, best epoch, seconds)} for one seed."""
+    from search.pipeline import cached_teacher_logits
+    from trainables.distill import distill_student
+    from trainables.teacher import train_teacher
+
+    teacher_cfg = {**spec.teacher_config(), "epochs": epochs, "seed": seed, "num_threads": threads}
+    student = {**spec.student_constants(None), "model": "mlp", "depth": 2, "width": 800,
+               "epochs": epochs, "seed": seed, "lr": 0.05, "num_threads": threads}
+    rows = {}
+    t_ckpt, t_m, t_s = train(train_teacher, teacher_cfg, bundle, out / f"s{seed}_teacher")
+    rows["teacher 2x1200"] = (*test_errors(t_ckpt, bundle), t_m["epoch"], t_s)
+    b_ckpt, b_m, b_s = train(distill_student, {**student, "alpha": 0.0}, bundle,
+                             out / f"s{seed}_baseline")
+    rows["student 2x800, no KD"] = (*test_errors(b_ckpt, bundle), b_m["epoch"], b_s)
+    logits = cached_teacher_logits(bundle, t_ckpt)  # as the search driver shares them
+    kd = {**student, "alpha": alpha, "temperature": temperature, "teacher_checkpoint": t_ckpt}
+    k_ckpt, k_m, k_s = train(distill_student, kd, bundle, out / f"s{seed}_kd", teacher_logits=logits)
+    rows["student 2x800, KD"] = (*test_errors(k_ckpt, bundle), k_m["epoch"], k_s)
+    for name, (err, params, ep, sec) in rows.items():
+        print(f"  seed {seed} {name:22s} {err:5d} test errors  ({params:,} params, best val "
+              f"epoch {ep}, {sec:.0f} s)", flush=True)
+    return rows
+
+
+def searched_student(experiment: str, bundle) -> list[tuple]:
+    """Rows for the best distilled student of a kdtune experiment and its teacher."""
+    from search.manifest import Manifest
+
+    manifest = Manifest.load(Path(experiment))
+    rows = []
+    teacher = manifest.teacher_checkpoint()
+    t_err, t_params = test_errors(teacher, bundle)
+    rows.append(("experiment teacher", t_err, "-", t_params, "1.00x"))
+    for stage in ("baseline", "distill"):
+        ckpt = manifest.stage(stage).get("best_checkpoint")
+        if ckpt:
+            err, params = test_errors(ckpt, bundle)
+            rows.append((f"experiment best {stage}", err, "-", params,
+                         f"{t_params / params:.1f}x fewer"))
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[-4:]))
+    p.add_argument("--epochs", type=int, default=5, help="epochs of teacher and students")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--alpha", type=float, default=0.7, help="KD weight of the soft term")
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch threads (1 on a machine shared with other jobs, see README)")
+    p.add_argument("--data-dir", default=MNIST_DIR, help="real MNIST (torchvision layout)")
+    p.add_argument("--experiment", help="a finished kdtune MNIST experiment directory")
+    p.add_argument("--storage-path", help="checkpoints go here (default: a temp dir)")
+    args = p.parse_args(argv)
+    if not mnist_present(args.data_dir):
+        raise SystemExit(f"bench_accuracy_anchor.py: error: no MNIST files in {args.data_dir}")
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.storage_path or tempfile.mkdtemp(prefix="kdtune-bench-anchor-"))
+    spec, bundle = common.search_spec(["--dataset", "mnist", "--data-dir", args.data_dir,
+                                       "--storage-path", str(out)])
+    print(machine_line())
+    print(f"MNIST: {len(bundle.train)} train / {len(bundle.val)} val / {len(bundle.test)} test; "
+          f"{args.epochs} epochs; KD alpha {args.alpha} T {args.temperature}; seeds {args.seeds}",
+          flush=True)
+    per_seed = [anchor(spec, bundle, args.epochs, s, args.alpha, args.temperature, out,
+                       args.threads)
+                for s in args.seeds]
+    rows = []
+    for name in PAPER:
+        errs = [r[name][0] for r in per_seed]
+        spread = f" ± {statistics.stdev(errs):.0f}" if len(errs) > 1 else ""
+        rows.append((name, f"{statistics.mean(errs):.0f}{spread}", PAPER[name],
+                     per_seed[0][name][1], f"{args.epochs} epochs"))
+    if args.experiment:
+        rows += [(n, e, "-", p_, red) for n, e, _, p_, red in searched_student(args.experiment, bundle)]
+    print()
+    print_table(["model", "test errors /10k", "paper", "params", "budget"], rows)
+    base = statistics.mean(r["student 2x800, no KD"][0] for r in per_seed)
+    kd = statistics.mean(r["student 2x800, KD"][0] for r in per_seed)
+    print(f"ratio errors KD / no KD: {kd / base:.2f}x ({base:.0f} -> {kd:.0f}; paper 146 -> 74 = "
+          f"0.51x) after {args.epochs} epochs, mean of {len(args.seeds)} seed(s)")
+
+
+if __name__ == "__main__":
+    main()

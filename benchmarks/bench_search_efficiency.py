@@ -1,0 +1,112 @@
+"""Search efficiency: kdtune's ASHA + TPE distillation search vs full-length random search.
+
+Both searches distil students from the same teacher (trained once here, or given with
+--teacher-checkpoint) over the same space (the preset's, through search.spaces.make_space),
+with the same number of trials, 2 trials at a time, in the same Ray session, interleaved per
+seed (kdtune, random, kdtune, random, ...):
+  - kdtune: search.stages.optuna_search (seeded TPE) + search.stages.asha (the preset's grace
+    period and reduction factor), i.e. the pipeline's distill stage;
+  - random: Optuna's RandomSampler over the same define-by-run space, FIFO scheduler (every
+    trial runs max_epochs). With the same seed, TPE's first 10 (n_startup_trials) configs
+    are the random sampler's first 10: the searches differ by ASHA's stops and TPE's picks.
+Measured: epochs consumed (sum of training_iteration over trials), wall time, best val_acc.
+Target (issue 7): kdtune within 0.5 points of the random search's best val_acc for <= 1/3
+of its epochs.
+
+    python benchmarks/bench_search_efficiency.py                       # digits, ~2.5 min
+    python benchmarks/bench_search_efficiency.py --seeds 0 1 2          # median over seeds
+    python benchmarks/bench_search_efficiency.py --dataset mnist --data-dir /work/shared/data \\
+        --subset 10000 --num-samples 16 --teacher-checkpoint path/checkpoint.pt
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import common  # noqa: F401  (puts the repository root on sys.path)
+from common import (ensure_teacher, machine_line, median, print_table, run_search,
+                    search_spec)
+
+EPOCH_TARGET, ACC_GAP_TARGET = 1 / 3, 0.5  # epochs ratio <=, accuracy gap <= (points)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[-5:]))
+    p.add_argument("--dataset", default="digits", help="digits (offline) or mnist, ...")
+    p.add_argument("--data-dir", help="dataset folder (torchvision layout)")
+    p.add_argument("--subset", type=int, help="training images (quick runs)")
+    p.add_argument("--teacher-checkpoint", help="kdtune teacher checkpoint (else trained once here)")
+    p.add_argument("--num-samples", type=int, help="trials per search (default: the preset's)")
+    p.add_argument("--max-epochs", type=int, help="epochs of a full-length trial (preset's)")
+    p.add_argument("--grace-period", type=int, help="ASHA epochs before a stop (preset's)")
+    p.add_argument("--reduction-factor", type=int, help="ASHA keeps 1/RF per rung (preset's)")
+    p.add_argument("--max-concurrent", type=int, default=2, help="trials at a time (both searches)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one pair of searches each")
+    p.add_argument("--storage-path", help="where the Tune experiments go (default: a temp dir)")
+    args = p.parse_args(argv)
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    out = Path(args.storage_path or tempfile.mkdtemp(prefix="kdtune-bench-search-"))
+    flags = ["--dataset", args.dataset, "--max-concurrent", str(args.max_concurrent),
+             "--storage-path", str(out)]
+    for flag, value in (("--data-dir", args.data_dir), ("--subset", args.subset),
+                        ("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs),
+                        ("--grace-period", args.grace_period),
+                        ("--reduction-factor", args.reduction_factor)):
+        if value is not None:
+            flags += [flag, str(value)]
+    spec, bundle = search_spec(flags)
+    print(machine_line())
+    print(f"{spec.dataset}: {len(bundle.train)} train / {len(bundle.val)} val images; "
+          f"{spec.num_samples} trials per search, max {spec.max_epochs} epochs, ASHA grace "
+          f"{spec.grace_period} rf {spec.reduction_factor}, {args.max_concurrent} concurrent; "
+          f"results in {out}", flush=True)
+
+    from search.pipeline import cached_teacher_logits, start_ray
+
+    t0 = time.perf_counter()
+    teacher = ensure_teacher(spec, bundle, out, args.teacher_checkpoint)
+    teacher_s = time.perf_counter() - t0
+    logits = cached_teacher_logits(bundle, teacher)
+    start_ray(spec)
+    rows, runs = [], {"kdtune": [], "random": []}
+    try:
+        for seed in args.seeds:
+            common_kw = dict(out_dir=out, teacher_checkpoint=teacher, logits=logits, seed=seed,
+                             num_samples=spec.num_samples, max_concurrent=args.max_concurrent)
+            runs["kdtune"].append(run_search(spec, bundle, name=f"kdtune_asha_tpe_seed{seed}",
+                                             sampler="tpe", scheduler="asha", **common_kw))
+            runs["random"].append(run_search(spec, bundle, name=f"random_fifo_seed{seed}",
+                                             sampler="random", scheduler="fifo", **common_kw))
+            for kind in ("kdtune", "random"):
+                r = runs[kind][-1]
+                rows.append((seed, kind, r["trials"], r["errors"], r["epochs"], r["wall_s"],
+                             100 * r["best_val_acc"], str(r["best_config"])))
+    finally:
+        import ray
+
+        ray.shutdown()
+    print()
+    print(f"teacher: {teacher} ({'given' if args.teacher_checkpoint else f'trained in {teacher_s:.0f} s'})")
+    print_table(["seed", "search", "trials", "errors", "epochs", "wall s", "best val_acc %",
+                 "best config"], rows)
+    ratios = [k["epochs"] / r["epochs"] for k, r in zip(runs["kdtune"], runs["random"])]
+    walls = [k["wall_s"] / r["wall_s"] for k, r in zip(runs["kdtune"], runs["random"])]
+    gaps = [100 * (r["best_val_acc"] - k["best_val_acc"])
+            for k, r in zip(runs["kdtune"], runs["random"])]
+    ratio, gap, wall = median(ratios), median(gaps), median(walls)
+    ok = ratio <= EPOCH_TARGET and gap <= ACC_GAP_TARGET
+    print(f"val set: {len(bundle.val)} images (1 image = {100 / len(bundle.val):.2f} points)")
+    print(f"ratio kdtune/random epochs {ratio:.2f}x (wall {wall:.2f}x), accuracy gap "
+          f"{gap:+.2f} points (random best - kdtune best; median of {len(args.seeds)} seed(s)) "
+          f"-> target epochs <= 0.33x and gap <= {ACC_GAP_TARGET}: {'MET' if ok else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()
