@@ -106,9 +106,9 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
     """
     if manifest.is_done(name):
         return manifest.stage(name)
-    distill = teacher_checkpoint is not None
+    distill = name != "baseline"  # (an online run distils without a teacher checkpoint)
     samples = spec.num_samples if distill else spec.baseline_samples
-    constants = spec.student_constants(teacher_checkpoint)
+    constants = spec.student_constants(teacher_checkpoint, distill=distill)
     define = spaces.make_space(spec.space, spec.students, constants, distill=distill, architecture=architecture)
     searcher = optuna_search(define, seed=spec.seed + SEED_OFFSET[name], objective=spec.objective,
                              max_concurrent=spec.max_concurrent)

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 SMOKE = {"subset": 256, "num_samples": 2, "baseline_samples": 2, "max_epochs": 2,
          "grace_period": 1, "teacher_epochs": 1, "max_concurrent": 2}
 OBJECTIVES = ("accuracy", "pareto")
+ONLINE_KEYS = ("online_teacher", "online_teacher_kwargs")
 
 
 @dataclass(frozen=True)
@@ -65,18 +66,26 @@ class SearchSpec:
         """The config dict of the teacher trial (TeacherConfig keys)."""
         return {**self.data_fields(), **self.train, **self.teacher}
 
-    def student_constants(self, teacher_checkpoint: str | None) -> dict[str, Any]:
+    @property
+    def online(self) -> bool:
+        """Online distillation: the teacher trains inside every distillation trial."""
+        return bool(self.train.get("online_teacher"))
+
+    def student_constants(self, teacher_checkpoint: str | None, distill: bool = True) -> dict[str, Any]:
         """Keys every baseline/distillation trial shares; the space adds the sampled ones."""
         const = {**self.data_fields(), **self.train, "epochs": self.max_epochs}
+        if not distill:  # the baseline trains no teacher, online or not
+            for key in ONLINE_KEYS:
+                const.pop(key, None)
         if teacher_checkpoint is not None:
             const["teacher_checkpoint"] = teacher_checkpoint
         return const
 
     def needs_teacher(self) -> bool:
-        """A search always distils; a sweep only when one of its points has alpha > 0."""
+        """Is there a teacher stage? Not for online runs; for a sweep only when a point distils."""
         from search import sweep
 
-        return sweep.needs_teacher(self.sweep, self.student_constants(None))
+        return not self.online and sweep.needs_teacher(self.sweep, self.student_constants(None))
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -38,11 +38,16 @@ def render(manifest: Manifest) -> str:
     teacher, baseline, distill = stages.get("teacher", {}), stages.get("baseline", {}), stages.get("distill", {})
     t_metrics = teacher.get("metrics", {})
     d_metrics = distill.get("metrics", {})
+    d_cfg = distill.get("config", {})
     t_params, d_params = t_metrics.get("params"), d_metrics.get("params")
     lines = [f"# kdtune run `{manifest.dir.name}`", "",
              f"dataset **{data['dataset'].get('name')}**, git `{data.get('git_revision')}`, "
              f"preset `{data['spec'].get('preset')}`", "",
              "| stage | model | val_acc | params | reduction vs teacher |", "|---|---|---|---|---|"]
+    online = d_cfg.get("online_teacher")
+    if online:  # the teacher trained inside the best distillation trial
+        teacher = {"config": {"model": f"{online} (online)"},
+                   "metrics": {"val_acc": d_metrics.get("teacher_val_acc")}}
     for label, stage in (("teacher", teacher), ("best baseline", baseline), ("best distilled", distill)):
         cfg, met = stage.get("config", {}), stage.get("metrics", {})
         model = cfg.get("model", "(given checkpoint)" if stage.get("source") else "n/a")

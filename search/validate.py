@@ -74,13 +74,18 @@ def _check_configs(spec: SearchSpec) -> None:
         if spec.sweep:
             _check_sweep(spec)
             return
+        if spec.online and (spec.teacher_checkpoint or spec.chain):
+            raise ValueError("this preset trains its teacher online (train.online_teacher); "
+                             "--teacher-checkpoint and --chain do not apply")
         if spec.chain:
             _check_chain(spec)
             return
         spaces.check_space(spec.space, spec.students)
-        if not spec.teacher_checkpoint:
+        if spec.needs_teacher() and not spec.teacher_checkpoint:
             TeacherConfig.from_dict(spec.teacher_config())
         for family in spec.students:
+            DistillConfig.from_dict({**spec.student_constants(None, distill=False), "model": family,
+                                     **_lowest_size(spec, family)})
             sample = {**spec.student_constants(None), "model": family}
             for name in ("depth", "width"):
                 value = spaces.family_dim(spec.space, name, family)
@@ -93,6 +98,14 @@ def _check_configs(spec: SearchSpec) -> None:
             DistillConfig.from_dict(sample)
     except ValueError as exc:
         raise UsageError(str(exc).splitlines()[0])
+
+
+def _lowest_size(spec: SearchSpec, family: str) -> dict[str, int]:
+    out = {}
+    for name in ("depth", "width"):
+        value = spaces.family_dim(spec.space, name, family)
+        out[name] = int(value[0] if spaces.is_range(value) else value)
+    return out
 
 
 def _check_chain(spec: SearchSpec) -> None:

@@ -116,3 +116,15 @@ def test_teacher_assistant_chain_distils_in_steps(data_root, tmp_path, ray_sessi
 def test_chain_needs_three_links(tmp_path, capsys):
     assert main(["--chain", "mlp:2:64,mlp:1:8", "--storage-path", str(tmp_path)]) == 2
     assert "TEACHER,ASSISTANT,STUDENT" in capsys.readouterr().err
+
+
+def test_online_distillation_preset_trains_no_teacher_stage(tmp_path, ray_session):
+    _run(["--preset", "online_distill", "--smoke-test", "--storage-path", str(tmp_path), "--name", "on"])
+    manifest = _manifest(tmp_path / "on")
+    stages = manifest["stages"]
+    assert stages["teacher"]["status"] == "pending"  # no separate teacher stage
+    assert stages["distill"]["status"] == "done" and stages["baseline"]["status"] == "done"
+    assert stages["distill"]["config"]["online_teacher"] == "mlp"
+    assert "teacher_val_acc" in stages["distill"]["metrics"]
+    assert "online_teacher" not in stages["baseline"]["config"]  # baselines train no teacher
+    assert "mlp (online)" in (tmp_path / "on" / "summary.md").read_text()

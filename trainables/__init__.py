@@ -7,6 +7,7 @@ Entry points (top-level functions, passed to Tune via `tune.with_parameters`):
 Modules: config (frozen per-stage configs), reporting (the one Ray wrapper; METRIC, MODE),
 losses (KDLoss), loop (THE train/eval loop), optim, runtime (device/precision/threads),
 checkpoint (kdtune checkpoint files), teacher_logits (cached / online teacher logits),
+online_teacher (a teacher trained jointly with the student: online distillation),
 stage (setup + resume + per-epoch checkpoint/report around the loop).
 
 This __init__ imports nothing itself: importing one module pulls in only what it needs.

@@ -5,7 +5,9 @@ containers only (so `torch.load(..., weights_only=True)` reads it, and a file fr
 untrusted run cannot execute code):
 
     format "kdtune-checkpoint", version 1, model_spec (models' kdtune_spec), dataset (meta),
-    config (flat dict), state_dict, optimizer, scheduler, epoch (completed), rng, metrics
+    config (flat dict), state_dict, optimizer, scheduler, epoch (completed), rng, metrics,
+    and, only in online-distillation trials, teacher_state (the online teacher's model_spec,
+    state_dict, optimizer, scheduler). model_spec/state_dict are always the student's.
 
 A model is rebuilt from `model_spec` (never from the path's name):
 
@@ -56,8 +58,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(directory: str | os.PathLike, *, model: nn.Module, config: dict,
                     dataset_meta: dict, epoch: int, metrics: dict,
                     optimizer: torch.optim.Optimizer | None = None,
-                    scheduler_state: dict | None = None) -> str:
-    """Write `directory/checkpoint.pt` atomically; returns the file's path."""
+                    scheduler_state: dict | None = None, teacher_state: dict | None = None) -> str:
+    """Write `directory/checkpoint.pt` atomically; returns the file's path.
+
+    `teacher_state`: a teacher source's resumable state (OnlineTeacher.state_dict()),
+    tensors and primitive containers only; omitted from the payload when None."""
     spec = getattr(model, "kdtune_spec", None)
     if spec is None:
         raise CheckpointError("model has no kdtune_spec: build it with models.create_model")
@@ -75,6 +80,8 @@ def save_checkpoint(directory: str | os.PathLike, *, model: nn.Module, config: d
         "rng": rng_state(),
         "metrics": dict(metrics),
     }
+    if teacher_state is not None:  # optional key: version-1 readers ignore it
+        payload["teacher_state"] = teacher_state
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(os.fspath(directory), FILENAME)
     tmp = path + ".tmp"

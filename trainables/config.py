@@ -210,6 +210,12 @@ class DistillConfig(TrainConfig):
     temperature: float = 4.0
     teacher_checkpoint: str | None = None  # path to a kdtune checkpoint file or directory
     teacher_logits: str = "auto"  # auto = cached when the dataset is not augmented
+    # Online distillation (Zhang et al. 2018): a model name from models.list_models(), trained
+    # from scratch in this trial next to the student (CE on the labels, with the student's
+    # optimiser, lr, schedule, weight decay, label smoothing and grad_clip) instead of loading
+    # teacher_checkpoint. Its kwargs (depth and width included) go to create_model as given.
+    online_teacher: str | None = None
+    online_teacher_kwargs: Any = field(default_factory=dict)  # sorted (key, value) pairs
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha", _float("alpha", self.alpha))
@@ -221,9 +227,54 @@ class DistillConfig(TrainConfig):
         if self.teacher_checkpoint is not None and not isinstance(self.teacher_checkpoint, str):
             object.__setattr__(self, "teacher_checkpoint", str(self.teacher_checkpoint))
         _choice("teacher_logits", self.teacher_logits, TEACHER_LOGITS)
+        self._check_online_teacher()
         super().__post_init__()
+
+    def _check_online_teacher(self) -> None:
+        kw = self.online_teacher_kwargs
+        if not isinstance(kw, (Mapping, tuple, list)):
+            raise ValueError(f"online_teacher_kwargs must be a mapping, got {kw!r}")
+        object.__setattr__(self, "online_teacher_kwargs", _freeze(dict(kw)))
+        if self.online_teacher is None:
+            if self.online_teacher_kwargs:
+                raise ValueError("online_teacher_kwargs is set but online_teacher is not: "
+                                 "name the online teacher's model")
+            return
+        if self.teacher_checkpoint is not None:
+            raise ValueError("online_teacher and teacher_checkpoint are both set: a trial either "
+                             "trains its teacher online or loads a trained one, not both")
+        if self.teacher_logits == "cached":
+            raise ValueError("teacher_logits='cached' cannot be used with online_teacher: the "
+                             "online teacher changes every batch (use 'auto' or 'online')")
+        clash = {"num_classes", "in_shape"} & dict(self.online_teacher_kwargs).keys()
+        if clash:
+            raise ValueError(f"online_teacher_kwargs must not set {sorted(clash)}: "
+                             "they come from the dataset")
+
+    def _check_registries(self) -> None:
+        super()._check_registries()
+        if self.online_teacher is None:
+            return
+        import models
+        from models.registry import model_kwargs
+
+        _choice("online_teacher", self.online_teacher, list(models.list_models()))
+        accepted = model_kwargs(self.online_teacher)
+        unknown = sorted(set(dict(self.online_teacher_kwargs)) - set(accepted))
+        if unknown:
+            raise ValueError(f"online_teacher_kwargs {unknown} are not options of model "
+                             f"{self.online_teacher!r}; it accepts: {sorted(accepted)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["online_teacher_kwargs"] = self.online_teacher_kwargs_dict()
+        return out
+
+    def online_teacher_kwargs_dict(self) -> dict[str, Any]:
+        return dict(self.online_teacher_kwargs)
 
     @property
     def is_baseline(self) -> bool:
         """True when no soft term is trained (alpha == 0 or no teacher)."""
-        return self.alpha == 0.0 or self.teacher_checkpoint is None
+        no_teacher = self.teacher_checkpoint is None and self.online_teacher is None
+        return self.alpha == 0.0 or no_teacher

@@ -6,6 +6,11 @@ checked against the dataset, frozen, and its logits come from a cache (the drive
 `teacher_logits`, else computed here once) or online per batch (augmented inputs):
 teacher_logits="auto" caches exactly when the dataset is not augmented.
 
+With `online_teacher` (online distillation) there is no checkpoint: the teacher is built
+here and trained in the same loop as the student, CE on the labels only, and the student
+distils from its current, detached logits (see online_teacher.py). Metrics then also carry
+teacher_val_acc, teacher_val_loss and teacher_train_loss; `params` stays the student's.
+
     tune.with_parameters(distill_student, data=bundle, teacher_logits=train_logits)
     python -c "from trainables.distill import distill_student as d; print(d({'epochs': 2}))"
 """
@@ -16,6 +21,7 @@ import torch
 from trainables import reporting
 from trainables.config import DistillConfig
 from trainables.losses import KDLoss
+from trainables.online_teacher import OnlineTeacher
 from trainables.runtime import Runtime
 from trainables.stage import EVAL_BATCH, run_stage
 from trainables.teacher_logits import TeacherLogits, compute_logits, load_teacher
@@ -29,14 +35,22 @@ def distill_student(config: dict, data=None, teacher_logits: torch.Tensor | None
     used when logits are cached. Returns the last metrics (None inside Tune: see
     reporting.final)."""
     cfg = DistillConfig.from_dict(config)
+    if cfg.online_teacher is not None and teacher_logits is not None:
+        raise ValueError("teacher_logits were given but the config trains an online_teacher, "
+                         "whose logits change every batch: do not pass teacher_logits")
     if cfg.teacher_checkpoint is None and teacher_logits is not None and cfg.alpha > 0:
         raise ValueError("teacher_logits were given but the config has no teacher_checkpoint: "
                          "set teacher_checkpoint (it is recorded with the student)")
     loss = KDLoss(cfg.alpha, cfg.temperature, label_smoothing=cfg.label_smoothing)
+    if cfg.online_teacher is not None:
+        def make_online(rt: Runtime, bundle, steps_per_epoch: int) -> OnlineTeacher:
+            return OnlineTeacher.build(cfg, rt, bundle, steps_per_epoch)
+
+        return reporting.final(run_stage(cfg, data, loss, make_online))
     if cfg.teacher_checkpoint is None:
         return reporting.final(run_stage(cfg, data, loss))
 
-    def make_teacher(rt: Runtime, bundle) -> TeacherLogits:
+    def make_teacher(rt: Runtime, bundle, steps_per_epoch: int) -> TeacherLogits:
         teacher = rt.prepare(load_teacher(cfg.teacher_checkpoint, rt.device, bundle.meta()))
         common = dict(mean=bundle.mean, std=bundle.std, autocast_dtype=rt.autocast_dtype,
                       channels_last=rt.channels_last)

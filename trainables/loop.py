@@ -1,9 +1,11 @@
 """THE train/eval loop shared by every stage (teacher, baseline, distilled student).
 
 Stages differ only in the loss they pass (`KDLoss`; alpha == 0 is plain cross-entropy) and
-an optional teacher-logit source. Hot-path statistics stay on the device and are read once
-per epoch (one host sync), plus a cheap finiteness check every `CHECK_EVERY` batches so a
-diverged trial stops early instead of grinding NaNs for a whole epoch.
+an optional teacher-logit source: a frozen teacher (teacher_logits.TeacherLogits) or one
+trained in the same pass (online_teacher.OnlineTeacher, online distillation). Hot-path
+statistics stay on the device and are read once per epoch (one host sync), plus a cheap
+finiteness check every `CHECK_EVERY` batches so a diverged trial stops early instead of
+grinding NaNs for a whole epoch.
 
     fit(model, train_loader, val_loader, loss_fn, optimizer, schedule, runtime,
         epochs=10, on_epoch=lambda metrics: ...)
@@ -11,7 +13,8 @@ diverged trial stops early instead of grinding NaNs for a whole epoch.
 Per-epoch metrics: epoch (1-based), train_loss, train_acc, val_loss (plain CE, comparable
 across baseline and distilled students), val_acc, lr (at the start of the epoch),
 epoch_time_s (train + eval), images_per_s (training images / training seconds), diverged (0),
-`agreement` (student-teacher top-1 agreement on val) when a teacher is given, and
+`agreement` (student-teacher top-1 agreement on val) when a teacher is given, what the
+teacher source adds at the end of the epoch (an online teacher: teacher_val_acc, ...), and
 `grad_norm/<probe>` (mean over the epoch's batches) when probes are given. A non-finite
 loss ends the run with diverged=1, a stop_reason and val_acc=0.0.
 """
@@ -35,11 +38,26 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (x, y, ro
 
 
 class TeacherSource(Protocol):
-    """Teacher logits for a training batch, and for the whole val split (for agreement)."""
+    """Teacher logits for a training batch, and for the whole val split (for agreement).
+
+    `trains`: the source trains its teacher inside `train_logits` (online distillation), so
+    the loop calls it for every batch even when the loss ignores teacher logits (alpha == 0).
+    Logits returned by `train_logits` carry no autograd graph: the student never
+    back-propagates into a teacher. `end_epoch(val_loader)` runs after the epoch's training
+    and before the student's evaluation (it may refresh `val_logits`); it returns metrics to
+    report. `state_dict()` is what a checkpoint must hold to resume the source (None: nothing).
+    """
 
     val_logits: torch.Tensor | None
+    trains: bool
 
-    def train_logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor: ...
+    def train_logits(self, x: torch.Tensor, idx: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    def end_epoch(self, val_loader: "Batches") -> dict[str, float]: ...
+
+    def state_dict(self) -> dict | None: ...
+
+    def load_state_dict(self, state: dict | None) -> None: ...
 
 
 class Diverged(Exception):
@@ -57,11 +75,13 @@ def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
     correct = torch.zeros((), device=dev, dtype=torch.long)
     grad_sum = torch.zeros(len(probes), device=dev)
     n_images = n_batches = 0
-    want_teacher = teacher is not None and getattr(loss_fn, "uses_teacher", True)
+    # An online teacher trains in train_logits: it is called even when alpha == 0.
+    want_teacher = teacher is not None and (
+        teacher.trains or getattr(loss_fn, "uses_teacher", True))
     params = [p for p in model.parameters() if p.requires_grad]
     start = time.perf_counter()
     for x, y, idx in loader:
-        t_logits = teacher.train_logits(x, idx) if want_teacher else None
+        t_logits = teacher.train_logits(x, idx, y) if want_teacher else None
         with rt.autocast():
             out = model(x)
         loss = loss_fn(out, y, t_logits)  # float32 inside KDLoss
@@ -104,8 +124,10 @@ def _grad_norm(module: nn.Module) -> torch.Tensor:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: Batches, rt: Runtime,
-             reference_logits: torch.Tensor | None = None) -> dict[str, float]:
-    """val_loss (plain CE), val_acc, and agreement with `reference_logits` (rows by idx)."""
+             reference_logits: torch.Tensor | None = None,
+             out_logits: torch.Tensor | None = None) -> dict[str, float]:
+    """val_loss (plain CE), val_acc, and agreement with `reference_logits` (rows by idx);
+    the model's float32 logits are also written into `out_logits` (rows by idx) if given."""
     model.eval()
     dev = rt.device
     sums = torch.zeros(3, device=dev)  # CE sum, correct, agreeing with the reference
@@ -114,6 +136,8 @@ def evaluate(model: nn.Module, loader: Batches, rt: Runtime,
         with rt.autocast():
             out = model(x)
         out = out.float()
+        if out_logits is not None:
+            out_logits[idx] = out
         pred = out.argmax(1)
         sums[0] += F.cross_entropy(out, y, reduction="sum")
         sums[1] += (pred == y).sum()
@@ -144,6 +168,7 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module,
         try:
             train = train_epoch(model, train_loader, loss_fn, optimizer, schedule, rt,
                                 teacher=teacher, grad_clip=grad_clip, probes=probes)
+            teacher_metrics = teacher.end_epoch(val_loader) if teacher is not None else {}
             val = evaluate(model, val_loader, rt,
                            teacher.val_logits if teacher is not None else None)
             if not math.isfinite(val["val_loss"]):
@@ -160,6 +185,7 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module,
             "epoch": epoch,
             **train,
             **val,
+            **teacher_metrics,
             "lr": lr,
             "epoch_time_s": time.perf_counter() - start,
             "images_per_s": images / seconds if seconds > 0 else 0.0,

@@ -5,7 +5,8 @@ loss and the teacher-logit source. Each epoch writes a checkpoint directory
 (`checkpoint.pt`, see checkpoint.py) and reports it with the epoch's metrics; a trial
 restarted by Tune (or a local_session with resume_from) continues exactly after the last
 checkpointed epoch: weights, optimiser, scheduler, epoch and RNG streams are restored, and
-the loader's order depends only on (seed, epoch).
+the loader's order depends only on (seed, epoch). A teacher source with state (an online
+teacher: weights, optimiser, schedule) is saved in and restored from the same checkpoint.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from trainables.runtime import Runtime
 
 EVAL_BATCH = 512  # eval has no gradients: bigger batches, fewer kernel launches
 
-# (runtime, bundle) -> the teacher-logit source of a distillation trial
-TeacherFactory = Callable[[Runtime, object], TeacherSource]
+# (runtime, bundle, optimiser steps per epoch) -> the teacher-logit source of a distillation
+# trial (the step count sizes an online teacher's lr schedule)
+TeacherFactory = Callable[[Runtime, object, int], TeacherSource]
 
 
 def load_data(cfg: TrainConfig, data=None):
@@ -70,23 +72,25 @@ def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
     train_loader, val_loader = loaders(cfg, data, rt)
     optimizer = build_optimizer(cfg, model)
     schedule = build_schedule(cfg, optimizer, len(train_loader))
-    teacher = make_teacher(rt, data) if make_teacher is not None else None
+    teacher = make_teacher(rt, data, len(train_loader)) if make_teacher is not None else None
     probes = models.gradient_probes(model) if cfg.track_grad_norms else ()
 
     start_epoch, last = 0, {}
     resume = reporting.resume_checkpoint()
     if resume is not None:
-        start_epoch, last = _restore(resume, model, optimizer, schedule, rt)
+        start_epoch, last = _restore(resume, model, optimizer, schedule, teacher)
     meta, config = data.meta(), cfg.to_dict()
 
     def on_epoch(metrics: dict) -> None:
         if metrics.get("diverged"):
             reporting.report(metrics, None)  # nothing worth resuming from
             return
+        teacher_state = None if teacher is None else teacher.state_dict()
         with tempfile.TemporaryDirectory(prefix="kdtune-ckpt-") as tmp:
             checkpoint.save_checkpoint(tmp, model=model, config=config, dataset_meta=meta,
                                        epoch=metrics["epoch"], metrics=metrics,
-                                       optimizer=optimizer, scheduler_state=schedule.state_dict())
+                                       optimizer=optimizer, scheduler_state=schedule.state_dict(),
+                                       teacher_state=teacher_state)
             reporting.report(metrics, tmp)  # copied by report; tmp goes away after
 
     metrics = fit(model, train_loader, val_loader, loss_fn, optimizer, schedule, rt,
@@ -96,7 +100,8 @@ def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
     return metrics or last
 
 
-def _restore(path: str, model, optimizer, schedule, rt: Runtime) -> tuple[int, dict]:
+def _restore(path: str, model, optimizer, schedule,
+             teacher: TeacherSource | None) -> tuple[int, dict]:
     # CPU: the RNG states must be CPU tensors; load_state_dict copies weights to the device
     payload = checkpoint.load_payload(path, map_location="cpu")
     if payload["model_spec"] != model.kdtune_spec:
@@ -107,5 +112,11 @@ def _restore(path: str, model, optimizer, schedule, rt: Runtime) -> tuple[int, d
     if payload.get("optimizer") is not None:
         optimizer.load_state_dict(payload["optimizer"])
     schedule.load_state_dict(payload.get("scheduler"))
+    teacher_state = payload.get("teacher_state")  # absent in checkpoints of frozen teachers
+    if teacher is not None:
+        teacher.load_state_dict(teacher_state)
+    elif teacher_state is not None:
+        raise checkpoint.CheckpointError(
+            f"cannot resume from {path}: it holds an online teacher, this trial has none")
     checkpoint.set_rng_state(payload["rng"])
     return int(payload["epoch"]), dict(payload.get("metrics") or {})

@@ -10,6 +10,8 @@ student trial never trains it.
   teacher and shares it through Ray's object store (`tune.with_parameters`).
 - online: the teacher runs on each (augmented) training batch.
 
+(A teacher *trained* during the student's trial is online_teacher.OnlineTeacher.)
+
     teacher = load_teacher("results/teacher/checkpoint_000009", "cpu", bundle.meta())
     cache = compute_logits(teacher, bundle.train, 512, "cpu", mean=bundle.mean, std=bundle.std)
 """
@@ -77,6 +79,8 @@ class TeacherLogits:
     on x (the augmented batch) under inference_mode, in the trial's autocast precision.
     """
 
+    trains = False  # frozen: nothing to do when the loss ignores teacher logits
+
     def __init__(self, teacher: nn.Module | None, *, train_cache: torch.Tensor | None = None,
                  val_logits: torch.Tensor | None = None,
                  autocast_dtype: torch.dtype | None = None) -> None:
@@ -91,10 +95,23 @@ class TeacherLogits:
     def mode(self) -> str:
         return "cached" if self.train_cache is not None else "online"
 
-    def train_logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def train_logits(self, x: torch.Tensor, idx: torch.Tensor,
+                     y: torch.Tensor | None = None) -> torch.Tensor:
         if self.train_cache is not None:
             return self.train_cache[idx]
         with torch.inference_mode(), autocast(x.device, self.autocast_dtype):
             logits = self.teacher(x)
         # An inference tensor cannot be saved for backward: the KD loss needs a normal one.
         return logits.to(LOGITS_DTYPE).clone()
+
+    def end_epoch(self, val_loader) -> dict[str, float]:
+        return {}  # a frozen teacher's val logits were computed once
+
+    def state_dict(self) -> None:
+        return None  # rebuilt from its own checkpoint: nothing to resume
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if state is not None:
+            raise checkpoint.CheckpointError(
+                "the checkpoint holds an online teacher's state but this trial distils from "
+                "a frozen teacher: resume with the config that wrote it")
