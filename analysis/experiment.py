@@ -94,7 +94,8 @@ class Experiment:
         folder = self.path / name
         result = None
         if not folder.is_dir():
-            self.note(f"stage {name}: skipped, not started (status {self.status(name)})")
+            if name in self.manifest.get("stages", {}):  # planned for this run, not begun yet
+                self.note(f"stage {name}: skipped, not started (status {self.status(name)})")
         else:
             from ray.tune import ExperimentAnalysis
 

@@ -46,7 +46,8 @@ class Manifest:
         return self.dir / MANIFEST_NAME
 
     @classmethod
-    def create(cls, experiment_dir: Path, spec: dict[str, Any], dataset_meta: dict[str, Any]) -> "Manifest":
+    def create(cls, experiment_dir: Path, spec: dict[str, Any], dataset_meta: dict[str, Any],
+               stages: tuple[str, ...] = STAGES) -> "Manifest":
         data = {
             "format": FORMAT, "version": FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -54,7 +55,7 @@ class Manifest:
             "command": sys.argv,
             "spec": spec,
             "dataset": dataset_meta,
-            "stages": {name: {"status": "pending"} for name in STAGES},
+            "stages": {name: {"status": "pending"} for name in stages},  # the stages this run plans
         }
         manifest = cls(experiment_dir, data)
         manifest.save()

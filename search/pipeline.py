@@ -158,7 +158,7 @@ def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
     if spec.resume:
         manifest = Manifest.load(experiment_dir)
     else:
-        manifest = Manifest.create(experiment_dir, spec.to_dict(), bundle.meta())
+        manifest = Manifest.create(experiment_dir, spec.to_dict(), bundle.meta(), spec.planned_stages())
     started = start_ray(spec)
     try:
         teacher_checkpoint = teacher_stage(spec, bundle, manifest) if spec.needs_teacher() else None

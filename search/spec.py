@@ -87,6 +87,13 @@ class SearchSpec:
 
         return not self.online and sweep.needs_teacher(self.sweep, self.student_constants(None))
 
+    def planned_stages(self) -> tuple[str, ...]:
+        """The stages this run goes through, in order."""
+        stages = ("teacher",) if self.needs_teacher() else ()
+        if self.sweep:
+            return stages + ("sweep",)
+        return stages + ("baseline", "distill") + (("assistant", "ta_distill") if self.chain else ())
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["students"] = list(self.students)
