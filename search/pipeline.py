@@ -9,6 +9,8 @@ re-trained) and continues an interrupted stage through `Tuner.restore`.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,16 @@ def start_ray(spec: SearchSpec) -> bool:
         # A local run needs no cluster token (STACK_NOTES: every ray.init writes ~/.ray/auth_token).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(include_dashboard=False, log_to_driver=True)
+    # ray.init replaces the driver's SIGTERM handler (sys.exit(15), or kill every Ray process
+    # and exit 1): put the graceful Ctrl-C path back, so SIGTERM saves state and exits 130.
+    graceful_sigterm()
     return True
+
+
+def graceful_sigterm() -> None:
+    """SIGTERM takes the Ctrl-C path: Tune saves the experiment state and fit() returns."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
 def _stage_kwargs(spec: SearchSpec, experiment_dir: Path) -> dict[str, Any]:

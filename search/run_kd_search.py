@@ -11,7 +11,6 @@ command that resumes the run.
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
@@ -33,11 +32,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_kd_search.py: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
 
-    from search.pipeline import Interrupted, run
+    from search.pipeline import Interrupted, graceful_sigterm, run
 
     # SIGTERM (cluster schedulers, `kill`) takes the same graceful path as Ctrl-C: Ray Tune
     # saves the experiment state and returns from fit(), so --resume loses nothing.
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    # pipeline.start_ray installs it again: ray.init replaces the driver's SIGTERM handler.
+    # Ctrl-C must raise KeyboardInterrupt even in a background job (`cmd &` ignores SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    graceful_sigterm()
 
     print(f"kdtune: experiment {spec.experiment_dir} ({'resuming' if spec.resume else 'new'}; "
           f"dataset {spec.dataset}: {len(bundle.train)} train / {len(bundle.val)} val images)", flush=True)

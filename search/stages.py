@@ -115,7 +115,10 @@ def best_of(results: ResultGrid) -> dict[str, Any] | None:
     if not rows:
         return None
     _score, result, row = max(rows, key=lambda item: item[0])
-    checkpoint = result.get_best_checkpoint(METRIC, MODE) or result.checkpoint
+    # A trial that diverged in its first epoch reported no checkpoint, and Ray's
+    # Result.get_best_checkpoint raises on a trial without any instead of returning None.
+    checkpoint = (result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None) \
+        or result.checkpoint
     metrics = {k: _plain(v) for k, v in row.items() if not str(k).startswith("config/")}
     return {
         "trial_id": result.metrics.get("trial_id"),
