@@ -33,6 +33,31 @@ def _existence_only(cls: type) -> type:
     })
 
 
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """CIFAR batches hold dicts, lists, bytes and numpy arrays; anything else is refused.
+
+    A plain pickle.load runs whatever a file names (os.system, ...): a data file from the
+    internet must not be able to execute code, just as checkpoints load weights_only.
+    """
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not CIFAR data")
+        return super().find_class(module, name)
+
+
+def _safe_load(file, **kwargs):
+    return _ArraysOnlyUnpickler(file, **kwargs).load()
+
+
+# torchvision's CIFAR classes call `pickle.load` from their own module: route it through the
+# restricted unpickler, so torchvision's decoding path stays the one in use.
+tvd.cifar.pickle = type("restricted_pickle", (), {"load": staticmethod(_safe_load),
+                                                  "UnpicklingError": pickle.UnpicklingError})
+
 CIFAR10 = _existence_only(tvd.CIFAR10)
 CIFAR100 = _existence_only(tvd.CIFAR100)
 
@@ -43,7 +68,7 @@ def _find_bad_file(folder: str, names: list[str], meta_name: str) -> tuple[str, 
         path = os.path.join(folder, name)
         try:
             with open(path, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
+                entry = _safe_load(f, encoding="latin1")
             if name == meta_name:
                 continue
             data = np.asarray(entry["data"])

@@ -7,6 +7,7 @@ Files are written by tests/fakedata.py in the real formats; only the real-MNIST 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,21 @@ def test_loader_rejects_bad_arguments(cifar):
         _loader(cifar, augment="mixup")
     with pytest.raises(ValueError):
         _loader(cifar, mean=(0.5,), std=(0.5,))
+
+
+def test_cifar_pickle_naming_code_is_refused_not_run(tmp_path):
+    """A hostile data_batch file must not execute anything (pickle.load would)."""
+    import pickle
+
+    root = tmp_path / "evil"
+    fakedata.write_cifar10(root, n_per_batch=10, n_test=10)
+    sentinel = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {sentinel}",))
+
+    (root / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps({"data": Evil()}))
+    with pytest.raises(DatasetError, match="data_batch_3"):
+        create_dataset("cifar10", str(root))
+    assert not sentinel.exists()
