@@ -22,11 +22,6 @@ TEACHER_KEYS = ("teacher_train_loss", "teacher_val_loss", "teacher_val_acc")
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return datasets.create_dataset("digits", val_fraction=0.1, seed=0)
-
-
-@pytest.fixture(scope="module")
 def full_run(bundle, tmp_path_factory):
     """An uninterrupted 2-epoch online run; its per-epoch checkpoints are kept."""
     root = str(tmp_path_factory.mktemp("online"))

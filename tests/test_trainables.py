@@ -18,11 +18,6 @@ FAST = {"dataset": "digits", "epochs": 2, "batch_size": 32, "lr": 0.05, "precisi
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return datasets.create_dataset("digits", val_fraction=0.1, seed=0)
-
-
-@pytest.fixture(scope="module")
 def teacher_dir(bundle, tmp_path_factory):
     root = str(tmp_path_factory.mktemp("teacher"))
     with reporting.local_session(root=root) as rec:
