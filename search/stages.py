@@ -16,6 +16,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from search.result_logging import checkpoint_consistent_loggers
 from search.sweep import VARIANT, merge
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
 from trainables.reporting import METRIC, MODE
@@ -84,6 +85,8 @@ def run_stage(stage: Stage, resume: bool) -> ResultGrid:
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=stage.name, storage_path=str(stage.experiment_dir), verbose=1,
+                # Result files never run ahead of the checkpoint a resume continues from.
+                callbacks=checkpoint_consistent_loggers(),
                 failure_config=tune.FailureConfig(max_failures=stage.max_failures),
                 # Keep the best epoch's checkpoint; Ray always keeps the latest too (for resume).
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
