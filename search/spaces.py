@@ -137,7 +137,6 @@ class DefineByRun:
         self.architecture = dict(architecture) if architecture else None
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        space, families = self.space, self.families
         fixed: dict[str, Any] = dict(self.constants)
         if self.architecture:
             fixed.update(self.architecture)

@@ -23,3 +23,28 @@ def bundle():
     import datasets
 
     return datasets.create_dataset("digits", val_fraction=0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_search(tmp_path_factory):
+    """One small finished search on digits (real CLI, in-process), shared by the end-to-end and
+    analysis tests: teacher 3 epochs, 3 baselines, 6 distillation trials under ASHA (grace 1,
+    rf 3, 4 epochs at most, so it has rungs to cut at), per-layer gradient norms on (for
+    learning_curves' second plot). Tests read the budget back from manifest.json's spec."""
+    from pathlib import Path
+
+    import yaml
+
+    from search.preset_loader import PRESET_DIR
+    from search.run_kd_search import main
+
+    tmp = tmp_path_factory.mktemp("small_search")
+    preset = yaml.safe_load((PRESET_DIR / "digits.yaml").read_text())
+    preset["train"]["track_grad_norms"] = True
+    (tmp / "digits_grads.yaml").write_text(yaml.safe_dump(preset))
+    code = main(["--num-samples", "6", "--baseline-samples", "3", "--max-epochs", "4", "--grace-period", "1",
+                 "--reduction-factor", "3", "--teacher-epochs", "3", "--max-concurrent", "2",
+                 "--width", "16:64", "--depth", "1:2", "--preset", str(tmp / "digits_grads.yaml"),
+                 "--storage-path", str(tmp), "--name", "small"])
+    assert code == 0
+    return Path(tmp) / "small"

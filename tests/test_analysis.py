@@ -1,7 +1,7 @@
 """analysis/ scripts on a real (small) finished search, checked against Tune's own files.
 
-The module fixture runs the real CLI once (teacher 3 epochs, 2 baselines, 4 distillation
-trials, ASHA grace 1) with gradient-norm tracking on; every number the scripts print is then
+They run on the session's small finished search (conftest.small_search: the real CLI, ASHA
+with rungs to cut at, gradient-norm tracking on); every number the scripts print is then
 recomputed here independently from the trials' result.json files or the checkpoints.
 """
 import json
@@ -13,14 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from analysis import best_trials, final_report, importance, learning_curves, tradeoffs
 from analysis.pareto import pareto_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = (best_trials, tradeoffs, final_report, importance, learning_curves)
-MAX_EPOCHS = 4
 
 
 def _results(stage_dir: Path) -> dict[str, list[dict]]:
@@ -44,21 +42,14 @@ def _png_ok(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def exp(tmp_path_factory) -> Path:
-    from search.preset_loader import PRESET_DIR
-    from search.run_kd_search import main
+def exp(small_search) -> Path:
+    """The shared small search (conftest.small_search), gradient norms tracked."""
+    return small_search
 
-    tmp = tmp_path_factory.mktemp("analysis")
-    # The digits preset plus per-layer gradient norms, so learning_curves draws its second plot.
-    preset = yaml.safe_load((PRESET_DIR / "digits.yaml").read_text())
-    preset["train"]["track_grad_norms"] = True
-    (tmp / "digits_grads.yaml").write_text(yaml.safe_dump(preset))
-    code = main(["--num-samples", "4", "--baseline-samples", "2", "--max-epochs", str(MAX_EPOCHS),
-                 "--grace-period", "1", "--teacher-epochs", "3", "--max-concurrent", "2", "--width", "16:64",
-                 "--depth", "1:2", "--preset", str(tmp / "digits_grads.yaml"),
-                 "--storage-path", str(tmp), "--name", "a"])
-    assert code == 0
-    return tmp / "a"
+
+@pytest.fixture(scope="module")
+def max_epochs(exp) -> int:
+    return json.loads((exp / "manifest.json").read_text())["spec"]["max_epochs"]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +58,7 @@ def teacher_params(exp) -> int:
     return rows[-1]["params"]
 
 
-def test_best_trials_match_tune_results(exp, teacher_params, capsys):
+def test_best_trials_match_tune_results(exp, teacher_params, max_epochs, capsys):
     assert best_trials.main([str(exp), "--top", "3"]) == 0
     out = capsys.readouterr().out
     table = pd.read_csv(exp / "analysis" / "best_trials.csv", dtype={"trial_id": str})
@@ -93,7 +84,7 @@ def test_best_trials_match_tune_results(exp, teacher_params, capsys):
             if stage != "teacher":
                 assert row["reduction_pct"] == pytest.approx(100 * (1 - best["params"] / teacher_params))
                 diverged = any(r.get("diverged") for r in trial)
-                assert bool(row["stopped_early"]) == (epochs < MAX_EPOCHS and not diverged)
+                assert bool(row["stopped_early"]) == (epochs < max_epochs and not diverged)
     assert table[table["stage"] == "distill"]["stopped_early"].any(), "ASHA should have cut a trial"
 
 

@@ -4,7 +4,6 @@ trial matches an uninterrupted one, and the config refuses contradictory setting
 import pytest
 import torch
 
-import datasets
 import models
 from search.preset_loader import load_preset
 from trainables import checkpoint, reporting
