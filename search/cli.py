@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--name", help="experiment name (default <preset>-<date>-<time>)")
     o.add_argument("--resume", action="store_true", default=None,
                    help="continue an interrupted run (--name, or the latest in --storage-path)")
-    o.add_argument("--address", help="connect to a running Ray cluster (auto or ray://host:port)")
+    o.add_argument("--address", help="connect to a running Ray cluster (auto, host:port or ray://host:port; "
+                                     "default: $RAY_ADDRESS, else a private local Ray)")
     o.add_argument("--max-failures", type=int, help="retries of a crashed trial from its last checkpoint")
     o.add_argument("--smoke-test", action="store_true", default=None, help="seconds-long run of all stages")
     return p

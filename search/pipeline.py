@@ -34,7 +34,8 @@ class Interrupted(RuntimeError):
 
 
 def start_ray(spec: SearchSpec) -> bool:
-    """Connect to a cluster (--address) or start a local Ray; False when Ray was already up."""
+    """Connect to the cluster of --address (or RAY_ADDRESS), else start a private local Ray;
+    False when Ray was already up in this process."""
     if ray.is_initialized():
         return False
     # A checkpoint every epoch is the point (exact resume); Ray's warning about it is noise.
@@ -44,7 +45,9 @@ def start_ray(spec: SearchSpec) -> bool:
     else:
         # A local run needs no cluster token (STACK_NOTES: every ray.init writes ~/.ray/auth_token).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(include_dashboard=False, log_to_driver=True)
+        # A private instance: a bare ray.init() would join any head started on this machine
+        # (`ray start --head`, someone else's) and die when that cluster is stopped.
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
     # ray.init replaces the driver's SIGTERM handler (sys.exit(15), or kill every Ray process
     # and exit 1): put the graceful Ctrl-C path back, so SIGTERM saves state and exits 130.
     graceful_sigterm()

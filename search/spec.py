@@ -181,7 +181,8 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "chain": tuple(chain) if chain else None,
         "storage_path": given.get("storage_path", "kdtune_results"),
         "resume": bool(given.get("resume", False)),
-        "address": given.get("address"),
+        # RAY_ADDRESS is how `ray job submit` points an entrypoint at its cluster.
+        "address": given.get("address") or os.environ.get("RAY_ADDRESS") or None,
         "max_failures": given.get("max_failures", 2),
         "smoke_test": bool(given.get("smoke_test", False)),
     }
