@@ -31,7 +31,7 @@ from trainables import reporting
 from trainables.config import DistillConfig
 from trainables.distill import distill_student
 from trainables.runtime import Runtime
-from trainables.teacher_logits import compute_logits, load_teacher
+from trainables.teacher_logits import compute_logits, for_inference, load_teacher
 
 PAIRS = {
     # name: (shape, n_train, teacher (name, kwargs), student (name, kwargs), batch, augment)
@@ -66,7 +66,7 @@ def bench(name: str, runs: int, precision: str, threads: int, sizes: dict,
     torch.set_num_threads(threads)
     teacher = load_teacher(tmp)
     rt = Runtime.from_config(DistillConfig.from_dict(kd), teacher)
-    frozen = rt.prepare(teacher)
+    frozen = rt.prepare(for_inference(teacher, rt.autocast_dtype))  # as distill_student does
     logits_kw = dict(mean=bundle.mean, std=bundle.std, autocast_dtype=rt.autocast_dtype,
                      channels_last=rt.channels_last)
     compute_logits(frozen, bundle.val, 512, "cpu", **logits_kw)  # warm-up (kernel selection)

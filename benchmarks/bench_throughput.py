@@ -53,7 +53,7 @@ def kdtune_side(bundle, teacher_dir: str, student: tuple[str, dict], batch: int,
     from trainables.config import DistillConfig
     from trainables.distill import distill_student
     from trainables.runtime import Runtime
-    from trainables.teacher_logits import compute_logits, load_teacher
+    from trainables.teacher_logits import compute_logits, for_inference, load_teacher
 
     config = {"dataset": bundle.name, "model": student[0], **student[1], "epochs": 2,
               "batch_size": batch, "precision": precision, "num_threads": threads,
@@ -62,9 +62,9 @@ def kdtune_side(bundle, teacher_dir: str, student: tuple[str, dict], batch: int,
     if bundle.augment == "none":  # the driver's one-off cache (search/pipeline.py)
         teacher = load_teacher(teacher_dir)
         rt = Runtime.from_config(DistillConfig.from_dict(config), teacher)
-        cache = compute_logits(rt.prepare(teacher), bundle.train, 1024, "cpu", mean=bundle.mean,
-                               std=bundle.std, autocast_dtype=rt.autocast_dtype,
-                               channels_last=rt.channels_last)
+        frozen = rt.prepare(for_inference(teacher, rt.autocast_dtype))  # as distill_student does
+        cache = compute_logits(frozen, bundle.train, 1024, "cpu", mean=bundle.mean, std=bundle.std,
+                               autocast_dtype=rt.autocast_dtype, channels_last=rt.channels_last)
 
     def run(_r: int) -> float:
         with reporting.local_session() as rec:

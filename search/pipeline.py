@@ -26,7 +26,7 @@ from search.stages import Stage, asha, best_of, optuna_search, run_stage, stage_
 from search.summary import write_summary
 from trainables.distill import distill_student
 from trainables.teacher import train_teacher
-from trainables.teacher_logits import compute_logits, load_teacher
+from trainables.teacher_logits import compute_logits, for_inference, load_teacher
 
 
 class Interrupted(RuntimeError):
@@ -102,7 +102,7 @@ def cached_teacher_logits(bundle: DatasetBundle, teacher_checkpoint: str) -> tor
     if bundle.augment != "none":
         return None
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    teacher = load_teacher(teacher_checkpoint, device)
+    teacher = for_inference(load_teacher(teacher_checkpoint, device))
     return compute_logits(teacher, bundle.train, batch_size=1024, device=device,
                           mean=bundle.mean, std=bundle.std).cpu()
 

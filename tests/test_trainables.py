@@ -154,3 +154,32 @@ def test_dataset_mismatch_between_data_and_config(bundle):
     with pytest.raises(ValueError, match="given dataset 'digits'"):
         train_teacher({**FAST, "dataset": next(d for d in datasets.list_datasets() if d != "digits")},
                       data=bundle)
+
+
+@pytest.mark.parametrize("name, kwargs", [("resnet20", {}), ("resnet", {"layers": [1, 1, 1], "dropblock": 0.1}),
+                                          ("mlp", {"depth": 2, "width": 32, "batch_norm": True})])
+def test_inference_teacher_folds_batchnorm_exactly(name, kwargs):
+    from torch import nn
+
+    from trainables.teacher_logits import for_inference
+
+    torch.manual_seed(0)
+    teacher = models.create_model(name, 10, (3, 16, 16), **kwargs)
+    teacher.train()
+    with torch.no_grad():  # running statistics away from their (0, 1) defaults
+        for _ in range(3):
+            teacher(torch.randn(32, 3, 16, 16) * 2 + 0.5)
+    x = torch.randn(16, 3, 16, 16)
+    folded = for_inference(teacher)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    assert folded.kdtune_spec == teacher.kdtune_spec
+    assert not any(p.requires_grad for p in folded.parameters())
+    with torch.no_grad():
+        ref = teacher.eval()(x)
+        torch.testing.assert_close(folded(x), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    in_bf16 = for_inference(teacher, torch.bfloat16)
+    assert {p.dtype for p in in_bf16.parameters()} == {torch.bfloat16}
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = in_bf16(x).float()
+    assert (low.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+    assert (low - ref).abs().max() <= 0.05 * ref.abs().max()

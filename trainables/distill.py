@@ -24,7 +24,7 @@ from trainables.losses import KDLoss
 from trainables.online_teacher import OnlineTeacher
 from trainables.runtime import Runtime
 from trainables.stage import EVAL_BATCH, run_stage
-from trainables.teacher_logits import TeacherLogits, compute_logits, load_teacher
+from trainables.teacher_logits import TeacherLogits, compute_logits, for_inference, load_teacher
 
 
 def distill_student(config: dict, data=None, teacher_logits: torch.Tensor | None = None) -> dict:
@@ -51,7 +51,8 @@ def distill_student(config: dict, data=None, teacher_logits: torch.Tensor | None
         return reporting.final(run_stage(cfg, data, loss))
 
     def make_teacher(rt: Runtime, bundle, steps_per_epoch: int) -> TeacherLogits:
-        teacher = rt.prepare(load_teacher(cfg.teacher_checkpoint, rt.device, bundle.meta()))
+        teacher = rt.prepare(for_inference(load_teacher(cfg.teacher_checkpoint, rt.device, bundle.meta()),
+                                           rt.autocast_dtype))
         common = dict(mean=bundle.mean, std=bundle.std, autocast_dtype=rt.autocast_dtype,
                       channels_last=rt.channels_last)
         # Val logits are always computed once: agreement is reported for every student.

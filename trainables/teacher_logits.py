@@ -12,11 +12,12 @@ student trial never trains it.
 
 (A teacher *trained* during the student's trial is online_teacher.OnlineTeacher.)
 
-    teacher = load_teacher("results/teacher/checkpoint_000009", "cpu", bundle.meta())
+    teacher = for_inference(load_teacher("results/teacher/checkpoint_000009", "cpu", bundle.meta()))
     cache = compute_logits(teacher, bundle.train, 512, "cpu", mean=bundle.mean, std=bundle.std)
 """
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
@@ -43,6 +44,28 @@ def freeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def for_inference(teacher: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """The frozen teacher in the form logits are computed from: a new module.
+
+    BatchNorm is folded into the convolution or linear layer before it (torch.fx's `fuse`,
+    from the traced dataflow graph; exact in eval mode up to float rounding), which removes
+    one pass over every activation: the resnet56 forward in bf16 ran ~15% faster. With an
+    autocast `dtype` the weights are stored in it, so autocast does not re-cast them on every
+    forward (~3% more). A model torch.fx cannot trace is kept as it is (eager, unfolded).
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    freeze(teacher)
+    try:
+        folded = fuse(teacher, inplace=False)
+    except Exception:  # data-dependent Python control flow is not traceable: keep eager
+        folded = copy.deepcopy(teacher)
+    folded.kdtune_spec = getattr(teacher, "kdtune_spec", None)  # what the checkpoint holds
+    if dtype is not None:
+        folded = folded.to(dtype)
+    return freeze(folded)
 
 
 def compute_logits(teacher: nn.Module, split, batch_size: int, device: str | torch.device, *,
