@@ -65,20 +65,6 @@ def _stage_kwargs(spec: SearchSpec, experiment_dir: Path) -> dict[str, Any]:
             "max_failures": spec.max_failures}
 
 
-def solo_trial_resources(spec: SearchSpec) -> dict[str, float]:
-    """CPUs and GPUs of a trial that runs alone (the teacher): what the concurrent students
-    share (per-trial x max_concurrent, at most one whole GPU when they take fractions), capped
-    at the largest live Ray node, as one trial cannot span nodes. Its torch threads follow."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    node_cpus = max((r.get("CPU", 0.0) for r in nodes), default=spec.cpus_per_trial)
-    node_gpus = max((r.get("GPU", 0.0) for r in nodes), default=spec.gpus_per_trial)
-    cpus = max(spec.cpus_per_trial, min(spec.cpus_per_trial * spec.max_concurrent, node_cpus))
-    gpus = spec.gpus_per_trial
-    if 0 < gpus < 1:
-        gpus = max(gpus, min(1.0, gpus * spec.max_concurrent, node_gpus))
-    return {"cpus": cpus, "gpus": gpus}
-
-
 def _finish(manifest: Manifest, stage: Stage, results, expected: int,
             max_epochs: int | None = None) -> dict[str, Any]:
     """Record a finished stage's winner, or raise Interrupted when trials are still open."""
@@ -102,8 +88,7 @@ def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -
         manifest.mark("teacher", "done", best_checkpoint=path, source="--teacher-checkpoint")
         return path
     stage = Stage(name="teacher", trainable=tune.with_parameters(train_teacher, data=bundle),
-                  num_samples=1, param_space=spec.teacher_config(),
-                  **{**_stage_kwargs(spec, manifest.dir), **solo_trial_resources(spec)})
+                  num_samples=1, param_space=spec.teacher_config(), **_stage_kwargs(spec, manifest.dir))
     manifest.mark("teacher", "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)
     return _finish(manifest, stage, results, expected=1)["best_checkpoint"]
