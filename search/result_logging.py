@@ -5,7 +5,7 @@ with it a moment later, when the trial actor's `save` task answers. A Ctrl-C / S
 between ends `fit()` without waiting for that answer: the experiment state then records the
 previous checkpoint while result.json, progress.csv and the event file already hold the
 newer epoch. `Tuner.restore` resumes from the registered checkpoint, the trial re-runs that
-epoch, and every file gets the epoch twice (seen in about one run in two).
+epoch, and every file gets the epoch twice (the resume test hit it in 3 runs of 3).
 
 These loggers hold a row that carries a checkpoint until Ray registers the checkpoint
 (`on_checkpoint`), so the files never run ahead of what a resume continues from. A trial
