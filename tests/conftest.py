@@ -31,8 +31,6 @@ def small_search(tmp_path_factory):
     analysis tests: teacher 3 epochs, 3 baselines, 6 distillation trials under ASHA (grace 1,
     rf 3, 4 epochs at most, so it has rungs to cut at), per-layer gradient norms on (for
     learning_curves' second plot). Tests read the budget back from manifest.json's spec."""
-    from pathlib import Path
-
     import yaml
 
     from search.preset_loader import PRESET_DIR
@@ -47,4 +45,4 @@ def small_search(tmp_path_factory):
                  "--width", "16:64", "--depth", "1:2", "--preset", str(tmp / "digits_grads.yaml"),
                  "--storage-path", str(tmp), "--name", "small"])
     assert code == 0
-    return Path(tmp) / "small"
+    return tmp / "small"
