@@ -190,8 +190,9 @@ def run_search(spec, bundle, *, name: str, out_dir: Path, teacher_checkpoint: st
 
     sampler "tpe" is kdtune's (search.stages.optuna_search); "random" is Optuna's
     RandomSampler behind the same ConcurrencyLimiter. scheduler "asha" is kdtune's
-    (search.stages.asha with the spec's grace period and reduction factor); "fifo" runs
-    every trial to max_epochs. Returns epochs (sum of training_iteration), wall_s,
+    (search.stages.asha: search/asha.py with the spec's grace period and reduction factor);
+    "ray-asha" is Ray's ASHAScheduler with the same rungs (what kdtune used before); "fifo"
+    runs every trial to max_epochs. Returns epochs (sum of training_iteration), wall_s,
     best val_acc, trials, and trials per hour.
     """
     import optuna
@@ -215,7 +216,15 @@ def run_search(spec, bundle, *, name: str, out_dir: Path, teacher_checkpoint: st
             OptunaSearch(space=define, metric=METRIC, mode=MODE,
                          sampler=optuna.samplers.RandomSampler(seed=seed)),
             max_concurrent=max_concurrent)
-    sched = asha(max_epochs, spec.grace_period, spec.reduction_factor) if scheduler == "asha" else None
+    if scheduler == "asha":
+        sched = asha(max_epochs, spec.grace_period, spec.reduction_factor, num_samples=num_samples)
+    elif scheduler == "ray-asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        sched = ASHAScheduler(metric=METRIC, mode=MODE, max_t=max_epochs, grace_period=spec.grace_period,
+                              reduction_factor=spec.reduction_factor)
+    else:
+        sched = None
     params = {"data": bundle}
     if logits is not None:
         params["teacher_logits"] = logits

@@ -129,8 +129,9 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
     params = {"data": bundle}
     if distill and logits is not None:
         params["teacher_logits"] = logits
+    scheduler = asha(spec.max_epochs, spec.grace_period, spec.reduction_factor, num_samples=samples)
     stage = Stage(name=name, trainable=tune.with_parameters(distill_student, **params), num_samples=samples,
-                  search_alg=searcher, scheduler=asha(spec.max_epochs, spec.grace_period, spec.reduction_factor),
+                  search_alg=searcher, scheduler=scheduler,
                   **_stage_kwargs(spec, manifest.dir))
     manifest.mark(name, "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)

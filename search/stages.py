@@ -12,10 +12,9 @@ from typing import Any, Callable
 import optuna
 from ray import tune
 from ray.tune import ResultGrid
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from search.asha import CappedASHA, PauseAwareLimiter
 from search.result_logging import checkpoint_consistent_loggers
 from search.sweep import VARIANT, merge
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
@@ -41,7 +40,7 @@ class Stage:
         return self.experiment_dir / self.name
 
 
-def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concurrent: int) -> ConcurrencyLimiter:
+def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concurrent: int) -> PauseAwareLimiter:
     """Seeded TPE over a define-by-run space; `pareto` makes it multi-objective.
 
     No metric goes into TuneConfig: with one there, Ray silently makes the study single-objective
@@ -53,13 +52,13 @@ def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concur
                                 sampler=sampler)
     else:
         searcher = OptunaSearch(space=define_by_run, metric=METRIC, mode=MODE, sampler=sampler)
-    return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
+    return PauseAwareLimiter(searcher, max_concurrent=max_concurrent)
 
 
-def asha(max_epochs: int, grace_period: int, reduction_factor: int) -> ASHAScheduler:
-    """ASHA on val_acc, one rung unit per reported epoch (training_iteration)."""
-    return ASHAScheduler(metric=METRIC, mode=MODE, time_attr="training_iteration", max_t=max_epochs,
-                         grace_period=grace_period, reduction_factor=reduction_factor)
+def asha(max_epochs: int, grace_period: int, reduction_factor: int, num_samples: int) -> CappedASHA:
+    """ASHA on val_acc, one rung unit per reported epoch (training_iteration); search/asha.py."""
+    return CappedASHA(metric=METRIC, mode=MODE, time_attr="training_iteration", max_t=max_epochs,
+                      grace_period=grace_period, reduction_factor=reduction_factor, num_samples=num_samples)
 
 
 def trial_dirname(trial) -> str:

@@ -50,6 +50,15 @@ def test_asha_stopped_a_trial_early(finished_run):
     epochs = [len(_rows(d)) for d in _trial_dirs(finished_run / "distill")]
     assert max(epochs) == max_epochs
     assert min(epochs) < max_epochs, epochs
+    # Successive halving's budget (search/asha.py): 6 trials x 1 epoch, the best 2 on to epoch
+    # 3, the best of those to 4. (Ray's ASHA lets the first arrival at each rung run on.)
+    assert sum(epochs) <= 6 * 1 + 2 * 2 + 1 * 1, epochs
+
+
+def test_paused_trials_resumed_from_their_checkpoints_report_each_epoch_once(finished_run):
+    for trial in _trial_dirs(finished_run / "distill"):
+        iterations = [row["training_iteration"] for row in _rows(trial)]
+        assert iterations == list(range(1, len(iterations) + 1)), (trial.name, iterations)
 
 
 def test_best_config_read_back_with_rays_result_grid(finished_run):

@@ -1,0 +1,246 @@
+"""search/asha.py: the promotion-capped, pause-based ASHA, driven without Ray.
+
+A small event loop plays Tune's part (the searcher is asked for trials while the limiter
+allows, the scheduler chooses what to start, each running trial reports one epoch per step
+and the scheduler's CONTINUE / PAUSE / STOP is carried out), so whole searches run in
+milliseconds and every decision can be checked. The Ray end of it (pause -> checkpoint ->
+resume, Tuner.restore) runs in test_search_e2e.py and test_reliability.py.
+"""
+import json
+
+import pytest
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
+from search.asha import CappedASHA, PauseAwareLimiter, rung_milestones
+
+
+class FakeTrial:
+    """What the scheduler reads of a Ray Trial."""
+
+    def __init__(self, trial_id, quality, folder=None):
+        self.trial_id, self.quality, self.status = trial_id, quality, Trial.PENDING
+        self.epochs, self.local_path, self.path = 0, folder, folder
+        self.run_metadata = type("RunMetadata", (), {"last_result": {}})()
+
+    @property
+    def last_result(self):
+        return self.run_metadata.last_result
+
+    @property
+    def has_reported_at_least_once(self):
+        return bool(self.run_metadata.last_result)
+
+    def set_status(self, status):
+        self.status = status
+
+    def val_acc(self, epoch):
+        # Learning curves that rise towards the trial's quality and never cross.
+        return self.quality * (1 - 0.5 ** epoch)
+
+
+class RecordingSearcher(Searcher):
+    def __init__(self):
+        super().__init__(metric="val_acc", mode="max")
+        self.completed = {}
+
+    def suggest(self, trial_id):
+        return {}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.completed[trial_id] = result
+
+
+class FakeTune:
+    """Tune's loop, reduced: suggest, choose, start, one epoch per running trial, decide."""
+
+    def __init__(self, scheduler, qualities, workers=2, trials=None, limiter=None):
+        self.scheduler, self.qualities, self.workers = scheduler, list(qualities), workers
+        self.inner = limiter.searcher if limiter else RecordingSearcher()
+        self.limiter = limiter or PauseAwareLimiter(self.inner, max_concurrent=workers)
+        self.search_alg = type("SearchGenerator", (), {"searcher": self.limiter})()
+        self.trials = trials or []
+        self.epochs_run = 0
+        self.decisions = []  # (trial_id, epoch, decision)
+
+    def get_trials(self):
+        return list(self.trials)
+
+    def stop_trial(self, trial):
+        self.scheduler.on_trial_remove(self, trial)
+        self.limiter.on_trial_complete(trial.trial_id)
+        trial.status = Trial.TERMINATED
+
+    def _end(self, trial, result):
+        trial.status = Trial.TERMINATED
+        self.scheduler.on_trial_complete(self, trial, result)
+        self.limiter.on_trial_complete(trial.trial_id, result=result)
+
+    def step(self):
+        while len(self.trials) < len(self.qualities):
+            tid = f"t{len(self.trials):02d}"
+            if self.limiter.suggest(tid) is None:
+                break
+            trial = FakeTrial(tid, self.qualities[len(self.trials)])
+            self.trials.append(trial)
+            self.scheduler.on_trial_add(self, trial)
+        running = [t for t in self.trials if t.status == Trial.RUNNING]
+        while len(running) < self.workers:
+            chosen = self.scheduler.choose_trial_to_run(self)
+            if chosen is None:
+                break
+            chosen.status = Trial.RUNNING
+            running.append(chosen)
+        for trial in running:
+            trial.epochs += 1
+            self.epochs_run += 1
+            result = {"training_iteration": trial.epochs, "val_acc": trial.val_acc(trial.epochs)}
+            trial.run_metadata.last_result = result
+            decision = self.scheduler.on_trial_result(self, trial, result)
+            self.decisions.append((trial.trial_id, trial.epochs, decision))
+            if decision == TrialScheduler.STOP:
+                self._end(trial, {**result, "done": True})
+            elif decision == TrialScheduler.PAUSE:
+                trial.status = Trial.PAUSED
+
+    def run(self, max_steps=10_000):
+        for _ in range(max_steps):
+            if len(self.trials) == len(self.qualities) and \
+                    all(t.status == Trial.TERMINATED for t in self.trials):
+                return self
+            self.step()
+        raise AssertionError(f"search did not end: {[(t.trial_id, t.status) for t in self.trials]}")
+
+
+def _scheduler(num_samples, grace=2, eta=3, max_t=18):
+    return CappedASHA(metric="val_acc", mode="max", max_t=max_t, grace_period=grace,
+                      reduction_factor=eta, num_samples=num_samples)
+
+
+# Trial qualities in the order the searcher proposes them; t05 is the best, t00 the worst.
+QUALITIES = [0.50, 0.90, 0.70, 0.60, 0.80, 0.99, 0.65, 0.75, 0.85, 0.55, 0.95, 0.72]
+
+
+def test_rungs_follow_grace_period_times_eta_powers_below_max_t():
+    assert rung_milestones(2, 3, 18) == [2, 6]
+    assert rung_milestones(1, 3, 4) == [1, 3]
+    assert rung_milestones(1, 2, 9) == [1, 2, 4, 8]
+    assert _scheduler(12).caps == [4, 1]
+    assert _scheduler(6, grace=1, max_t=4).caps == [2, 1]  # never below one
+
+
+def test_search_spends_exactly_synchronous_halvings_budget_and_trains_the_best_fully():
+    tune = FakeTune(_scheduler(12), QUALITIES).run()
+    epochs = {t.trial_id: t.epochs for t in tune.trials}
+    # 12 trials x 2 epochs, the best 4 on to epoch 6, the best of those to 18 (vs 216 at full length).
+    assert tune.epochs_run == 12 * 2 + 4 * 4 + 1 * 12 == 52
+    assert sorted(epochs.values()) == [2] * 8 + [6] * 3 + [18]
+    assert epochs["t05"] == 18
+    assert set(tune.inner.completed) == {t.trial_id for t in tune.trials}  # Optuna hears of every trial
+
+
+def test_first_trial_at_a_rung_waits_instead_of_running_on():
+    tune = FakeTune(_scheduler(12), QUALITIES)
+    tune.step(), tune.step()  # t00, t01 reach epoch 2 together
+    assert [d for d in tune.decisions if d[1] == 2] == [("t00", 2, TrialScheduler.PAUSE),
+                                                         ("t01", 2, TrialScheduler.PAUSE)]
+    # Their slots are free: the limiter lets two more trials start.
+    tune.step()
+    assert [t.status for t in tune.trials] == [Trial.PAUSED, Trial.PAUSED, Trial.RUNNING, Trial.RUNNING]
+
+
+def test_trial_that_can_never_be_promoted_stops_at_once_and_reaches_the_searcher():
+    # Best trials first: once 4 better ones sit at epoch 2 (rung 0's cap for 12 trials),
+    # a worse trial arriving there is stopped on its own result, not paused.
+    tune = FakeTune(_scheduler(12), sorted(QUALITIES, reverse=True)).run()
+    stops_at_2 = [tid for tid, epoch, d in tune.decisions if epoch == 2 and d == TrialScheduler.STOP]
+    assert stops_at_2 == [f"t{i:02d}" for i in range(4, 12)]
+    assert tune.inner.completed["t11"]["done"] is True  # stopped with its result
+    assert tune.epochs_run == 52
+
+
+def test_small_search_still_trains_its_best_trial_to_max_t():
+    tune = FakeTune(_scheduler(6, grace=1, max_t=4), QUALITIES[:6]).run()
+    epochs = {t.trial_id: t.epochs for t in tune.trials}
+    assert epochs["t05"] == 4 and max(epochs.values()) == 4
+    assert tune.epochs_run == 6 * 1 + 2 * 2 + 1 * 1
+
+
+def test_paused_trial_stopped_at_the_end_is_marked_done():
+    tune = FakeTune(_scheduler(12), QUALITIES).run()
+    paused_then_stopped = [t for t in tune.trials if t.trial_id in tune.inner.completed
+                           and tune.inner.completed[t.trial_id] is None]
+    assert paused_then_stopped, "some trial should have waited at a rung and been stopped there"
+    assert all(t.last_result["done"] for t in paused_then_stopped)
+
+
+def test_limiter_frees_a_paused_trials_slot_and_forwards_its_completion():
+    inner = RecordingSearcher()
+    limiter = PauseAwareLimiter(inner, max_concurrent=1)
+    assert limiter.suggest("a") is not None and limiter.suggest("b") is None
+    limiter.on_pause("a")
+    assert limiter.suggest("b") is not None and limiter.suggest("c") is None
+    limiter.on_unpause("a")
+    assert limiter.live_trials == {"a", "b"}
+    limiter.on_pause("a")
+    limiter.on_trial_complete("a")  # stopped while paused
+    assert "a" in inner.completed and limiter.live_trials == {"b"}
+
+
+@pytest.mark.parametrize("interrupt_at_step", [3, 7, 12])
+def test_restore_rebuilds_rungs_from_result_json_and_ends_like_an_uninterrupted_run(tmp_path, interrupt_at_step):
+    reference = FakeTune(_scheduler(12), QUALITIES).run()
+    first = FakeTune(_scheduler(12), QUALITIES)
+    for _ in range(interrupt_at_step):
+        first.step()
+    # What Tuner.restore hands a fresh scheduler: new Trial objects, unfinished ones PENDING,
+    # their checkpointed rows in result.json.
+    restored = []
+    for old in first.trials:
+        folder = tmp_path / old.trial_id
+        folder.mkdir()
+        (folder / "result.json").write_text("".join(
+            json.dumps({"training_iteration": e, "val_acc": old.val_acc(e)}) + "\n"
+            for e in range(1, old.epochs + 1)))
+        trial = FakeTrial(old.trial_id, old.quality, str(folder))
+        trial.epochs, trial.run_metadata.last_result = old.epochs, dict(old.last_result)
+        trial.status = Trial.TERMINATED if old.status == Trial.TERMINATED else Trial.PENDING
+        restored.append(trial)
+    limiter = PauseAwareLimiter(RecordingSearcher(), max_concurrent=2)
+    for trial in restored:
+        if trial.status != Trial.TERMINATED:
+            limiter.live_trials.add(trial.trial_id)
+    second = FakeTune(_scheduler(12), QUALITIES, trials=restored, limiter=limiter)
+    for trial in restored:
+        second.scheduler.on_trial_add(second, trial)
+    waiting = {t.trial_id for t in restored if t.status == Trial.PAUSED}
+    # Every paused trial waits again (a trial promoted at the very epoch of the interrupt,
+    # with no epoch past its rung checkpointed, is decided again: it waits too).
+    assert {t.trial_id for t in first.trials if t.status == Trial.PAUSED} <= waiting
+    assert all(t.epochs in (2, 6) for t in restored if t.trial_id in waiting)
+    second.run()
+    assert first.epochs_run + second.epochs_run == reference.epochs_run == 52
+    assert {t.trial_id: t.epochs for t in second.trials}["t05"] == 18
+
+
+def test_min_mode_promotes_the_lowest_values():
+    scheduler = CappedASHA(metric="loss", mode="min", max_t=4, grace_period=1, reduction_factor=2,
+                           num_samples=4)
+    tune = FakeTune(scheduler, [0.9, 0.1, 0.5, 0.3])
+    for trial_id, loss in (("a", 0.9), ("b", 0.1)):
+        trial = FakeTrial(trial_id, loss)
+        tune.trials.append(trial)
+        scheduler.on_trial_add(tune, trial)
+        trial.status = Trial.RUNNING
+    assert scheduler.on_trial_result(tune, tune.trials[0], {"training_iteration": 1, "loss": 0.9}) \
+        == TrialScheduler.PAUSE
+    assert scheduler.on_trial_result(tune, tune.trials[1], {"training_iteration": 1, "loss": 0.1}) \
+        == TrialScheduler.CONTINUE
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError):
+        _scheduler(12, grace=20)
+    with pytest.raises(ValueError):
+        CappedASHA(metric="val_acc", mode="best", max_t=4, grace_period=1, reduction_factor=2, num_samples=2)
