@@ -8,13 +8,15 @@ seed (kdtune, random, kdtune, random, ...):
     period and reduction factor), i.e. the pipeline's distill stage;
   - random: Optuna's RandomSampler over the same define-by-run space, FIFO scheduler (every
     trial runs max_epochs). With the same seed, TPE's first 10 (n_startup_trials) configs
-    are the random sampler's first 10: the searches differ by ASHA's stops and TPE's picks.
+    are the random sampler's first 10: the searches differ by ASHA's stops and TPE's picks;
+  - ray-asha (reference, --ray-asha): the same TPE with Ray's own ASHAScheduler on the same
+    rungs, which kdtune used before search/asha.py.
 Measured: epochs consumed (sum of training_iteration over trials), wall time, best val_acc.
 Target (issue 7): kdtune within 0.5 points of the random search's best val_acc for <= 1/3
 of its epochs.
 
     python benchmarks/bench_search_efficiency.py                       # digits, ~2.5 min
-    python benchmarks/bench_search_efficiency.py --seeds 0 1 2          # median over seeds
+    python benchmarks/bench_search_efficiency.py --seeds 0 1 2 --ray-asha   # median over seeds
     python benchmarks/bench_search_efficiency.py --dataset mnist --data-dir /work/shared/data \\
         --subset 10000 --num-samples 16 --teacher-checkpoint path/checkpoint.pt
 """
@@ -48,6 +50,8 @@ def main(argv=None) -> None:
     p.add_argument("--max-concurrent", type=int, default=2, help="trials at a time (both searches)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one pair of searches each")
     p.add_argument("--storage-path", help="where the Tune experiments go (default: a temp dir)")
+    p.add_argument("--ray-asha", action="store_true",
+                   help="also run TPE + Ray's ASHAScheduler (the scheduler kdtune replaced)")
     args = p.parse_args(argv)
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -75,16 +79,18 @@ def main(argv=None) -> None:
     teacher_s = time.perf_counter() - t0
     logits = cached_teacher_logits(bundle, teacher)
     start_ray(spec)
-    rows, runs = [], {"kdtune": [], "random": []}
+    kinds = {"kdtune": ("tpe", "asha", "kdtune_asha_tpe"), "random": ("random", "fifo", "random_fifo")}
+    if args.ray_asha:
+        kinds["ray-asha"] = ("tpe", "ray-asha", "ray_asha_tpe")
+    rows, runs = [], {kind: [] for kind in kinds}
     try:
         for seed in args.seeds:
             common_kw = dict(out_dir=out, teacher_checkpoint=teacher, logits=logits, seed=seed,
                              num_samples=spec.num_samples, max_concurrent=args.max_concurrent)
-            runs["kdtune"].append(run_search(spec, bundle, name=f"kdtune_asha_tpe_seed{seed}",
-                                             sampler="tpe", scheduler="asha", **common_kw))
-            runs["random"].append(run_search(spec, bundle, name=f"random_fifo_seed{seed}",
-                                             sampler="random", scheduler="fifo", **common_kw))
-            for kind in ("kdtune", "random"):
+            for kind, (sampler, scheduler, name) in kinds.items():
+                runs[kind].append(run_search(spec, bundle, name=f"{name}_seed{seed}", sampler=sampler,
+                                             scheduler=scheduler, **common_kw))
+            for kind in kinds:
                 r = runs[kind][-1]
                 rows.append((seed, kind, r["trials"], r["errors"], r["epochs"], r["wall_s"],
                              100 * r["best_val_acc"], str(r["best_config"])))
@@ -106,6 +112,13 @@ def main(argv=None) -> None:
     print(f"ratio kdtune/random epochs {ratio:.2f}x (wall {wall:.2f}x), accuracy gap "
           f"{gap:+.2f} points (random best - kdtune best; median of {len(args.seeds)} seed(s)) "
           f"-> target epochs <= 0.33x and gap <= {ACC_GAP_TARGET}: {'MET' if ok else 'NOT MET'}")
+    if args.ray_asha:
+        ray_ratio = median([a["epochs"] / r["epochs"] for a, r in zip(runs["ray-asha"], runs["random"])])
+        ray_gap = median([100 * (r["best_val_acc"] - a["best_val_acc"])
+                          for a, r in zip(runs["ray-asha"], runs["random"])])
+        ray_wall = median([a["wall_s"] / r["wall_s"] for a, r in zip(runs["ray-asha"], runs["random"])])
+        print(f"reference, Ray's ASHAScheduler + TPE: epochs {ray_ratio:.2f}x (wall {ray_wall:.2f}x), "
+              f"accuracy gap {ray_gap:+.2f} points")
 
 
 if __name__ == "__main__":

@@ -233,9 +233,19 @@ class CappedASHA(FIFOScheduler):
         if trial.status != Trial.PAUSED:
             return
         # Ray marks done=True on the result of a STOP decision; a paused trial has no new
-        # result, so its last one is marked (the pipeline's completeness check reads it).
+        # result, so its last one is marked (the pipeline's completeness check and analysis'
+        # "stopped early" read it). The cache drop makes the experiment state save it.
         trial.run_metadata.last_result = {**trial.last_result, "done": True}
+        trial.run_metadata.invalidate_cache()
         tune_controller.stop_trial(trial)
+        # Ray 2.60 re-serialises a stopped trial into the experiment state only when it had
+        # an actor; a paused one has none, so the state file would keep it PAUSED (and a
+        # resume would run it again). Mark it for the next save. (The wrapper Tune hands
+        # schedulers does not list this method; the controller behind it has it.)
+        controller = getattr(tune_controller, "_tune_controller", tune_controller)
+        mark = getattr(controller, "_mark_trial_to_checkpoint", None)
+        if mark is not None:
+            mark(trial)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
         self.waiting.pop(trial.trial_id, None)

@@ -22,7 +22,7 @@ class FakeTrial:
     def __init__(self, trial_id, quality, folder=None):
         self.trial_id, self.quality, self.status = trial_id, quality, Trial.PENDING
         self.epochs, self.local_path, self.path = 0, folder, folder
-        self.run_metadata = type("RunMetadata", (), {"last_result": {}})()
+        self.run_metadata = type("RunMetadata", (), {"last_result": {}, "invalidate_cache": lambda self: None})()
 
     @property
     def last_result(self):

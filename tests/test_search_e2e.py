@@ -55,6 +55,15 @@ def test_asha_stopped_a_trial_early(finished_run):
     assert sum(epochs) <= 6 * 1 + 2 * 2 + 1 * 1, epochs
 
 
+def test_saved_experiment_state_has_every_trial_ended(finished_run):
+    # Trials stopped while paused at a rung must be saved TERMINATED + done, or a resume
+    # (and analysis' "stopped early") would take them for unfinished.
+    for stage in ("baseline", "distill"):
+        analysis = tune.ExperimentAnalysis(str(finished_run / stage))
+        assert {t.status for t in analysis.trials} == {"TERMINATED"}, stage
+        assert all(t.last_result.get("done") for t in analysis.trials), stage
+
+
 def test_paused_trials_resumed_from_their_checkpoints_report_each_epoch_once(finished_run):
     for trial in _trial_dirs(finished_run / "distill"):
         iterations = [row["training_iteration"] for row in _rows(trial)]
