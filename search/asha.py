@@ -229,9 +229,9 @@ class CappedASHA(FIFOScheduler):
 
     def _stop_waiting(self, tune_controller, tid: str) -> None:
         trial = self._trials[tid]
-        del self.waiting[tid]
         if trial.status != Trial.PAUSED:
-            return
+            return  # still saving its pause checkpoint: it stays waiting, to be stopped later
+        del self.waiting[tid]
         # Ray marks done=True on the result of a STOP decision; a paused trial has no new
         # result, so its last one is marked (the pipeline's completeness check and analysis'
         # "stopped early" read it). The cache drop makes the experiment state save it.

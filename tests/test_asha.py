@@ -175,6 +175,25 @@ def test_paused_trial_stopped_at_the_end_is_marked_done():
     assert all(t.last_result["done"] for t in paused_then_stopped)
 
 
+def test_trial_still_saving_its_pause_is_stopped_once_paused_not_forgotten():
+    scheduler = _scheduler(3, grace=1, max_t=3)  # one rung (epoch 1), cap 1
+    tune = FakeTune(scheduler, [0.9, 0.95, 0.5])
+    a, b = FakeTrial("a", 0.9), FakeTrial("b", 0.95)
+    for trial in (a, b):
+        tune.trials.append(trial)
+        scheduler.on_trial_add(tune, trial)
+        trial.status = Trial.RUNNING
+        trial.run_metadata.last_result = {"training_iteration": 1, "val_acc": trial.quality}
+        assert scheduler.on_trial_result(tune, trial, trial.last_result) == TrialScheduler.PAUSE
+    # b's arrival leaves a no way up, while a's pause checkpoint is still being saved.
+    scheduler.choose_trial_to_run(tune)
+    assert a.status == Trial.RUNNING and scheduler.waiting == {"a": 1, "b": 1}
+    a.status = b.status = Trial.PAUSED  # Tune files both as PAUSED once saved
+    scheduler.choose_trial_to_run(tune)
+    assert a.status == Trial.TERMINATED and a.last_result["done"] is True
+    assert scheduler.waiting == {"b": 1}
+
+
 def test_limiter_frees_a_paused_trials_slot_and_forwards_its_completion():
     inner = RecordingSearcher()
     limiter = PauseAwareLimiter(inner, max_concurrent=1)
