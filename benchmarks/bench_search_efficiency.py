@@ -35,6 +35,15 @@ from common import (ensure_teacher, machine_line, median, print_table, run_searc
 EPOCH_TARGET, ACC_GAP_TARGET = 1 / 3, 0.5  # epochs ratio <=, accuracy gap <= (points)
 
 
+def versus_random(runs: dict, kind: str) -> tuple[float, float, float]:
+    """Medians over seeds of `kind` against the random search: epochs ratio, wall ratio, and
+    the accuracy gap in points (random best - `kind` best)."""
+    pairs = list(zip(runs[kind], runs["random"]))
+    return (median([a["epochs"] / r["epochs"] for a, r in pairs]),
+            median([a["wall_s"] / r["wall_s"] for a, r in pairs]),
+            median([100 * (r["best_val_acc"] - a["best_val_acc"]) for a, r in pairs]))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -102,21 +111,14 @@ def main(argv=None) -> None:
     print(f"teacher: {teacher} ({'given' if args.teacher_checkpoint else f'trained in {teacher_s:.0f} s'})")
     print_table(["seed", "search", "trials", "errors", "epochs", "wall s", "best val_acc %",
                  "best config"], rows)
-    ratios = [k["epochs"] / r["epochs"] for k, r in zip(runs["kdtune"], runs["random"])]
-    walls = [k["wall_s"] / r["wall_s"] for k, r in zip(runs["kdtune"], runs["random"])]
-    gaps = [100 * (r["best_val_acc"] - k["best_val_acc"])
-            for k, r in zip(runs["kdtune"], runs["random"])]
-    ratio, gap, wall = median(ratios), median(gaps), median(walls)
+    ratio, wall, gap = versus_random(runs, "kdtune")
     ok = ratio <= EPOCH_TARGET and gap <= ACC_GAP_TARGET
     print(f"val set: {len(bundle.val)} images (1 image = {100 / len(bundle.val):.2f} points)")
     print(f"ratio kdtune/random epochs {ratio:.2f}x (wall {wall:.2f}x), accuracy gap "
           f"{gap:+.2f} points (random best - kdtune best; median of {len(args.seeds)} seed(s)) "
           f"-> target epochs <= 0.33x and gap <= {ACC_GAP_TARGET}: {'MET' if ok else 'NOT MET'}")
     if args.ray_asha:
-        ray_ratio = median([a["epochs"] / r["epochs"] for a, r in zip(runs["ray-asha"], runs["random"])])
-        ray_gap = median([100 * (r["best_val_acc"] - a["best_val_acc"])
-                          for a, r in zip(runs["ray-asha"], runs["random"])])
-        ray_wall = median([a["wall_s"] / r["wall_s"] for a, r in zip(runs["ray-asha"], runs["random"])])
+        ray_ratio, ray_wall, ray_gap = versus_random(runs, "ray-asha")
         print(f"reference, Ray's ASHAScheduler + TPE: epochs {ray_ratio:.2f}x (wall {ray_wall:.2f}x), "
               f"accuracy gap {ray_gap:+.2f} points")
 

@@ -42,9 +42,6 @@ from ray.tune.search import ConcurrencyLimiter
 
 logger = logging.getLogger(__name__)
 
-# Ray's trial statuses: a scheduler may choose among these to (re)start.
-_WAITING_TO_START = (Trial.PENDING,)
-
 
 class PauseAwareLimiter(ConcurrencyLimiter):
     """ConcurrencyLimiter whose limit counts running and pending trials, not paused ones."""
@@ -191,15 +188,20 @@ class CappedASHA(FIFOScheduler):
         self.promoted[m].add(tid)
         del self.waiting[tid]
 
+    def _resume(self, tune_controller, tid: str, m: int) -> Trial:
+        """Promote a paused trial: Tune restarts it from its checkpoint once it is returned."""
+        self._promote(tid, m)
+        _searcher(tune_controller).on_unpause(tid)
+        return self._trials[tid]
+
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        # A trial told to PAUSE stays RUNNING until its checkpoint is saved; until then it is
+        # neither resumed nor stopped here (a later call finds it PAUSED).
         # 1. Promotions first (the paper's get_job), from the highest rung down.
         for m in reversed(self.milestones):
             for tid in self._to_promote(m):
-                trial = self._trials[tid]
-                if trial.status == Trial.PAUSED:
-                    self._promote(tid, m)
-                    _searcher(tune_controller).on_unpause(tid)
-                    return trial
+                if self._trials[tid].status == Trial.PAUSED:
+                    return self._resume(tune_controller, tid, m)
         # 2. Paused trials that can no longer be promoted end now (Optuna learns of them).
         for tid, m in list(self.waiting.items()):
             if self._out(tid, m):
@@ -207,7 +209,7 @@ class CappedASHA(FIFOScheduler):
         # 3. New trials, in order.
         trials = tune_controller.get_trials()
         for trial in trials:
-            if trial.status in _WAITING_TO_START:
+            if trial.status == Trial.PENDING:
                 return trial
         # 4. Nothing runs, nothing is queued and no trial is left to create: the rungs are
         #    complete. The lowest rung short of its cap promotes its best waiting trial (a
@@ -220,9 +222,7 @@ class CappedASHA(FIFOScheduler):
             if len(self.promoted[m]) < cap:
                 best = [tid for tid in self._ranking(m) if self.waiting.get(tid) == m]
                 if best and self._trials[best[0]].status == Trial.PAUSED:
-                    self._promote(best[0], m)
-                    _searcher(tune_controller).on_unpause(best[0])
-                    return self._trials[best[0]]
+                    return self._resume(tune_controller, best[0], m)
         for tid in list(self.waiting):
             self._stop_waiting(tune_controller, tid)
         return None
@@ -263,10 +263,10 @@ class CappedASHA(FIFOScheduler):
 
 
 def _searcher(tune_controller):
-    """The stage's searcher (PauseAwareLimiter around OptunaSearch), or a no-op stand-in."""
-    search_alg = getattr(tune_controller, "search_alg", None)
-    searcher = getattr(search_alg, "searcher", None)
-    return searcher if searcher is not None and hasattr(searcher, "on_pause") else _NoSearcher()
+    """The stage's PauseAwareLimiter, or a no-op stand-in for any other searcher (Ray's own
+    ConcurrencyLimiter.on_pause forwards to OptunaSearch, which has no such method)."""
+    searcher = getattr(getattr(tune_controller, "search_alg", None), "searcher", None)
+    return searcher if isinstance(searcher, PauseAwareLimiter) else _NoSearcher()
 
 
 class _NoSearcher:
