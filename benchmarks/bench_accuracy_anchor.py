@@ -60,7 +60,7 @@ def train(fn, config: dict, bundle, root: Path, **kw) -> tuple[str, dict, float]
 def anchor(spec, bundle, epochs: int, seed: int, alpha: float, temperature: float,
            out: Path, threads: int) -> dict[str, tuple[int, int, int, float]]:
     """{model: (test errors, params, best epoch, seconds)} for one seed."""
-    from search.pipeline import cached_teacher_logits
+    from search.teacher_cache import cached_teacher_logits
     from trainables.distill import distill_student
     from trainables.teacher import train_teacher
 

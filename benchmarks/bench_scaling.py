@@ -72,7 +72,8 @@ def main(argv=None) -> None:
           f"{args.max_epochs} epochs per search, levels {levels}, "
           f"{'GPU' if args.gpu else 'CPU'}; results in {out}", flush=True)
 
-    from search.pipeline import cached_teacher_logits, start_ray
+    from search.pipeline import start_ray
+    from search.teacher_cache import cached_teacher_logits
 
     teacher = ensure_teacher(spec, bundle, out, args.teacher_checkpoint)
     logits = cached_teacher_logits(bundle, teacher)

@@ -81,7 +81,8 @@ def main(argv=None) -> None:
           f"{spec.grace_period} rf {spec.reduction_factor}, {args.max_concurrent} concurrent; "
           f"results in {out}", flush=True)
 
-    from search.pipeline import cached_teacher_logits, start_ray
+    from search.pipeline import start_ray
+    from search.teacher_cache import cached_teacher_logits
 
     t0 = time.perf_counter()
     teacher = ensure_teacher(spec, bundle, out, args.teacher_checkpoint)

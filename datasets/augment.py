@@ -2,7 +2,8 @@
 
 `crop_flip` is the standard CIFAR recipe: zero-pad 4 pixels, take a random crop of the
 original size, flip horizontally with probability 1/2. Crop and flip are one `torch.gather`
-over the padded batch. Random draws come from a CPU `torch.Generator` and are then moved
+over the padded batch; `draw_params` / `apply_params` split the draws from the gather, so a
+loader can draw one set per image for a whole epoch. Random draws come from a CPU `torch.Generator` and are then moved
 to the batch's device, so the same generator state gives the same pixels on CPU and GPU.
 """
 from __future__ import annotations
@@ -13,18 +14,31 @@ import torch.nn.functional as F
 CROP_PADDING = 4  # pixels of zero padding on each side before the random crop
 
 
+def crop_flip_params(n: int, generator: torch.Generator,
+                     padding: int = CROP_PADDING) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crop offsets (n, 2) in 0 .. 2 * padding and flip flags (n,), on CPU."""
+    span = 2 * padding + 1  # possible offsets per axis: 0 .. 2 * padding
+    offsets = torch.randint(0, span, (n, 2), generator=generator)
+    flips = torch.randint(0, 2, (n,), generator=generator).bool()
+    return offsets, flips
+
+
 def crop_flip(images: torch.Tensor, generator: torch.Generator,
               padding: int = CROP_PADDING) -> torch.Tensor:
     """Random crop (same H, W) from `padding`-pixel zero padding + random horizontal flip.
 
     images: uint8 (B, C, H, W) on any device; returns a new tensor of the same shape/dtype.
     """
+    offsets, flips = crop_flip_params(images.shape[0], generator, padding)
+    return crop_flip_at(images, offsets, flips, padding)
+
+
+def crop_flip_at(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                 padding: int = CROP_PADDING) -> torch.Tensor:
+    """`crop_flip` with given parameters: image i is cropped at offsets[i], flipped if flips[i]."""
     b, c, h, w = images.shape
     dev = images.device
-    span = 2 * padding + 1  # possible offsets per axis: 0 .. 2 * padding
-    offsets = torch.randint(0, span, (b, 2), generator=generator).to(dev)
-    flips = torch.randint(0, 2, (b,), generator=generator).to(dev).bool()
-
+    offsets, flips = offsets.to(dev), flips.to(dev)
     padded = F.pad(images, (padding, padding, padding, padding))  # zeros, uint8 kept
     pw = w + 2 * padding
     rows = offsets[:, :1] + torch.arange(h, device=dev)  # (B, H) rows in padded coords
@@ -35,10 +49,24 @@ def crop_flip(images: torch.Tensor, generator: torch.Generator,
     return out.view(b, c, h, w)
 
 
-def apply_augment(name: str, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Dispatch on the bundle's `augment` name ("none" returns the batch unchanged)."""
-    if name == "none":
-        return images
-    if name == "crop_flip":
-        return crop_flip(images, generator)
-    raise ValueError(f"unknown augment {name!r}; expected 'none' or 'crop_flip'")
+# Per-image parameters, drawn for a whole split at once: image i's view then depends only on
+# the generator and i, not on the batch it lands in (what a cache of teacher logits per
+# augmented view needs, see DeviceLoader's `views`).
+AugmentParams = tuple[torch.Tensor, ...]
+
+
+def draw_params(name: str, n: int, generator: torch.Generator) -> AugmentParams:
+    """Parameters of augmentation `name` for n images (() for "none"), on CPU."""
+    check_name(name)
+    return crop_flip_params(n, generator) if name == "crop_flip" else ()
+
+
+def apply_params(name: str, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    """Augment a batch with its rows of `draw_params` output (already indexed to the batch)."""
+    check_name(name)
+    return crop_flip_at(images, *params) if name == "crop_flip" else images
+
+
+def check_name(name: str) -> None:
+    if name not in ("none", "crop_flip"):
+        raise ValueError(f"unknown augment {name!r}; expected 'none' or 'crop_flip'")

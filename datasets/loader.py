@@ -7,7 +7,12 @@ than Dataset + DataLoader + PIL transforms (see benchmarks/bench_data_iterator.p
 
 Order and augmentation depend only on (seed, epoch) via `set_epoch`, like
 `DistributedSampler`: call `loader.set_epoch(epoch)` before each epoch, and a resumed trial
-replays exactly the batches it would have seen.
+replays exactly the batches it would have seen. The augmentation of image i in an epoch is
+drawn per image, independent of the order, so it is a function of (seed, view, i) only; by
+default each epoch is its own view. With `views=K` the epochs cycle through K fixed views
+(epoch e shows view (e - 1) % K + 1), so a teacher's logits for every (view, image) can be
+computed once and looked up (FKD, Shen & Xing 2022): batches then carry the key
+(view - 1) * len(split) + i of that cache instead of the row i.
 """
 from __future__ import annotations
 
@@ -17,13 +22,16 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from .augment import apply_augment
+from .augment import apply_params, draw_params
 from .bundle import AUGMENTS, Split
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A CPU generator whose state is a well-mixed function of (seed, epoch) only."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+AUGMENT_STREAM = 1  # keeps the augmentation draws apart from the order's
+
+
+def epoch_generator(seed: int, epoch: int, *stream: int) -> torch.Generator:
+    """A CPU generator whose state is a well-mixed function of (seed, epoch, stream) only."""
+    state = np.random.SeedSequence([seed, epoch, *stream]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
@@ -31,14 +39,15 @@ class DeviceLoader:
     """Iterate a `Split` as (x, y, idx) batches on `device`.
 
     x: float32 (B, C, H, W), normalised with `mean` / `std` (per channel, [0, 1] units);
-    y: int64 (B,); idx: int64 (B,) row indices into the split, on `device` (to look up
-    cached teacher logits). `augment` is applied to every batch: pass "none" for eval.
+    y: int64 (B,); idx: int64 (B,) keys of the batch's rows in a teacher-logit cache, on
+    `device`: the row indices into the split, or with `views` (and an augmentation)
+    (view - 1) * len(split) + row. `augment` is applied to every batch: "none" for eval.
     """
 
     def __init__(self, split: Split, *, batch_size: int, device: str | torch.device = "cpu",
                  mean: Sequence[float], std: Sequence[float], augment: str = "none",
                  shuffle: bool = False, seed: int = 0, drop_last: bool = False,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, views: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if augment not in AUGMENTS:
@@ -46,6 +55,8 @@ class DeviceLoader:
         channels = split.images.shape[1]
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean/std need {channels} values, got {list(mean)} / {list(std)}")
+        if views is not None and views < 1:
+            raise ValueError(f"views must be >= 1 or None, got {views}")
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.augment = augment
@@ -53,6 +64,8 @@ class DeviceLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.channels_last = channels_last
+        # Without augmentation every view is the same image: nothing to cycle or key.
+        self.views = views if augment != "none" else None
         self.epoch = 0
         # One host -> device copy of the uint8 data (4x smaller than float32).
         self.images = split.images.to(self.device)
@@ -67,6 +80,10 @@ class DeviceLoader:
         """Select the epoch whose order and augmentation the next iteration replays."""
         self.epoch = int(epoch)
 
+    def view(self, epoch: int) -> int:
+        """The augmented view (1-based) that `epoch` shows."""
+        return (epoch - 1) % self.views + 1 if self.views else epoch
+
     def __len__(self) -> int:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
@@ -77,10 +94,15 @@ class DeviceLoader:
         # The permutation is drawn on CPU (device-independent) and moved once per epoch.
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
+        view = self.view(self.epoch)
+        params = tuple(p.to(self.device) for p in draw_params(
+            self.augment, n, epoch_generator(self.seed, view, AUGMENT_STREAM)))
+        key_offset = (view - 1) * n if self.views else 0
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            u8 = apply_augment(self.augment, self.images.index_select(0, idx), gen)
+            u8 = apply_params(self.augment, self.images.index_select(0, idx),
+                              tuple(p.index_select(0, idx) for p in params))
             x = torch.addcmul(self._shift, u8.to(torch.float32), self._scale)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels.index_select(0, idx), idx
+            yield x, self.labels.index_select(0, idx), idx + key_offset if key_offset else idx

@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--subset", type=_positive_int, help="train on this many training images (quick runs)")
     d.add_argument("--val-fraction", type=float, help="share of the training set held out for validation")
     d.add_argument("--seed", type=int, help="seed for the data split, the samplers and the trials")
+    d.add_argument("--augment-views", type=_positive_int,
+                   help="augmented datasets (cifar): students cycle through K fixed augmented views per "
+                        "image and the teacher's logits for them are computed once per search, not in "
+                        "every trial (FKD; default: a fresh view every epoch, teacher run online)")
     t = p.add_argument_group("teacher and students")
     t.add_argument("--teacher", help="teacher model name (see models.list_models())")
     t.add_argument("--teacher-epochs", type=_positive_int, help="epochs of the teacher stage")

@@ -2,7 +2,8 @@
 
 `run(spec, bundle)` is called by run_kd_search.py after every input was validated. The dataset
 (`bundle`) was decoded once in the driver; it reaches every trial through Ray's object store
-(`tune.with_parameters`), as do the teacher's logits when the inputs are not augmented.
+(`tune.with_parameters`), as do the teacher's logits when they can be cached
+(search/teacher_cache.py: inputs not augmented, or `augment_views` fixed augmented views).
 Each finished stage is recorded in manifest.json, so `--resume` skips it (the teacher is never
 re-trained) and continues an interrupted stage through `Tuner.restore`.
 """
@@ -24,9 +25,9 @@ from search.manifest import Manifest
 from search.spec import SearchSpec
 from search.stages import Stage, asha, best_of, optuna_search, run_stage, stage_finished, trial_rows
 from search.summary import write_summary
+from search.teacher_cache import cached_teacher_logits
 from trainables.distill import distill_student
 from trainables.teacher import train_teacher
-from trainables.teacher_logits import compute_logits, for_inference, load_teacher
 
 
 class Interrupted(RuntimeError):
@@ -94,17 +95,12 @@ def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -
     return _finish(manifest, stage, results, expected=1)["best_checkpoint"]
 
 
-def cached_teacher_logits(bundle: DatasetBundle, teacher_checkpoint: str) -> torch.Tensor | None:
-    """Teacher logits of the training split, computed once, when inputs are not augmented.
-
-    With augmentation every epoch shows the teacher new pixels, so trials compute logits online.
-    """
-    if bundle.augment != "none":
-        return None
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    teacher = for_inference(load_teacher(teacher_checkpoint, device))
-    return compute_logits(teacher, bundle.train, batch_size=1024, device=device,
-                          mean=bundle.mean, std=bundle.std).cpu()
+def teacher_logits(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
+                   teacher_checkpoint: str) -> torch.Tensor | None:
+    """The teacher-logit cache every trial of this teacher shares (search/teacher_cache.py)."""
+    return cached_teacher_logits(bundle, teacher_checkpoint, views=spec.augment_views, seed=spec.seed,
+                                 precision=spec.train.get("precision", "auto"),
+                                 cache_dir=manifest.dir / "teacher_logits")
 
 
 # Each search stage samples with its own seed offset so stages do not mirror each other.
@@ -163,7 +159,7 @@ def chain_stages(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, te
     """
     assistant = search_stage(spec, bundle, manifest, "assistant", teacher_checkpoint, logits, links[1])
     assistant_checkpoint = assistant["best_checkpoint"]
-    assistant_logits = cached_teacher_logits(bundle, assistant_checkpoint)
+    assistant_logits = teacher_logits(spec, bundle, manifest, assistant_checkpoint)
     search_stage(spec, bundle, manifest, "ta_distill", assistant_checkpoint, assistant_logits, links[-1])
 
 
@@ -177,7 +173,7 @@ def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
     started = start_ray(spec)
     try:
         teacher_checkpoint = teacher_stage(spec, bundle, manifest) if spec.needs_teacher() else None
-        logits = cached_teacher_logits(bundle, teacher_checkpoint) if teacher_checkpoint else None
+        logits = teacher_logits(spec, bundle, manifest, teacher_checkpoint) if teacher_checkpoint else None
         if spec.sweep:
             sweep_stage(spec, bundle, manifest, teacher_checkpoint, logits)
         else:

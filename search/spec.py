@@ -29,6 +29,7 @@ class SearchSpec:
     val_fraction: float = 0.1
     seed: int = 0
     subset: int | None = None
+    augment_views: int | None = None                         # students cycle K fixed augmented views
     train: dict[str, Any] = field(default_factory=dict)      # TrainConfig fields for every stage
     teacher: dict[str, Any] = field(default_factory=dict)    # TeacherConfig fields
     teacher_checkpoint: str | None = None                    # skip the teacher stage
@@ -74,6 +75,8 @@ class SearchSpec:
     def student_constants(self, teacher_checkpoint: str | None, distill: bool = True) -> dict[str, Any]:
         """Keys every baseline/distillation trial shares; the space adds the sampled ones."""
         const = {**self.data_fields(), **self.train, "epochs": self.max_epochs}
+        if self.augment_views:  # baseline too: both train on the same augmented views
+            const["augment_views"] = self.augment_views
         if not distill:  # the baseline trains no teacher, online or not
             for key in ONLINE_KEYS:
                 const.pop(key, None)
@@ -172,6 +175,7 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "val_fraction": given.get("val_fraction", preset.get("val_fraction", 0.1)),
         "seed": given.get("seed", preset.get("seed", 0)),
         "subset": given.get("subset", preset.get("subset")),
+        "augment_views": given.get("augment_views", search.get("augment_views")),
         "train": dict(preset.get("train", {})),
         "teacher": teacher,
         "teacher_checkpoint": given.get("teacher_checkpoint", preset.get("teacher_checkpoint")),

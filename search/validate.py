@@ -74,9 +74,9 @@ def _check_configs(spec: SearchSpec) -> None:
         if spec.sweep:
             _check_sweep(spec)
             return
-        if spec.online and (spec.teacher_checkpoint or spec.chain):
+        if spec.online and (spec.teacher_checkpoint or spec.chain or spec.augment_views):
             raise ValueError("this preset trains its teacher online (train.online_teacher); "
-                             "--teacher-checkpoint and --chain do not apply")
+                             "--teacher-checkpoint, --chain and --augment-views do not apply")
         if spec.chain:
             _check_chain(spec)
             return
@@ -156,6 +156,12 @@ def _load_data(spec: SearchSpec) -> DatasetBundle:
         raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
+def _check_views(spec: SearchSpec, bundle: DatasetBundle) -> None:
+    if spec.augment_views and bundle.augment == "none":
+        raise UsageError(f"--augment-views applies to augmented datasets (cifar10, cifar100, image_folder); "
+                         f"{spec.dataset} is not augmented and its teacher logits are cached already")
+
+
 def _check_teacher_checkpoint(path: str, bundle: DatasetBundle) -> None:
     try:
         check_compatible(load_payload(path), bundle.meta())
@@ -171,6 +177,7 @@ def preflight(spec: SearchSpec, name_given: bool = True) -> tuple[SearchSpec, Da
     _check_configs(spec)  # model names and value ranges, through the trainables' own configs
     _check_storage(spec)
     bundle = _load_data(spec)
+    _check_views(spec, bundle)
     checkpoint = spec.teacher_checkpoint
     if checkpoint:
         _check_teacher_checkpoint(checkpoint, bundle)

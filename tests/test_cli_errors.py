@@ -80,6 +80,8 @@ CASES = [
     ("storage-unwritable", lambda t: ["--storage-path", _file_as_storage(t)], "not writable"),
     ("resume-nothing", lambda t: ["--resume", "--name", "ghost"], "holds no kdtune run"),
     ("malformed-preset", lambda t: ["--preset", _bad_yaml(t)], "not valid YAML"),
+    ("views-without-augmentation", lambda t: ["--augment-views", "4"], "digits is not augmented"),
+    ("zero-views", lambda t: ["--augment-views", "0"], "must be >= 1"),
 ]
 
 

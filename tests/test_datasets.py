@@ -233,6 +233,39 @@ def test_crop_flip_matches_reference():
         assert torch.equal(out[i], ref.flip(-1) if flips[i] else ref)
 
 
+def _pixels_by_row(loader, epoch):
+    loader.set_epoch(epoch)
+    return {int(r): x for xb, _, ib in loader for x, r in zip(xb, ib % len(loader.labels))}
+
+
+def test_augmentation_is_per_image_not_per_batch_position(cifar):
+    """An image's view depends on (seed, epoch, image) only: not on the order or batch size."""
+    a = _pixels_by_row(_loader(cifar, shuffle=True, augment="crop_flip", batch_size=7), 3)
+    b = _pixels_by_row(_loader(cifar, shuffle=False, augment="crop_flip", batch_size=64), 3)
+    assert a.keys() == b.keys() == set(range(len(cifar.train)))
+    assert all(torch.equal(a[r], b[r]) for r in a)
+
+
+def test_views_cycle_and_key_the_cache(cifar):
+    n = len(cifar.train)
+    loader = _loader(cifar, shuffle=True, augment="crop_flip", views=2)
+    assert [loader.view(e) for e in (1, 2, 3, 4, 5)] == [1, 2, 1, 2, 1]
+    epochs = {e: _pixels_by_row(loader, e) for e in (1, 2, 3)}
+    assert all(torch.equal(epochs[1][r], epochs[3][r]) for r in range(n))  # view 1 again
+    assert sum(not torch.equal(epochs[1][r], epochs[2][r]) for r in range(n)) > n // 2
+    for epoch, view in ((1, 1), (2, 2), (3, 1)):
+        loader.set_epoch(epoch)
+        keys = torch.cat([k for _, _, k in loader])
+        assert sorted(keys.tolist()) == list(range((view - 1) * n, view * n))
+    # Without views the same seed shows view 1 in epoch 1: a views run only repeats it later.
+    plain = _pixels_by_row(_loader(cifar, shuffle=True, augment="crop_flip"), 1)
+    assert all(torch.equal(plain[r], epochs[1][r]) for r in range(n))
+    # Nothing to cycle without augmentation: keys stay the rows.
+    flat = _loader(cifar, augment="none", views=2)
+    flat.set_epoch(2)
+    assert torch.cat([k for _, _, k in flat]).tolist() == list(range(n))
+
+
 def test_channels_last(cifar):
     x = next(iter(_loader(cifar, channels_last=True)))[0]
     assert x.is_contiguous(memory_format=torch.channels_last)
@@ -247,6 +280,8 @@ def test_loader_rejects_bad_arguments(cifar):
         _loader(cifar, augment="mixup")
     with pytest.raises(ValueError):
         _loader(cifar, mean=(0.5,), std=(0.5,))
+    with pytest.raises(ValueError, match="views"):
+        _loader(cifar, augment="crop_flip", views=0)
 
 
 def test_cifar_pickle_naming_code_is_refused_not_run(tmp_path):

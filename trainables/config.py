@@ -72,6 +72,10 @@ class TrainConfig:
     val_fraction: float = 0.1
     subset: int | None = None  # keep only this many training images (quick runs)
     seed: int = 0
+    # Augmented datasets: cycle through this many fixed augmented views per image instead of
+    # a fresh one every epoch, so a frozen teacher's logits can be cached per view (FKD,
+    # Shen & Xing 2022). None = a fresh view every epoch. Ignored without augmentation.
+    augment_views: int | None = None
     # model: create_model(model, num_classes, in_shape, depth=, width=, **model_kwargs)
     model: str = "mlp"
     depth: int | None = None
@@ -104,6 +108,7 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         set_("subset", _int("subset", self.subset, 1, optional=True))
         set_("seed", _int("seed", self.seed, 0))
+        set_("augment_views", _int("augment_views", self.augment_views, 1, optional=True))
         set_("depth", _int("depth", self.depth, 1, optional=True))
         set_("width", _int("width", self.width, 1, optional=True))
         if not isinstance(self.model_kwargs, (Mapping, tuple, list)):

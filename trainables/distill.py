@@ -4,7 +4,8 @@ A DistillConfig with alpha == 0 or no teacher_checkpoint trains the undistilled 
 (plain cross-entropy). With a teacher, the teacher is rebuilt from its checkpoint's spec,
 checked against the dataset, frozen, and its logits come from a cache (the driver's
 `teacher_logits`, else computed here once) or online per batch (augmented inputs):
-teacher_logits="auto" caches exactly when the dataset is not augmented.
+teacher_logits="auto" caches when the dataset is not augmented, or when the trial cycles
+through `augment_views` fixed augmented views (the cache then has a row per view and image).
 
 With `online_teacher` (online distillation) there is no checkpoint: the teacher is built
 here and trained in the same loop as the student, CE on the labels only, and the student
@@ -23,7 +24,7 @@ from trainables.config import DistillConfig
 from trainables.losses import KDLoss
 from trainables.online_teacher import OnlineTeacher
 from trainables.runtime import Runtime
-from trainables.stage import EVAL_BATCH, run_stage
+from trainables.stage import EVAL_BATCH, run_stage, train_views
 from trainables.teacher_logits import TeacherLogits, compute_logits, for_inference, load_teacher
 
 
@@ -57,22 +58,28 @@ def distill_student(config: dict, data=None, teacher_logits: torch.Tensor | None
                       channels_last=rt.channels_last)
         # Val logits are always computed once: agreement is reported for every student.
         val = compute_logits(teacher, bundle.val, EVAL_BATCH, rt.device, **common)
+        views = train_views(cfg, bundle)
         cached = cfg.teacher_logits == "cached" or (
-            cfg.teacher_logits == "auto" and bundle.augment == "none")
+            cfg.teacher_logits == "auto" and (bundle.augment == "none" or views is not None))
         cache = None
         if cached and loss.uses_teacher:
-            cache = _check_cache(teacher_logits, bundle) if teacher_logits is not None else \
-                compute_logits(teacher, bundle.train, EVAL_BATCH, rt.device, **common)
-            cache = cache.to(rt.device, torch.float32)
+            if teacher_logits is not None:
+                cache = _check_cache(teacher_logits, bundle, views)
+            else:  # the views' logits in the teacher's own dtype, as the driver's
+                cache = compute_logits(teacher, bundle.train, EVAL_BATCH, rt.device, **common,
+                                       augment=bundle.augment if views else "none",
+                                       views=views, seed=cfg.seed, dtype=None if views else torch.float32)
+            cache = cache.to(rt.device)  # KDLoss upcasts bf16 view logits itself
         return TeacherLogits(teacher, train_cache=cache, val_logits=val,
                              autocast_dtype=rt.autocast_dtype)
 
     return reporting.final(run_stage(cfg, data, loss, make_teacher))
 
 
-def _check_cache(logits: torch.Tensor, bundle) -> torch.Tensor:
-    expected = (len(bundle.train), bundle.num_classes)
+def _check_cache(logits: torch.Tensor, bundle, views: int | None) -> torch.Tensor:
+    expected = ((views or 1) * len(bundle.train), bundle.num_classes)
     if tuple(logits.shape) != expected:
+        what = f"{views} augmented views x " if views else ""
         raise ValueError(f"teacher_logits have shape {tuple(logits.shape)}; expected {expected} "
-                         "(one row per training image of this dataset split)")
+                         f"(one row per {what}training image of this dataset split)")
     return logits

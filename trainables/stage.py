@@ -42,6 +42,11 @@ def load_data(cfg: TrainConfig, data=None):
     return data
 
 
+def train_views(cfg: TrainConfig, data) -> int | None:
+    """The fixed augmented views the training loader cycles through (None: fresh ones)."""
+    return cfg.augment_views if data.augment != "none" else None
+
+
 def loaders(cfg: TrainConfig, data, rt: Runtime):
     from datasets import DeviceLoader
 
@@ -49,7 +54,8 @@ def loaders(cfg: TrainConfig, data, rt: Runtime):
                   channels_last=rt.channels_last)
     # drop_last keeps BatchNorm away from a 1-image final batch, when there is data to spare
     train = DeviceLoader(data.train, batch_size=cfg.batch_size, augment=data.augment,
-                         shuffle=True, drop_last=len(data.train) > cfg.batch_size, **common)
+                         shuffle=True, drop_last=len(data.train) > cfg.batch_size,
+                         views=train_views(cfg, data), **common)
     val = DeviceLoader(data.val, batch_size=max(cfg.batch_size, EVAL_BATCH), augment="none",
                        shuffle=False, drop_last=False, **common)
     return train, val

@@ -6,8 +6,10 @@ student trial never trains it.
 
 - cached: `compute_logits` runs the teacher once over a split; a batch's logits are then
   rows `cache[idx]`. Right when the inputs are not augmented (the teacher would see the
-  same pixels every epoch). The search driver computes the train-split cache once per
-  teacher and shares it through Ray's object store (`tune.with_parameters`).
+  same pixels every epoch), and with augmentation when the trial cycles through K fixed
+  augmented views (`augment_views`): the cache then holds K rows per image. The search
+  driver computes the train-split cache once per teacher and shares it through Ray's
+  object store (`tune.with_parameters`).
 - online: the teacher runs on each (augmented) training batch.
 
 (A teacher *trained* during the student's trial is online_teacher.OnlineTeacher.)
@@ -26,7 +28,8 @@ from torch import nn
 from trainables import checkpoint
 from trainables.runtime import autocast
 
-# Teacher logits are stored in float32 whatever the compute precision: N x classes is small.
+# Teacher logits are stored in float32 whatever the compute precision: N x classes is small
+# (a cache of K augmented views per image keeps the teacher's bf16: see compute_logits).
 LOGITS_DTYPE = torch.float32
 
 
@@ -70,26 +73,36 @@ def for_inference(teacher: nn.Module, dtype: torch.dtype | None = None) -> nn.Mo
 
 def compute_logits(teacher: nn.Module, split, batch_size: int, device: str | torch.device, *,
                    mean, std, autocast_dtype: torch.dtype | None = None,
-                   channels_last: bool = False) -> torch.Tensor:
-    """Teacher logits (len(split), classes), float32 on `device`, row i = split row i.
+                   channels_last: bool = False, augment: str = "none", views: int | None = None,
+                   seed: int = 0, dtype: torch.dtype | None = LOGITS_DTYPE) -> torch.Tensor:
+    """Teacher logits on `device`, one row per key of the training loader.
 
-    `mean`/`std` are the dataset's normalisation (DatasetBundle.mean/std); no augmentation.
+    Without `views` (or without augmentation): (len(split), classes), row i = split row i,
+    the un-augmented images. With `augment` and `views=K`: (K * len(split), classes), the
+    teacher's logits for each of the K augmented views a `DeviceLoader(views=K, seed=seed)`
+    shows, at the keys that loader yields. `mean`/`std` are the dataset's normalisation.
+    `dtype` None keeps the dtype the teacher produced (bf16 under bf16 autocast: exact, and
+    half the memory of float32, which matters at K x N rows).
     """
     from datasets import DeviceLoader  # lazy: datasets imports its readers
 
     device = torch.device(device)
     freeze(teacher)
+    views = views if augment != "none" else None
     loader = DeviceLoader(split, batch_size=batch_size, device=device, mean=mean, std=std,
-                          augment="none", shuffle=False, seed=0, drop_last=False,
-                          channels_last=channels_last)
+                          augment=augment, shuffle=False, seed=seed, drop_last=False,
+                          channels_last=channels_last, views=views)
     out: torch.Tensor | None = None
     with torch.inference_mode():
-        for x, _, idx in loader:
-            with autocast(device, autocast_dtype):
-                logits = teacher(x)
-            if out is None:
-                out = torch.empty(len(split), logits.shape[1], dtype=LOGITS_DTYPE, device=device)
-            out[idx] = logits.to(LOGITS_DTYPE)
+        for view in range(1, (views or 1) + 1):
+            loader.set_epoch(view)
+            for x, _, idx in loader:
+                with autocast(device, autocast_dtype):
+                    logits = teacher(x)
+                if out is None:
+                    out = torch.empty((views or 1) * len(split), logits.shape[1],
+                                      dtype=dtype or logits.dtype, device=device)
+                out[idx] = logits.to(out.dtype)
     if out is None:
         raise ValueError("compute_logits got an empty split")
     return out
