@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .bundle import AUGMENTS
+
 CROP_PADDING = 4  # pixels of zero padding on each side before the random crop
 
 
@@ -56,17 +58,12 @@ AugmentParams = tuple[torch.Tensor, ...]
 
 
 def draw_params(name: str, n: int, generator: torch.Generator) -> AugmentParams:
-    """Parameters of augmentation `name` for n images (() for "none"), on CPU."""
-    check_name(name)
+    """Parameters of augmentation `name` (one of bundle.AUGMENTS) for n images, on CPU."""
+    if name not in AUGMENTS:
+        raise ValueError(f"unknown augment {name!r}; expected one of {AUGMENTS}")
     return crop_flip_params(n, generator) if name == "crop_flip" else ()
 
 
 def apply_params(name: str, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
     """Augment a batch with its rows of `draw_params` output (already indexed to the batch)."""
-    check_name(name)
     return crop_flip_at(images, *params) if name == "crop_flip" else images
-
-
-def check_name(name: str) -> None:
-    if name not in ("none", "crop_flip"):
-        raise ValueError(f"unknown augment {name!r}; expected 'none' or 'crop_flip'")

@@ -18,7 +18,8 @@ SECTIONS: dict[str, set[str] | None] = {
     "description": None, "train": None, "teacher": None, "teacher_checkpoint": None,
     "students": None, "space": None, "chain": None, "sweep": None,
     "search": {"num_samples", "baseline_samples", "max_epochs", "grace_period",
-               "reduction_factor", "max_concurrent", "objective", "teacher_samples", "grid"},
+               "reduction_factor", "max_concurrent", "objective", "teacher_samples", "grid",
+               "augment_views"},
     "resources": {"cpus_per_trial", "gpus_per_trial"},
 }
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from datasets import DatasetBundle
-from trainables.runtime import is_conv_net, resolve_autocast
+from trainables.runtime import Runtime, is_conv_net, resolve_autocast
 from trainables.teacher_logits import compute_logits, for_inference, load_teacher
 
 # Inference only: large batches on a GPU (few kernel launches). On CPU a resnet56 forward in
@@ -61,17 +61,14 @@ def view_logits(bundle: DatasetBundle, teacher_checkpoint: str, *, views: int, s
     channels_last for conv nets), so the cached logits are the ones an online teacher would
     produce for the same pixels.
     """
-    dtype = resolve_autocast(precision, device)
     teacher = load_teacher(teacher_checkpoint, device, bundle.meta())
-    channels_last = is_conv_net(teacher)
-    teacher = for_inference(teacher, dtype).to(device)
-    if channels_last:
-        teacher = teacher.to(memory_format=torch.channels_last)
+    rt = Runtime(device, resolve_autocast(precision, device), is_conv_net(teacher), torch.get_num_threads())
+    teacher = rt.prepare(for_inference(teacher, rt.autocast_dtype))  # as distill_student does
     start = time.perf_counter()
     print(f"kdtune: teacher logits for {views} augmented views x {len(bundle.train)} images "
           f"(once per search) ...", flush=True)
     logits = compute_logits(teacher, bundle.train, _batch(device), device, mean=bundle.mean, std=bundle.std,
-                            autocast_dtype=dtype, channels_last=channels_last,
+                            autocast_dtype=rt.autocast_dtype, channels_last=rt.channels_last,
                             augment=bundle.augment, views=views, seed=seed, dtype=None)
     print(f"kdtune: teacher logits for {views} views done in {time.perf_counter() - start:.0f} s",
           flush=True)

@@ -48,6 +48,15 @@ def test_every_preset_passes_preflight_on_its_data(preset, data_root, tmp_path):
     assert not ray.is_initialized()
 
 
+def test_a_preset_can_set_augment_views_and_the_flag_overrides_it(tmp_path):
+    path = tmp_path / "views.yaml"
+    path.write_text("dataset: cifar10\nsearch: {augment_views: 3}\n")
+    spec, _ = parse_args(["--preset", str(path)])
+    assert spec.augment_views == 3 and spec.student_constants(None)["augment_views"] == 3
+    spec, _ = parse_args(["--preset", str(path), "--augment-views", "5"])
+    assert spec.augment_views == 5
+
+
 def _run(argv):
     assert main(argv) == 0
 

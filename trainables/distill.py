@@ -65,10 +65,10 @@ def distill_student(config: dict, data=None, teacher_logits: torch.Tensor | None
         if cached and loss.uses_teacher:
             if teacher_logits is not None:
                 cache = _check_cache(teacher_logits, bundle, views)
-            else:  # the views' logits in the teacher's own dtype, as the driver's
+            else:  # views: their logits in the teacher's own dtype, as the driver keeps them
+                per_view = dict(augment=bundle.augment, views=views, seed=cfg.seed, dtype=None)
                 cache = compute_logits(teacher, bundle.train, EVAL_BATCH, rt.device, **common,
-                                       augment=bundle.augment if views else "none",
-                                       views=views, seed=cfg.seed, dtype=None if views else torch.float32)
+                                       **(per_view if views else {}))
             cache = cache.to(rt.device)  # KDLoss upcasts bf16 view logits itself
         return TeacherLogits(teacher, train_cache=cache, val_logits=val,
                              autocast_dtype=rt.autocast_dtype)

@@ -88,10 +88,10 @@ def compute_logits(teacher: nn.Module, split, batch_size: int, device: str | tor
 
     device = torch.device(device)
     freeze(teacher)
-    views = views if augment != "none" else None
     loader = DeviceLoader(split, batch_size=batch_size, device=device, mean=mean, std=std,
                           augment=augment, shuffle=False, seed=seed, drop_last=False,
                           channels_last=channels_last, views=views)
+    views = loader.views  # None without augmentation: every view is the same image
     out: torch.Tensor | None = None
     with torch.inference_mode():
         for view in range(1, (views or 1) + 1):
