@@ -156,6 +156,21 @@ def machine_line() -> str:
 
 
 # ---- search benchmarks: the search's own pieces (search.stages, search.spaces) -------------
+def count_test_errors(checkpoint_path: str, bundle) -> tuple[int, int]:
+    """(errors on bundle.test, parameters) of the model in a kdtune checkpoint, fp32."""
+    import models
+    from datasets import DeviceLoader
+    from trainables import checkpoint
+    from trainables.loop import evaluate
+    from trainables.runtime import Runtime
+
+    model, _ = checkpoint.load_model(checkpoint_path)
+    rt = Runtime(torch.device("cpu"), None, False, torch.get_num_threads())
+    loader = DeviceLoader(bundle.test, batch_size=1000, mean=bundle.mean, std=bundle.std)
+    acc = evaluate(model, loader, rt)["val_acc"]
+    return round((1.0 - acc) * len(bundle.test)), models.count_params(model)
+
+
 def search_spec(argv: Sequence[str]):
     """(SearchSpec, DatasetBundle) exactly as run_kd_search.py builds them from its flags."""
     from search.cli import parse_args

@@ -43,6 +43,19 @@ def _dim(text: str):
         raise argparse.ArgumentTypeError(str(exc))
 
 
+def _augment(text: str) -> tuple[str, int | None]:
+    """NAME or NAME:PIXELS, e.g. jitter:2 (shift up to 2 px) or crop_flip:4 (pad 4 px)."""
+    from datasets.augment import resolve_pixels
+
+    name, _, pixels = text.partition(":")
+    try:
+        value = int(pixels) if pixels else None
+        resolve_pixels(name, value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+    return name, value
+
+
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -72,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augmented datasets (cifar): students cycle through K fixed augmented views per "
                         "image and the teacher's logits for them are computed once per search, not in "
                         "every trial (FKD; default: a fresh view every epoch, teacher run online)")
+    d.add_argument("--augment", type=_augment, metavar="NAME[:PIXELS]",
+                   help="training augmentation of the students (and of the teacher unless "
+                        "--teacher-augment or the preset's teacher sets one): none, crop_flip[:PAD] or "
+                        "jitter[:SHIFT] (random shift of up to SHIFT px, default 2; default: the dataset's)")
+    d.add_argument("--teacher-augment", type=_augment, metavar="NAME[:PIXELS]",
+                   help="the teacher's training augmentation only, e.g. jitter:2 (Hinton et al. 2015)")
     t = p.add_argument_group("teacher and students")
     t.add_argument("--teacher", help="teacher model name (see models.list_models())")
     t.add_argument("--teacher-epochs", type=_positive_int, help="epochs of the teacher stage")

@@ -98,8 +98,8 @@ def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -
 def teacher_logits(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
                    teacher_checkpoint: str) -> torch.Tensor | None:
     """The teacher-logit cache every trial of this teacher shares (search/teacher_cache.py)."""
-    return cached_teacher_logits(bundle, teacher_checkpoint, views=spec.augment_views, seed=spec.seed,
-                                 precision=spec.train.get("precision", "auto"),
+    return cached_teacher_logits(spec.student_bundle(bundle), teacher_checkpoint, views=spec.augment_views,
+                                 seed=spec.seed, precision=spec.train.get("precision", "auto"),
                                  cache_dir=manifest.dir / "teacher_logits")
 
 

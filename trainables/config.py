@@ -76,6 +76,12 @@ class TrainConfig:
     # a fresh one every epoch, so a frozen teacher's logits can be cached per view (FKD,
     # Shen & Xing 2022). None = a fresh view every epoch. Ignored without augmentation.
     augment_views: int | None = None
+    # Training augmentation of this stage: none, crop_flip or jitter (datasets/augment.py);
+    # None = the dataset's own (crop_flip for CIFAR, none for MNIST). augment_pixels is its
+    # crop padding / largest shift in pixels, None = that augmentation's default (4 / 2).
+    # Hinton et al. (2015) jitter the MNIST teacher's inputs, not the students'.
+    augment: str | None = None
+    augment_pixels: int | None = None
     # model: create_model(model, num_classes, in_shape, depth=, width=, **model_kwargs)
     model: str = "mlp"
     depth: int | None = None
@@ -94,6 +100,10 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global L2 norm of the gradients
+    # Max-norm weight constraint (Srivastava et al. 2014, used with dropout): after every
+    # optimiser step each unit's incoming weight vector (a row of a Linear weight, one
+    # output channel of a conv) is rescaled to L2 norm <= max_norm. None = unconstrained.
+    max_norm: float | None = None
     # execution
     precision: str = "auto"  # auto = bf16 autocast where the hardware has it
     channels_last: bool | None = None  # None = on for conv nets
@@ -109,6 +119,15 @@ class TrainConfig:
         set_("subset", _int("subset", self.subset, 1, optional=True))
         set_("seed", _int("seed", self.seed, 0))
         set_("augment_views", _int("augment_views", self.augment_views, 1, optional=True))
+        if self.augment is not None:
+            from datasets.augment import AUGMENTS, resolve_pixels
+
+            _choice("augment", self.augment, AUGMENTS)
+            set_("augment_pixels", _int("augment_pixels", self.augment_pixels, 1, optional=True))
+            resolve_pixels(self.augment, self.augment_pixels)
+        elif self.augment_pixels is not None:
+            raise ValueError("augment_pixels is set but augment is not: name the augmentation "
+                             "(crop_flip or jitter) the pixels are for")
         set_("depth", _int("depth", self.depth, 1, optional=True))
         set_("width", _int("width", self.width, 1, optional=True))
         if not isinstance(self.model_kwargs, (Mapping, tuple, list)):
@@ -142,6 +161,9 @@ class TrainConfig:
         set_("grad_clip", _float("grad_clip", self.grad_clip, optional=True))
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        set_("max_norm", _float("max_norm", self.max_norm, optional=True))
+        if self.max_norm is not None and not self.max_norm > 0:
+            raise ValueError(f"max_norm must be > 0 or None, got {self.max_norm}")
         _choice("precision", self.precision, PRECISIONS)
         set_("num_threads", _int("num_threads", self.num_threads, 1, optional=True))
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):

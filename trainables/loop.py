@@ -67,8 +67,10 @@ class Diverged(Exception):
 def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
                 optimizer: torch.optim.Optimizer, schedule: Schedule, rt: Runtime, *,
                 teacher: TeacherSource | None = None, grad_clip: float | None = None,
-                probes: Sequence[tuple[str, nn.Module]] = ()) -> dict[str, float]:
-    """One pass over `loader`; returns train_loss, train_acc, images, seconds, grad norms."""
+                probes: Sequence[tuple[str, nn.Module]] = (),
+                constraint: Callable[[], None] | None = None) -> dict[str, float]:
+    """One pass over `loader`; returns train_loss, train_acc, images, seconds, grad norms.
+    `constraint` (e.g. constraints.max_norm_constraint) runs after every optimiser step."""
     model.train()
     dev = rt.device
     loss_sum = torch.zeros((), device=dev)  # sum of per-batch mean loss x batch size
@@ -92,6 +94,8 @@ def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
+        if constraint is not None:
+            constraint()
         schedule.after_batch()
         loss_sum += loss.detach() * y.shape[0]
         correct += (out.detach().argmax(1) == y).sum()
@@ -155,7 +159,7 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module,
         optimizer: torch.optim.Optimizer, schedule: Schedule, rt: Runtime, *, epochs: int,
         start_epoch: int = 0, teacher: TeacherSource | None = None,
         grad_clip: float | None = None, probes: Sequence[tuple[str, nn.Module]] = (),
-        static_metrics: dict | None = None,
+        constraint: Callable[[], None] | None = None, static_metrics: dict | None = None,
         on_epoch: Callable[[dict], None] = lambda m: None) -> dict:
     """Train epochs start_epoch+1 .. epochs; `on_epoch(metrics)` after each (and once on
     divergence, with diverged=1). Returns the last metrics ({} when nothing was left)."""
@@ -167,7 +171,8 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module,
         start = time.perf_counter()
         try:
             train = train_epoch(model, train_loader, loss_fn, optimizer, schedule, rt,
-                                teacher=teacher, grad_clip=grad_clip, probes=probes)
+                                teacher=teacher, grad_clip=grad_clip, probes=probes,
+                                constraint=constraint)
             teacher_metrics = teacher.end_epoch(val_loader) if teacher is not None else {}
             val = evaluate(model, val_loader, rt,
                            teacher.val_logits if teacher is not None else None)
