@@ -223,9 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     out = args.out or exp.path / "export" / f"{stage}-rank{args.rank}"
     staging = out.with_name(out.name + "-unverified")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    try:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        fail(parser, f"cannot write to {staging.parent}: {exc.strerror or exc}")
 
     x_test, y_test = normalised(bundle.test, bundle), bundle.test.labels.numpy()
     reference = eager_logits(model, x_test)
