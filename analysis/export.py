@@ -14,8 +14,8 @@ Every file is read back with its own runtime and run on the whole test split; it
 must match the checkpoint's within |a - b| <= 1e-4 + 1e-4 |b| with the same top-1 class
 (near-ties excepted). Max abs difference and top-1 agreement are printed. Only a verified
 export lands in DIR (default <experiment>/export/<stage>-rank<N>); a failing one is left in
-DIR-unverified for inspection, with exit code 1. `--stage` defaults to final when the
-experiment has a final stage, else distill.
+DIR-unverified for inspection, with exit code 1. `--stage` defaults to final once the
+run's final stage is done, else distill.
 """
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ def split_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser(__doc__, __file__, out_default="<experiment_dir>/export/<stage>-rank<N>")
     parser.add_argument("--stage", choices=STAGE_CHOICES, default=None,
-                        help="stage to take the student from (default: final if the experiment has it, else distill)")
+                        help="stage to take the student from (default: final once the run's final stage is done, else distill)")
     parser.add_argument("--rank", type=positive_int, default=1,
                         help="export the N-th best config by mean val_acc (default 1)")
     parser.add_argument("--repeats", type=positive_int, default=30,
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         fail(parser, f"{', '.join(missing)} not installed: pip install 'kdtune[export]' "
                      "(in a checkout: pip install -e '.[export]')")
-    stage = args.stage or ("final" if "final" in exp.manifest.get("stages", {}) else "distill")
+    # A final stage that is planned or still running has not confirmed its winners yet.
+    stage = args.stage or ("final" if exp.status("final") == "done" else "distill")
 
     # Everything that can be wrong with the input is found before anything is written.
     try:
