@@ -25,19 +25,13 @@ def crop_flip_params(n: int, generator: torch.Generator,
     return offsets, flips
 
 
-def crop_flip(images: torch.Tensor, generator: torch.Generator,
-              padding: int = CROP_PADDING) -> torch.Tensor:
-    """Random crop (same H, W) from `padding`-pixel zero padding + random horizontal flip.
+def crop_flip_at(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                 padding: int = CROP_PADDING) -> torch.Tensor:
+    """Crop (same H, W) from `padding`-pixel zero padding, then flip horizontally: image i is
+    cropped at offsets[i] and flipped if flips[i] (from `crop_flip_params`).
 
     images: uint8 (B, C, H, W) on any device; returns a new tensor of the same shape/dtype.
     """
-    offsets, flips = crop_flip_params(images.shape[0], generator, padding)
-    return crop_flip_at(images, offsets, flips, padding)
-
-
-def crop_flip_at(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
-                 padding: int = CROP_PADDING) -> torch.Tensor:
-    """`crop_flip` with given parameters: image i is cropped at offsets[i], flipped if flips[i]."""
     b, c, h, w = images.shape
     dev = images.device
     offsets, flips = offsets.to(dev), flips.to(dev)

@@ -220,10 +220,10 @@ def test_crop_flip_changes_pixels_keeps_shape(cifar):
 
 
 def test_crop_flip_matches_reference():
-    from datasets.augment import crop_flip
+    from datasets.augment import apply_params, draw_params
     imgs = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
     gen = torch.Generator().manual_seed(0)
-    out = crop_flip(imgs, gen)
+    out = apply_params("crop_flip", imgs, draw_params("crop_flip", 16, gen))
     gen = torch.Generator().manual_seed(0)  # replay the draws to build the reference
     offs = torch.randint(0, 9, (16, 2), generator=gen)
     flips = torch.randint(0, 2, (16,), generator=gen)

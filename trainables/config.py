@@ -276,9 +276,3 @@ class DistillConfig(TrainConfig):
 
     def online_teacher_kwargs_dict(self) -> dict[str, Any]:
         return dict(self.online_teacher_kwargs)
-
-    @property
-    def is_baseline(self) -> bool:
-        """True when no soft term is trained (alpha == 0 or no teacher)."""
-        no_teacher = self.teacher_checkpoint is None and self.online_teacher is None
-        return self.alpha == 0.0 or no_teacher
