@@ -45,7 +45,7 @@ def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concur
     """Seeded TPE over a define-by-run space; `pareto` makes it multi-objective.
 
     No metric goes into TuneConfig: with one there, Ray silently makes the study single-objective
-    (STACK_NOTES). Multi-objective studies use Optuna's default multi-objective TPE.
+    (docs/architecture.md, Ray touch points). Multi-objective studies use Optuna's default multi-objective TPE.
     """
     sampler = optuna.samplers.TPESampler(seed=seed)
     if objective == "pareto":

@@ -1,7 +1,8 @@
 """Tests of datasets/: every registered dataset through its real decode path, and DeviceLoader.
 
 Files are written by tests/fakedata.py in the real formats; only the real-MNIST test reads
-../shared/data and it is skipped where that folder is absent. Run:
+real files, from $KDTUNE_MNIST_DIR or else ../shared/data beside the checkout, and it is
+skipped where neither holds them. Run:
     python -m pytest -q tests/test_datasets.py
 """
 from __future__ import annotations
@@ -16,9 +17,7 @@ import torch
 from tests import fakedata
 from datasets import DatasetError, DeviceLoader, Split, create_dataset, list_datasets
 
-REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not (REAL_MNIST / "MNIST" / "raw").is_dir():
-    REAL_MNIST = Path("/work/shared/data")
+REAL_MNIST = Path(os.environ.get("KDTUNE_MNIST_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 @pytest.fixture(scope="module")

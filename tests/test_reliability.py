@@ -4,7 +4,7 @@ inputs and concurrent runs. Every scenario runs the real CLI as a subprocess on 
     ~/.venvs/kdtune/bin/python -m pytest -q tests/test_reliability.py
 
 Budgets are tiny (few trials, few epochs) and at most 2 trials run at once per Ray
-(STACK_NOTES: ~840 MiB per trial actor). Each scenario polls the experiment folder (manifest
+(~840 MiB per trial actor: docs/architecture.md). Each scenario polls the experiment folder (manifest
 stage status, trial result.json rows) with a timeout and kills what it started in `finally`.
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """End-to-end: the search service on digits, read back through Ray's own result classes.
 
-These start Ray (4 s) and run real trials, at most 2 at a time (24 GiB CI machine, STACK_NOTES).
+These start Ray (4 s) and run real trials, at most 2 at a time (~840 MiB per trial actor on a
+24 GiB CI machine: docs/architecture.md).
 Interrupts and `--resume` are covered in test_reliability.py.
 """
 import json
