@@ -61,6 +61,14 @@ def _trial_dirs(stage_dir: Path) -> list[Path]:
     return sorted(p for p in stage_dir.iterdir() if p.is_dir() and (p / "result.json").exists())
 
 
+def _every_trial(stage_dir: Path) -> list[Path]:
+    """`_trial_dirs` for checks that loop over a finished stage: none is a failure, so the
+    loop cannot pass without checking anything."""
+    dirs = _trial_dirs(stage_dir)
+    assert dirs, f"no trial folders with results in {stage_dir}"
+    return dirs
+
+
 def _manifest(exp: Path) -> dict:
     try:
         return json.loads((exp / "manifest.json").read_text())
@@ -213,7 +221,7 @@ def test_sigkilled_trial_worker_is_retried_from_its_checkpoint(tmp_path, teacher
     last_killed = max(i for i, pid in enumerate(pids) if pid == victim)
     assert rows[last_killed + 1]["training_iteration"] == rows[last_killed]["training_iteration"] + 1, \
         "the retried trial did not continue from its last checkpoint"
-    for other in _trial_dirs(exp / "distill"):
+    for other in _every_trial(exp / "distill"):
         _assert_continuous(other, epochs)
     trials = _manifest(exp)["stages"]["distill"]["trials"]
     assert all(t["error"] is None and t["epochs"] == epochs for t in trials), trials
@@ -282,7 +290,7 @@ def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_pa
 
     _resume(tmp_path, "cut", tmp_path / "cut-resume.log")
     _assert_all_done(exp, teacher=0, baseline=1, distill=samples)
-    for trial in _trial_dirs(exp / "distill"):
+    for trial in _every_trial(exp / "distill"):
         # Every epoch once: no trial restarted, and none reports the epoch in flight at the
         # interrupt twice (search/result_logging.py).
         _assert_continuous(trial, epochs)
@@ -305,7 +313,7 @@ def test_diverging_trials_are_recorded_and_the_search_finishes(tmp_path, teacher
     assert code == 0, out[-4000:]
     exp = tmp_path / "nan"
     manifest = _assert_all_done(exp, teacher=0, baseline=1, distill=samples)
-    for trial in _trial_dirs(exp / "distill"):
+    for trial in _every_trial(exp / "distill"):
         last = _rows(trial)[-1]
         assert last["diverged"] == 1 and last["val_acc"] == 0.0, (trial.name, last)
         assert "diverged at epoch" in last["stop_reason"], last
@@ -398,13 +406,13 @@ def test_two_concurrent_runs_in_one_storage_path_do_not_interfere(tmp_path):
             info = manifest["stages"][stage]
             assert Path(info["path"]) == exp / stage
             assert Path(info["best_checkpoint"]).is_relative_to(exp), (name, stage, info["best_checkpoint"])
-            for trial in _trial_dirs(exp / stage):  # every row in a run's folder is that trial's own
+            for trial in _every_trial(exp / stage):  # every row in a run's folder is that trial's own
                 assert all(trial.name.endswith("_" + r["trial_id"]) for r in _rows(trial)), trial
                 ids |= {r["trial_id"] for r in _rows(trial)}
             assert {r["trial_id"] for r in info.get("trials", [])} <= ids
         trial_ids[name] = ids
         teacher_ckpt = manifest["stages"]["teacher"]["best_checkpoint"]
-        for trial in _trial_dirs(exp / "distill"):
+        for trial in _every_trial(exp / "distill"):
             params = json.loads((trial / "params.json").read_text())
             assert params["teacher_checkpoint"] == teacher_ckpt, "a run distilled from the other run's teacher"
     assert not trial_ids["left"] & trial_ids["right"]

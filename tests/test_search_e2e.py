@@ -17,7 +17,10 @@ def _rows(trial_dir: Path) -> list[dict]:
 
 
 def _trial_dirs(stage_dir: Path) -> list[Path]:
-    return sorted(p for p in stage_dir.iterdir() if p.is_dir() and (p / "result.json").exists())
+    """The stage's trial folders; none is a failure, so a check looping over them cannot pass empty."""
+    dirs = sorted(p for p in stage_dir.iterdir() if p.is_dir() and (p / "result.json").exists())
+    assert dirs, f"no trial folders with results in {stage_dir}"
+    return dirs
 
 
 @pytest.fixture(scope="module")
