@@ -16,6 +16,19 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest  # noqa: E402  (after the environment above is set)
 
+# Fixtures that start Ray: a test using one (directly or through another fixture) is a `ray`
+# test even without the marker written on it, so the fast tier never starts Ray by accident.
+RAY_FIXTURES = {"small_search", "ray_session", "local_ray"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every `ray` test is also `slow`: `-m "not slow"` is the fast tier (setup.cfg)."""
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def bundle():

@@ -190,6 +190,7 @@ def teacher_ckpt(tmp_path_factory) -> str:
 
 
 # ---- trial faults ----------------------------------------------------------------------------
+@pytest.mark.ray
 def test_sigkilled_trial_worker_is_retried_from_its_checkpoint(tmp_path, teacher_ckpt):
     epochs = 4
     args = _cli(tmp_path, "fault", "--teacher-checkpoint", teacher_ckpt, "--max-failures", "2",
@@ -228,6 +229,7 @@ def test_sigkilled_trial_worker_is_retried_from_its_checkpoint(tmp_path, teacher
 
 
 # ---- driver interrupts -----------------------------------------------------------------------
+@pytest.mark.ray
 def test_sigterm_during_teacher_stage_then_resume_continues_the_teacher(tmp_path):
     # SIGTERM (cluster schedulers, `kill`) takes the graceful Ctrl-C path, also after ray.init
     # replaced the driver's handler: state saved, exit 130, the resume hint.
@@ -265,6 +267,7 @@ def test_sigterm_during_teacher_stage_then_resume_continues_the_teacher(tmp_path
         "best_checkpoint"]
 
 
+@pytest.mark.ray
 def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_path, teacher_ckpt):
     epochs, samples = 3, 3
     args = _cli(tmp_path, "cut", "--teacher-checkpoint", teacher_ckpt, *SLOW_STUDENTS,
@@ -299,6 +302,7 @@ def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_pa
 
 
 # ---- numerical faults ------------------------------------------------------------------------
+@pytest.mark.ray
 def test_diverging_trials_are_recorded_and_the_search_finishes(tmp_path, teacher_ckpt):
     # lr 1e4 on an MLP overflows in the first epoch (lr 10 does not: BatchNorm absorbs it).
     samples = 2
@@ -380,6 +384,7 @@ def test_preset_with_python_tag_is_refused_unexecuted(tmp_path):
 
 
 # ---- concurrent runs -------------------------------------------------------------------------
+@pytest.mark.ray
 def test_two_concurrent_runs_in_one_storage_path_do_not_interfere(tmp_path):
     names = ("left", "right")
     runs = []

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from ray import tune
 
+pytestmark = pytest.mark.ray
+
 
 def _rows(trial_dir: Path) -> list[dict]:
     path = trial_dir / "result.json"
