@@ -24,6 +24,7 @@ import pandas as pd
 from search.manifest import STAGES, Manifest
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
 from trainables.outcome import best_epoch, epoch_number, epochs_trained, finite, reduction_pct, stopped_early
+from trainables.outcome import diverged as trial_diverged
 from trainables.reporting import METRIC, MODE
 
 # The sampled (or pinned) config keys shown in every table, in this order.
@@ -186,7 +187,7 @@ def _trial_row(stage: str, trial, df: pd.DataFrame | None) -> dict[str, Any]:
         row.update({k: best.get(k) for k in BEST_EPOCH_COLUMNS})
         row["best_epoch"] = epoch_number(best)
     epochs = epochs_trained(df)
-    diverged = bool(df["diverged"].fillna(0).max()) if df is not None and "diverged" in df else False
+    diverged = trial_diverged(df)
     planned = cfg.get("epochs")
     # `done` is set on the last result when a trial ends, ASHA's stop included.
     ended = bool(last.get("done")) and trial.status != "ERROR"

@@ -18,7 +18,7 @@ from search.asha import CappedASHA, PauseAwareLimiter
 from search.result_logging import checkpoint_consistent_loggers
 from search.sweep import VARIANT, merge
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
-from trainables.outcome import best_epoch, epochs_trained, stopped_early
+from trainables.outcome import best_epoch, diverged, epochs_trained, stopped_early
 from trainables.reporting import METRIC, MODE
 
 
@@ -152,15 +152,16 @@ def trial_rows(results: ResultGrid, max_epochs: int | None = None) -> list[dict[
         last = result.metrics or {}
         config = effective_config(result.config)
         best = best_epoch(df)
-        diverged = bool(last.get("diverged"))
+        failed, epochs = diverged(df), epochs_trained(df)
+        ended = bool(last.get("done")) and result.error is None
         rows.append({
             "trial_id": last.get("trial_id"),
             "val_acc": None if best is None else float(best[METRIC]),
             "params": _plain(last.get("params")),
-            "epochs": epochs_trained(df),
-            "stopped_early": stopped_early(epochs=epochs_trained(df), planned=config.get("epochs", max_epochs),
-                                           diverged=diverged, ended=bool(last.get("done")) and result.error is None),
-            "diverged": diverged,
+            "epochs": epochs,
+            "stopped_early": stopped_early(epochs=epochs, planned=config.get("epochs", max_epochs),
+                                           diverged=failed, ended=ended),
+            "diverged": failed,
             "error": None if result.error is None else str(result.error).splitlines()[0][:200],
             **{k: _plain(v) for k, v in config.items() if k in SUMMARY_KEYS},
         })

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trainables.outcome import best_epoch, epoch_number, epochs_trained, reduction_pct, stopped_early
+from trainables.outcome import best_epoch, diverged, epoch_number, epochs_trained, reduction_pct, stopped_early
 
 
 def _df(val_acc, **extra):
@@ -32,6 +32,12 @@ def test_epochs_trained_prefers_the_loops_counter():
     assert epochs_trained(df) == 2
     assert epochs_trained(pd.DataFrame({"training_iteration": [1, 2, 3]})) == 3
     assert epochs_trained(None) == 0
+
+
+def test_diverged_is_any_epoch_flagged():
+    assert diverged(pd.DataFrame({"diverged": [0, None, 1]}))
+    assert not diverged(pd.DataFrame({"diverged": [0, 0]}))
+    assert not diverged(pd.DataFrame({"epoch": [1]})) and not diverged(None)
 
 
 @pytest.mark.parametrize("epochs, planned, diverged, ended, expected", [

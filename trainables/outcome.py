@@ -51,6 +51,11 @@ def epochs_trained(df: Any) -> int:
     return 0
 
 
+def diverged(df: Any) -> bool:
+    """True when any epoch reported `diverged` (the loop's non-finite-loss stop)."""
+    return bool(df is not None and "diverged" in df and df["diverged"].fillna(0).astype(float).max() > 0)
+
+
 def stopped_early(*, epochs: int, planned: int | None, diverged: bool, ended: bool) -> bool:
     """True when the scheduler ended a healthy trial before its planned epochs.
 
