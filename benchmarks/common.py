@@ -29,7 +29,10 @@ if str(_ROOT) not in sys.path:
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-MNIST_DIR = "/work/shared/data"  # real MNIST (torchvision layout) on these machines
+# Real MNIST (torchvision layout: MNIST/raw/*-ubyte[.gz]): by default a `shared/data` folder
+# beside the checkout (../shared/data from the repository root); every benchmark that reads it
+# takes --data-dir to point elsewhere.
+MNIST_DIR = str(_ROOT.parent / "shared" / "data")
 
 
 # ---- data ---------------------------------------------------------------------------------

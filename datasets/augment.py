@@ -30,16 +30,6 @@ def crop_flip_params(n: int, generator: torch.Generator,
     return offsets, flips
 
 
-def crop_flip(images: torch.Tensor, generator: torch.Generator,
-              padding: int = CROP_PADDING) -> torch.Tensor:
-    """Random crop (same H, W) from `padding`-pixel zero padding + random horizontal flip.
-
-    images: uint8 (B, C, H, W) on any device; returns a new tensor of the same shape/dtype.
-    """
-    offsets, flips = crop_flip_params(images.shape[0], generator, padding)
-    return crop_flip_at(images, offsets, flips, padding)
-
-
 def jitter_params(n: int, generator: torch.Generator,
                   pixels: int = JITTER_PIXELS) -> tuple[torch.Tensor, torch.Tensor]:
     """Shifts of up to `pixels` in each axis, as crop offsets (n, 2) in 0 .. 2 * pixels into
@@ -50,7 +40,11 @@ def jitter_params(n: int, generator: torch.Generator,
 
 def crop_flip_at(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
                  padding: int = CROP_PADDING) -> torch.Tensor:
-    """`crop_flip` with given parameters: image i is cropped at offsets[i], flipped if flips[i]."""
+    """Crop (same H, W) from `padding`-pixel zero padding, then flip horizontally: image i is
+    cropped at offsets[i] and flipped if flips[i] (from `crop_flip_params`).
+
+    images: uint8 (B, C, H, W) on any device; returns a new tensor of the same shape/dtype.
+    """
     b, c, h, w = images.shape
     dev = images.device
     offsets, flips = offsets.to(dev), flips.to(dev)

@@ -53,7 +53,7 @@ class Split:
 class DatasetBundle:
     """Train / val / test splits plus what a model and a loader need to know about them.
 
-    `test` is touched only by final reports; model selection uses `val` (DESIGN.md).
+    `test` is touched only by final reports; model selection uses `val` (docs/architecture.md).
     `mean` / `std` are per channel in [0, 1] pixel units; `augment` names the batched
     augmentation `DeviceLoader` applies to training batches, `augment_pixels` its crop
     padding or largest shift (None: that augmentation's default, datasets/augment.py).

@@ -44,7 +44,8 @@ def start_ray(spec: SearchSpec) -> bool:
     if spec.address:
         ray.init(address=spec.address, log_to_driver=True)
     else:
-        # A local run needs no cluster token (STACK_NOTES: every ray.init writes ~/.ray/auth_token).
+        # A local run needs no cluster token (every ray.init writes ~/.ray/auth_token otherwise;
+        # docs/architecture.md, Ray touch points).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # A private instance: a bare ray.init() would join any head started on this machine
         # (`ray start --head`, someone else's) and die when that cluster is stopped.

@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "step", "onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 TEACHER_LOGITS = ("auto", "cached", "online")
 
@@ -138,7 +136,6 @@ class TrainConfig:
             raise ValueError(f"model_kwargs must not set {sorted(clash)}: use the top-level keys")
         set_("epochs", _int("epochs", self.epochs, 1))
         set_("batch_size", _int("batch_size", self.batch_size, 1))
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
         set_("lr", _float("lr", self.lr))
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
@@ -148,7 +145,6 @@ class TrainConfig:
         set_("weight_decay", _float("weight_decay", self.weight_decay))
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        _choice("schedule", self.schedule, SCHEDULES)
         set_("milestones", tuple(_int("milestones", m, 1) for m in self.milestones))
         if list(self.milestones) != sorted(set(self.milestones)):
             raise ValueError(f"milestones must be increasing epochs, got {self.milestones}")
@@ -179,9 +175,12 @@ class TrainConfig:
     def _check_registries(self) -> None:
         import datasets  # lazy: the registries import torch and the architectures
         import models
+        from trainables import optim
 
         _choice("model", self.model, list(models.list_models()))
         _choice("dataset", self.dataset, list(datasets.list_datasets()))
+        _choice("optimizer", self.optimizer, optim.list_optimizers())
+        _choice("schedule", self.schedule, optim.list_schedules())
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -299,9 +298,3 @@ class DistillConfig(TrainConfig):
 
     def online_teacher_kwargs_dict(self) -> dict[str, Any]:
         return dict(self.online_teacher_kwargs)
-
-    @property
-    def is_baseline(self) -> bool:
-        """True when no soft term is trained (alpha == 0 or no teacher)."""
-        no_teacher = self.teacher_checkpoint is None and self.online_teacher is None
-        return self.alpha == 0.0 or no_teacher

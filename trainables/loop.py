@@ -87,16 +87,8 @@ def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
         with rt.autocast():
             out = model(x)
         loss = loss_fn(out, y, t_logits)  # float32 inside KDLoss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if probes:
-            grad_sum += torch.stack([_grad_norm(m) for _, m in probes])
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-        if constraint is not None:
-            constraint()
-        schedule.after_batch()
+        optimizer_step(loss, optimizer, schedule, params, grad_clip=grad_clip, probes=probes,
+                       grad_sum=grad_sum, constraint=constraint)
         loss_sum += loss.detach() * y.shape[0]
         correct += (out.detach().argmax(1) == y).sum()
         n_images += y.shape[0]
@@ -116,6 +108,28 @@ def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
     for (name, _), total in zip(probes, stats[2:]):
         out_metrics[f"grad_norm/{name}"] = total / max(n_batches, 1)
     return out_metrics
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, schedule: Schedule,
+                   params: Sequence[nn.Parameter], *, grad_clip: float | None = None,
+                   probes: Sequence[tuple[str, nn.Module]] = (),
+                   grad_sum: torch.Tensor | None = None,
+                   constraint: Callable[[], None] | None = None) -> None:
+    """One training step on `loss`: back-propagate, clip the global L2 norm of `params`'
+    gradients to `grad_clip`, step the optimiser, apply a weight `constraint` (max-norm,
+    trainables/constraints.py) and a per-batch schedule. With `probes`, their gradient norms
+    (before clipping) are added into `grad_sum` in place. The student's loop and the online
+    teacher (online_teacher.py) both step through here."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if probes:
+        grad_sum += torch.stack([_grad_norm(m) for _, m in probes])
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    if constraint is not None:
+        constraint()
+    schedule.after_batch()
 
 
 def _grad_norm(module: nn.Module) -> torch.Tensor:

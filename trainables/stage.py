@@ -19,7 +19,7 @@ from trainables import checkpoint, reporting
 from trainables.config import TrainConfig
 from trainables.constraints import max_norm_constraint
 from trainables.loop import TeacherSource, fit
-from trainables.optim import build_optimizer, build_schedule
+from trainables.optim import create_optimizer, create_schedule
 from trainables.runtime import Runtime
 
 EVAL_BATCH = 512  # eval has no gradients: bigger batches, fewer kernel launches
@@ -79,8 +79,8 @@ def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
               "flops": models.flops_per_image(model, data.in_shape)}
     model = rt.prepare(model)
     train_loader, val_loader = loaders(cfg, data, rt)
-    optimizer = build_optimizer(cfg, model)
-    schedule = build_schedule(cfg, optimizer, len(train_loader))
+    optimizer = create_optimizer(cfg, model)
+    schedule = create_schedule(cfg, optimizer, len(train_loader))
     teacher = make_teacher(rt, data, len(train_loader)) if make_teacher is not None else None
     probes = models.gradient_probes(model) if cfg.track_grad_norms else ()
 

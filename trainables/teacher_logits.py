@@ -128,10 +128,6 @@ class TeacherLogits:
         self.val_logits = val_logits
         self.autocast_dtype = autocast_dtype
 
-    @property
-    def mode(self) -> str:
-        return "cached" if self.train_cache is not None else "online"
-
     def train_logits(self, x: torch.Tensor, idx: torch.Tensor,
                      y: torch.Tensor | None = None) -> torch.Tensor:
         if self.train_cache is not None:
