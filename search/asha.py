@@ -40,6 +40,9 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
+from search.ray_adapter import release_slot, repause_restored_trial, retake_slot, stage_searcher, stop_paused_trial
+from search.rungs import rung_caps, rung_milestones
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,31 +54,19 @@ class PauseAwareLimiter(ConcurrencyLimiter):
         self.paused_trials: set[str] = set()
 
     def on_pause(self, trial_id: str) -> None:
-        if trial_id in self.live_trials:
-            self.live_trials.remove(trial_id)
-            self.num_unfinished_live_trials -= 1
+        if release_slot(self, trial_id):
             self.paused_trials.add(trial_id)
         # (ConcurrencyLimiter.on_pause would forward to the searcher; OptunaSearch has none.)
 
     def on_unpause(self, trial_id: str) -> None:
         if trial_id in self.paused_trials:
             self.paused_trials.remove(trial_id)
-            self.live_trials.add(trial_id)
-            self.num_unfinished_live_trials += 1
+            retake_slot(self, trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         # A paused trial that is stopped must still reach the searcher (Optuna: PRUNED).
         self.on_unpause(trial_id)
         super().on_trial_complete(trial_id, result=result, error=error)
-
-
-def rung_milestones(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
-    """Epochs at which trials are compared: grace * eta^k, below max_t (max_t ends a trial)."""
-    milestones, t = [], grace_period
-    while t < max_t:
-        milestones.append(t)
-        t *= reduction_factor
-    return milestones
 
 
 class CappedASHA(FIFOScheduler):
@@ -96,12 +87,8 @@ class CappedASHA(FIFOScheduler):
         self._sign = 1.0 if mode == "max" else -1.0
         self._max_t, self._eta, self._num_samples = max_t, reduction_factor, num_samples
         self.milestones = rung_milestones(grace_period, reduction_factor, max_t)
-        # The most trials each rung can ever promote: floor(N/eta), then floor(that/eta), ...,
-        # but at least one, so the best trial always trains to max_t (6 trials, eta 3: 2, 1).
-        self.caps, reach = [], num_samples
-        for _ in self.milestones:
-            reach = max(1, reach // reduction_factor)
-            self.caps.append(reach)
+        # The most trials each rung can ever promote (search/rungs.py).
+        self.caps = rung_caps(num_samples, reduction_factor, len(self.milestones))
         self.rungs: dict[int, dict[str, float]] = {m: {} for m in self.milestones}  # trial -> score
         self.promoted: dict[int, set[str]] = {m: set() for m in self.milestones}
         self.waiting: dict[str, int] = {}  # paused trial -> the milestone it waits at
@@ -156,9 +143,8 @@ class CappedASHA(FIFOScheduler):
                     self.promoted[m].add(tid)
         if last in self.rungs and trial.status == Trial.PENDING:
             # It stopped at a rung undecided (paused, or interrupted at the decision): it
-            # waits for a promotion again instead of running on. Ray has not filed it under
-            # a status yet (add_trial does that after this call), so set_status is safe here.
-            trial.set_status(Trial.PAUSED)
+            # waits for a promotion again instead of running on (search/ray_adapter.py).
+            repause_restored_trial(trial)
             self.waiting[tid] = last
             _searcher(tune_controller).on_pause(tid)
 
@@ -232,20 +218,7 @@ class CappedASHA(FIFOScheduler):
         if trial.status != Trial.PAUSED:
             return  # still saving its pause checkpoint: it stays waiting, to be stopped later
         del self.waiting[tid]
-        # Ray marks done=True on the result of a STOP decision; a paused trial has no new
-        # result, so its last one is marked (the pipeline's completeness check and analysis'
-        # "stopped early" read it). The cache drop makes the experiment state save it.
-        trial.run_metadata.last_result = {**trial.last_result, "done": True}
-        trial.run_metadata.invalidate_cache()
-        tune_controller.stop_trial(trial)
-        # Ray 2.60 re-serialises a stopped trial into the experiment state only when it had
-        # an actor; a paused one has none, so the state file would keep it PAUSED (and a
-        # resume would run it again). Mark it for the next save. (The wrapper Tune hands
-        # schedulers does not list this method; the controller behind it has it.)
-        controller = getattr(tune_controller, "_tune_controller", tune_controller)
-        mark = getattr(controller, "_mark_trial_to_checkpoint", None)
-        if mark is not None:
-            mark(trial)
+        stop_paused_trial(tune_controller, trial)  # marked done, the stop saved to disk
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
         self.waiting.pop(trial.trial_id, None)
@@ -265,7 +238,7 @@ class CappedASHA(FIFOScheduler):
 def _searcher(tune_controller):
     """The stage's PauseAwareLimiter, or a no-op stand-in for any other searcher (Ray's own
     ConcurrencyLimiter.on_pause forwards to OptunaSearch, which has no such method)."""
-    searcher = getattr(getattr(tune_controller, "search_alg", None), "searcher", None)
+    searcher = stage_searcher(tune_controller)
     return searcher if isinstance(searcher, PauseAwareLimiter) else _NoSearcher()
 
 

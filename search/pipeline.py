@@ -121,7 +121,7 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
     constants = spec.student_constants(teacher_checkpoint, distill=distill)
     define = spaces.make_space(spec.space, spec.students, constants, distill=distill, architecture=architecture)
     searcher = optuna_search(define, seed=spec.seed + SEED_OFFSET[name], objective=spec.objective,
-                             max_concurrent=spec.max_concurrent)
+                             max_concurrent=spec.max_concurrent, max_epochs=spec.max_epochs)
     params = {"data": bundle}
     if distill and logits is not None:
         params["teacher_logits"] = logits

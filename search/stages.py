@@ -12,9 +12,9 @@ from typing import Any, Callable
 import optuna
 from ray import tune
 from ray.tune import ResultGrid
-from ray.tune.search.optuna import OptunaSearch
 
 from search.asha import CappedASHA, PauseAwareLimiter
+from search.fidelity import FidelityOptunaSearch
 from search.result_logging import checkpoint_consistent_loggers
 from search.sweep import VARIANT, merge
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
@@ -40,18 +40,21 @@ class Stage:
         return self.experiment_dir / self.name
 
 
-def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concurrent: int) -> PauseAwareLimiter:
-    """Seeded TPE over a define-by-run space; `pareto` makes it multi-objective.
+def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concurrent: int,
+                  max_epochs: int) -> PauseAwareLimiter:
+    """Seeded TPE over a define-by-run space; `pareto` makes it multi-objective. Trials shorter
+    than max_epochs reach Optuna as PRUNED (search/fidelity.py).
 
     No metric goes into TuneConfig: with one there, Ray silently makes the study single-objective
     (STACK_NOTES). Multi-objective studies use Optuna's default multi-objective TPE.
     """
     sampler = optuna.samplers.TPESampler(seed=seed)
     if objective == "pareto":
-        searcher = OptunaSearch(space=define_by_run, metric=[METRIC, "params"], mode=[MODE, "min"],
-                                sampler=sampler)
+        searcher = FidelityOptunaSearch(space=define_by_run, metric=[METRIC, "params"], mode=[MODE, "min"],
+                                        sampler=sampler, max_epochs=max_epochs)
     else:
-        searcher = OptunaSearch(space=define_by_run, metric=METRIC, mode=MODE, sampler=sampler)
+        searcher = FidelityOptunaSearch(space=define_by_run, metric=METRIC, mode=MODE, sampler=sampler,
+                                        max_epochs=max_epochs)
     return PauseAwareLimiter(searcher, max_concurrent=max_concurrent)
 
 
