@@ -41,6 +41,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from search.ray_adapter import release_slot, repause_restored_trial, retake_slot, stage_searcher, stop_paused_trial
+from search.nondominated import dominator_counts, pareto_order
 from search.rungs import rung_caps, rung_milestones
 
 logger = logging.getLogger(__name__)
@@ -73,23 +74,27 @@ class CappedASHA(FIFOScheduler):
     """Asynchronous successive halving with promotions capped at floor(n/eta) per rung.
 
     metric/mode: what to compare at a rung; time_attr: the rung clock (epochs);
-    num_samples: the number of trials the search will create (bounds every rung's promotions).
+    num_samples: the number of trials the search will create (bounds every rung's promotions);
+    size_metric: when given (`--objective pareto`: "params"), a rung ranks its trials by
+    non-dominated rank on (metric in its mode, size_metric minimised), ties within a front by
+    crowding distance, larger first (NSGA-II; search/nondominated.py), then by arrival.
     """
 
     def __init__(self, *, metric: str, mode: str, max_t: int, grace_period: int, reduction_factor: int,
-                 num_samples: int, time_attr: str = "training_iteration") -> None:
+                 num_samples: int, time_attr: str = "training_iteration", size_metric: str | None = None) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
         if not (0 < grace_period <= max_t) or reduction_factor < 2 or num_samples < 1:
             raise ValueError("need 0 < grace_period <= max_t, reduction_factor >= 2, num_samples >= 1")
         super().__init__()
-        self._metric, self._mode, self._time_attr = metric, mode, time_attr
+        self._metric, self._mode, self._time_attr, self._size = metric, mode, time_attr, size_metric
         self._sign = 1.0 if mode == "max" else -1.0
         self._max_t, self._eta, self._num_samples = max_t, reduction_factor, num_samples
         self.milestones = rung_milestones(grace_period, reduction_factor, max_t)
         # The most trials each rung can ever promote (search/rungs.py).
         self.caps = rung_caps(num_samples, reduction_factor, len(self.milestones))
-        self.rungs: dict[int, dict[str, float]] = {m: {} for m in self.milestones}  # trial -> score
+        # trial -> score, larger is better: (metric,) or, ranking by Pareto, (metric, -size)
+        self.rungs: dict[int, dict[str, tuple[float, ...]]] = {m: {} for m in self.milestones}
         self.promoted: dict[int, set[str]] = {m: set() for m in self.milestones}
         self.waiting: dict[str, int] = {}  # paused trial -> the milestone it waits at
         self._trials: dict[str, Trial] = {}
@@ -99,8 +104,20 @@ class CappedASHA(FIFOScheduler):
     def _ranking(self, m: int) -> list[str]:
         """Trials recorded at milestone m, best first; ties go to the earlier arrival."""
         recorded = self.rungs[m]
-        order = {tid: i for i, tid in enumerate(recorded)}
-        return sorted(recorded, key=lambda tid: (-recorded[tid], order[tid]))
+        tids = list(recorded)  # in arrival order
+        if self._size is not None:
+            return [tids[i] for i in pareto_order([recorded[t] for t in tids])]
+        order = {tid: i for i, tid in enumerate(tids)}
+        return sorted(tids, key=lambda tid: (-recorded[tid][0], order[tid]))
+
+    def _surely_ahead(self, tid: str, m: int) -> int:
+        """How many trials rank ahead of tid at m whatever arrives later. One objective: its
+        rank (a later arrival never passes an equal value). Pareto: the trials that dominate
+        it (front and crowding reshuffle as trials arrive; a dominator always stays ahead)."""
+        if self._size is None:
+            return self._ranking(m).index(tid)
+        points = self.rungs[m]
+        return dominator_counts([points[tid], *(p for t, p in points.items() if t != tid)])[0]
 
     def _to_promote(self, m: int) -> list[str]:
         """Waiting trials at m to promote now: the best of the top floor(n/eta), within the cap."""
@@ -114,10 +131,19 @@ class CappedASHA(FIFOScheduler):
     def _out(self, tid: str, m: int) -> bool:
         """True when the trial can never be promoted from milestone m."""
         cap = self.caps[self.milestones.index(m)]
-        return len(self.promoted[m]) >= cap or self._ranking(m).index(tid) >= cap
+        return len(self.promoted[m]) >= cap or self._surely_ahead(tid, m) >= cap
 
-    def _record(self, tid: str, m: int, value: float) -> None:
-        self.rungs[m].setdefault(tid, self._sign * float(value))
+    def _score(self, result: dict) -> tuple[float, ...]:
+        if result.get("diverged"):  # its metric is a stand-in (val_acc 0.0): worst on every axis
+            return (float("-inf"),) * (1 if self._size is None else 2)
+        score = self._sign * float(result[self._metric])
+        if self._size is None:
+            return (score,)
+        size = result.get(self._size)
+        return score, -float(size) if size is not None else float("-inf")  # no size: the largest
+
+    def _record(self, tid: str, m: int, result: dict) -> None:
+        self.rungs[m].setdefault(tid, self._score(result))
 
     # ---- Ray's scheduler interface ----------------------------------------------------
 
@@ -129,11 +155,11 @@ class CappedASHA(FIFOScheduler):
         if self._trials.get(trial.trial_id) is trial:
             return  # a failed trial requeued for a retry: Ray already filed it as PENDING
         self._trials[trial.trial_id] = trial
-        history = _reported_history(trial, self._time_attr, self._metric)
+        history = _reported_history(trial, self._time_attr, self._metric, self._size)
         if history:
             self._rebuild(tune_controller, trial, history)
 
-    def _rebuild(self, tune_controller, trial: Trial, history: dict[int, float]) -> None:
+    def _rebuild(self, tune_controller, trial: Trial, history: dict[int, dict]) -> None:
         """A restored trial: put its rung values and promotions back, re-pause it if it waited."""
         tid, last = trial.trial_id, max(history)
         for m in self.milestones:
@@ -159,7 +185,7 @@ class CappedASHA(FIFOScheduler):
         tid = trial.trial_id
         if tid in self.promoted[t]:  # a retried trial reporting this rung again
             return TrialScheduler.CONTINUE
-        self._record(tid, t, result[self._metric])
+        self._record(tid, t, result)
         self.waiting[tid] = t
         if tid in self._to_promote(t):
             self._promote(tid, t)
@@ -248,8 +274,8 @@ class _NoSearcher:
     def on_unpause(self, trial_id: str) -> None: ...
 
 
-def _reported_history(trial: Trial, time_attr: str, metric: str) -> dict[int, float]:
-    """{epoch: metric} from a restored trial's result.json; empty for a new trial."""
+def _reported_history(trial: Trial, time_attr: str, metric: str, size_metric: str | None) -> dict[int, dict]:
+    """{epoch: {metric, size_metric}} from a restored trial's result.json; empty for a new trial."""
     if not trial.has_reported_at_least_once:
         return {}
     for folder in (trial.local_path, trial.path):
@@ -262,7 +288,8 @@ def _reported_history(trial: Trial, time_attr: str, metric: str) -> dict[int, fl
                 except json.JSONDecodeError:  # a row cut short by a hard kill
                     continue
                 if time_attr in row and row.get(metric) is not None:
-                    history[int(row[time_attr])] = float(row[metric])
+                    history[int(row[time_attr])] = {k: row[k] for k in (metric, size_metric, "diverged")
+                                                    if k and k in row}
             return history
     logger.warning("trial %s: no result.json to rebuild its ASHA rungs from", trial.trial_id)
     return {}

@@ -1,0 +1,28 @@
+"""search/nondominated.py against hand-computed fronts and NSGA-II crowding distances."""
+import math
+
+from search.nondominated import crowding_distances, dominator_counts, non_dominated_ranks, pareto_order
+
+# (val_acc, -params): maximise both.
+POINTS = [(0.9, -100), (0.8, -50), (0.85, -80), (0.7, -10), (0.6, -60), (0.55, -70)]
+
+
+def test_fronts_and_dominator_counts():
+    # (0.6, -60) is beaten by (0.8, -50) and (0.7, -10); (0.55, -70) by those two and (0.6, -60).
+    assert dominator_counts(POINTS) == [0, 0, 0, 0, 2, 3]
+    assert non_dominated_ranks(POINTS) == [0, 0, 0, 0, 1, 2]
+    assert non_dominated_ranks([(1, 1), (1, 1)]) == [0, 0]  # identical points do not dominate
+    assert non_dominated_ranks([]) == [] and dominator_counts([]) == []
+
+
+def test_crowding_distance_is_the_normalised_neighbour_gap_sum():
+    front = POINTS[:4]
+    d = crowding_distances(front)
+    assert math.isinf(d[0]) and math.isinf(d[3])  # extremes of both objectives
+    assert math.isclose(d[1], (0.85 - 0.7) / 0.2 + (-10 - -80) / 90)
+    assert math.isclose(d[2], (0.9 - 0.8) / 0.2 + (-50 - -100) / 90)
+    assert crowding_distances([(1, 2), (3, 4)]) == [math.inf, math.inf]
+
+
+def test_pareto_order_front_then_crowding_then_arrival():
+    assert pareto_order(POINTS) == [0, 3, 1, 2, 4, 5]
