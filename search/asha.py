@@ -19,7 +19,11 @@ once none is left every trial still paused is stopped. The epochs spent then mat
 synchronous successive halving; the rungs fill asynchronously, so no worker waits for a full
 rung while trials are left to start.
 
-Two details of Ray it works with:
+Under `--objective pareto` a rung ranks by non-dominated rank on (val_acc, params), ties by
+crowding distance (`size_metric`), so a small-but-good student is not cut for being small.
+
+The Ray internals it relies on are reached through search/ray_adapter.py. Two details of Ray
+it works with:
   - Tune's ConcurrencyLimiter counts a paused trial as running, so with every slot paused
     it would never suggest another trial. `PauseAwareLimiter` frees the slot while a trial is
     paused (the scheduler tells it, as Ray's BOHB does).
