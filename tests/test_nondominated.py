@@ -26,3 +26,29 @@ def test_crowding_distance_is_the_normalised_neighbour_gap_sum():
 
 def test_pareto_order_front_then_crowding_then_arrival():
     assert pareto_order(POINTS) == [0, 3, 1, 2, 4, 5]
+
+
+class _Result:
+    """What search.stages reads of a Ray Result."""
+
+    def __init__(self, tid, curve, params, diverged=0, error=None):
+        import pandas as pd
+
+        self.metrics_dataframe = pd.DataFrame({"val_acc": curve, "params": params, "diverged": 0})
+        self.metrics = {"trial_id": tid, "training_iteration": len(curve), "params": params,
+                        "diverged": diverged, "done": True}
+        self.config = {"model": "mlp", "width": params // 100, "lr": 0.01}
+        self.error, self.best_checkpoints, self.checkpoint = error, [], None
+
+
+def test_stage_pareto_set_is_the_non_dominated_trials_most_accurate_first():
+    from search.stages import pareto_set
+
+    results = [_Result("big", [0.8, 0.9, 0.95], 100_000), _Result("mid", [0.7, 0.92], 50_000),
+               _Result("worse", [0.6, 0.91], 60_000),  # beaten by mid on both
+               _Result("tiny", [0.5], 1_000), _Result("nan", [0.4], 500, diverged=1),
+               _Result("err", [0.99], 10, error=RuntimeError("boom"))]
+    front = pareto_set(results)
+    assert [m["trial_id"] for m in front] == ["big", "mid", "tiny"]
+    assert front[1] == {"trial_id": "mid", "config": {"model": "mlp", "width": 500, "lr": 0.01},
+                        "val_acc": 0.92, "params": 50_000, "epochs": 2, "best_checkpoint": None}
