@@ -228,7 +228,7 @@ def run_search(spec, bundle, *, name: str, out_dir: Path, teacher_checkpoint: st
     define = spaces.make_space(spec.space, spec.students, constants, distill=True)
     if sampler == "tpe":
         search_alg = optuna_search(define, seed=seed, objective="accuracy",
-                                   max_concurrent=max_concurrent)
+                                   max_concurrent=max_concurrent, max_epochs=max_epochs)
     else:
         search_alg = ConcurrencyLimiter(
             OptunaSearch(space=define, metric=METRIC, mode=MODE,
