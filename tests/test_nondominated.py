@@ -34,7 +34,10 @@ class _Result:
     def __init__(self, tid, curve, params, diverged=0, error=None):
         import pandas as pd
 
-        self.metrics_dataframe = pd.DataFrame({"val_acc": curve, "params": params, "diverged": 0})
+        # the epoch a trial diverged in reports diverged=1 (trainables/loop.py), earlier ones 0
+        self.metrics_dataframe = pd.DataFrame({"val_acc": curve, "params": params,
+                                               "epoch": range(1, len(curve) + 1),
+                                               "diverged": [0] * (len(curve) - 1) + [diverged]})
         self.metrics = {"trial_id": tid, "training_iteration": len(curve), "params": params,
                         "diverged": diverged, "done": True}
         self.config = {"model": "mlp", "width": params // 100, "lr": 0.01}
