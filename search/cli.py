@@ -11,7 +11,7 @@ from typing import Sequence
 
 from search import spaces
 from search.preset_loader import list_presets, load_preset
-from search.spec import OBJECTIVES, SearchSpec, build_spec
+from search.spec import OBJECTIVES, SearchSpec, build_spec, parse_views
 
 EPILOG = """examples:
   python search/run_kd_search.py                       # quick offline search on digits
@@ -27,6 +27,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _views(text: str) -> int:
+    try:
+        return parse_views(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--augment-views takes", "takes"))
 
 
 def _non_negative_float(text: str) -> float:
@@ -68,10 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--subset", type=_positive_int, help="train on this many training images (quick runs)")
     d.add_argument("--val-fraction", type=float, help="share of the training set held out for validation")
     d.add_argument("--seed", type=int, help="seed for the data split, the samplers and the trials")
-    d.add_argument("--augment-views", type=_positive_int,
+    d.add_argument("--augment-views", type=_views, metavar="K|online",
                    help="augmented datasets (cifar): students cycle through K fixed augmented views per "
-                        "image and the teacher's logits for them are computed once per search, not in "
-                        "every trial (FKD; default: a fresh view every epoch, teacher run online)")
+                        "image whose teacher logits are computed once per search on the workers, not in "
+                        "every trial (FKD). Default K = --max-epochs: the same pixels and teacher logits "
+                        "as a fresh view every epoch. 0 or online: the teacher runs in every trial")
     t = p.add_argument_group("teacher and students")
     t.add_argument("--teacher", help="teacher model name (see models.list_models())")
     t.add_argument("--teacher-epochs", type=_positive_int, help="epochs of the teacher stage")
