@@ -32,7 +32,7 @@ from trainables import reporting
 from trainables.config import DistillConfig
 from trainables.distill import distill_student
 from trainables.runtime import Runtime
-from search.teacher_cache import cached_teacher_logits
+from search.teacher_cache import local_cache
 from trainables.teacher_logits import compute_logits, for_inference, load_teacher
 
 PAIRS = {
@@ -77,7 +77,7 @@ def bench(name: str, runs: int, precision: str, threads: int, sizes: dict,
     # Augmented data: the cached mode is 2 fixed views (the 2 epochs of a run), as the driver.
     views = VIEWS if augment != "none" else None
     start = time.perf_counter()
-    cache = cached_teacher_logits(bundle, tmp, views=views, precision=precision)
+    cache = local_cache(bundle, tmp, views=views, precision=precision)
     cache_s = time.perf_counter() - start  # what the driver pays once per teacher
     cached_cfg = {**kd, "teacher_logits": "cached", **({"augment_views": views} if views else {})}
     times = {"baseline": [], "cached": [], "online": []}
