@@ -12,7 +12,7 @@
    (the earlier design: a K x N tensor per trial). Peak RSS is the worker's VmHWM.
 
     python benchmarks/bench_teacher_cache.py                          # ~5 min on 2 CPU cores
-    python benchmarks/bench_teacher_cache.py --build-n 2048 --build-views 4 --mem-n 10000
+    python benchmarks/bench_teacher_cache.py --memory-only --mem-n 10000     # part 2 on a local Ray
 """
 from __future__ import annotations
 
@@ -70,7 +70,8 @@ def main(argv=None) -> None:
     p.add_argument("--mem-n", type=int, default=10_000, help="CIFAR-100-shaped images (memory)")
     p.add_argument("--mem-views", type=int, nargs=2, default=[6, 60], help="K small, K large")
     p.add_argument("--mem-epochs", type=int, default=2, help="epochs of the measured trial")
-    p.add_argument("--skip-build", action="store_true")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only part 2, on a plain local Ray (one node: memory needs no second node)")
     args = p.parse_args(argv)
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -81,10 +82,14 @@ def main(argv=None) -> None:
     from search.teacher_cache import build_cache
 
     print(machine_line())
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    ray.init(address=cluster.address, log_to_driver=False)
+    cluster = None
+    if args.memory_only:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    else:
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        ray.init(address=cluster.address, log_to_driver=False)
     try:
-        if not args.skip_build:
+        if not args.memory_only:
             bundle = random_bundle((3, 32, 32), args.build_n, "crop_flip", n_val=max(args.build_n // 10, 128))
             teacher = save_teacher("resnet56", {}, bundle)
             rows = []
@@ -101,9 +106,6 @@ def main(argv=None) -> None:
                   f"{len(bundle.val)} val images, bf16 where the CPU has it, tasks of 1 CPU")
             print_table(["workers", "nodes used", "build s"], rows)
             print(f"2 workers / 1 worker: {rows[1][2] / rows[0][2]:.2f}x the time")
-        else:
-            cluster.add_node(num_cpus=1)
-            cluster.wait_for_nodes()
 
         bundle = random_bundle((3, 32, 32), args.mem_n, "crop_flip", classes=100,
                                n_val=max(args.mem_n // 10, 128))
@@ -127,7 +129,8 @@ def main(argv=None) -> None:
             print(f"{label}: peak RSS K={args.mem_views[1]} / K={args.mem_views[0]} = {large / small:.3f}")
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
 
 
 def _measure(bundle, shared, views, epochs, private, teacher_path):
