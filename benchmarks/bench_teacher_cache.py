@@ -112,14 +112,16 @@ def main(argv=None) -> None:
         TEACHER["path"] = save_teacher("mlp", {"depth": 1, "width": 256}, bundle)
         measure = ray.remote(num_cpus=1, max_calls=1)(_measure)
         rows = []
+        saved = tempfile.mkdtemp(prefix="kdtune-bench-cache-")  # K = 60 reuses K = 6's views
         for private in (False, True):
             for views in args.mem_views:
-                shared = build_cache(bundle, TEACHER["path"], views=views, cpus=1)
+                shared = build_cache(bundle, TEACHER["path"], views=views, cpus=1, cache_dir=saved)
                 full = sum(ray.get(ref).nbytes for ref in shared.train[:1]) * views / 2**20
                 got = ray.get(measure.remote(bundle, shared, views, args.mem_epochs, private,
                                              TEACHER["path"]))
                 rows.append(("private copy" if private else "shared (default)", views, full,
                              got["peak_rss"], got["rss_anon"], got["rss_shmem"]))
+                print("measured", rows[-1], flush=True)
                 del shared
         print(f"\nmemory: a distillation trial (mlp 1x64, {args.mem_epochs} epochs) over "
               f"{args.mem_n} CIFAR-100-shaped images, in a fresh worker")
