@@ -50,7 +50,7 @@ def train(fn, config: dict, bundle, root: Path, **kw) -> tuple[str, dict, float]
 def anchor(spec, bundle, epochs: int, seed: int, alpha: float, temperature: float,
            out: Path, threads: int) -> dict[str, tuple[int, int, int, float]]:
     """{model: (test errors, params, best epoch, seconds)} for one seed."""
-    from search.teacher_cache import cached_teacher_logits
+    from search.teacher_cache import local_cache
     from trainables.distill import distill_student
     from trainables.teacher import train_teacher
 
@@ -63,7 +63,7 @@ def anchor(spec, bundle, epochs: int, seed: int, alpha: float, temperature: floa
     b_ckpt, b_m, b_s = train(distill_student, {**student, "alpha": 0.0}, bundle,
                              out / f"s{seed}_baseline")
     rows["student 2x800, no KD"] = (*count_test_errors(b_ckpt, bundle), b_m["epoch"], b_s)
-    logits = cached_teacher_logits(bundle, t_ckpt)  # as the search driver shares them
+    logits = local_cache(bundle, t_ckpt)  # as the search driver shares them
     kd = {**student, "alpha": alpha, "temperature": temperature, "teacher_checkpoint": t_ckpt}
     k_ckpt, k_m, k_s = train(distill_student, kd, bundle, out / f"s{seed}_kd", teacher_logits=logits)
     rows["student 2x800, KD"] = (*count_test_errors(k_ckpt, bundle), k_m["epoch"], k_s)

@@ -3,7 +3,7 @@ online teacher logits, through the real trainables (distill_student).
 
 Pairs: mlp 2x1200 -> mlp 2x800 on MNIST-shaped data, resnet56 -> resnet20 on CIFAR-shaped
 data (small subset). The teacher weights are random (timing does not depend on them); the
-cached logits are computed once beforehand, as the search driver does. Each variant is run
+cached logits are computed once beforehand, as a search does. Each variant is run
 `--runs` times; the figure is the median of the last epoch's time of each run (the first
 epoch pays warm-up), and each ratio the median of the runs' own ratios (baseline, cached and
 online run back to back, so a change in machine load between runs cancels). Run:
@@ -15,7 +15,7 @@ MNIST pair: real MNIST images when `--data-dir` (default ../shared/data beside t
 holds them (else random). The resnet pair
 trains on augmented data: by default the search runs its teacher online; its "cached"
 column is the opt-in `augment_views` mode (2 fixed augmented views, their teacher logits
-computed once by search/teacher_cache.py, as the driver does). Targets: cached <= 1.15x,
+computed once by search/teacher_cache.py's code, as a search does). Targets: cached <= 1.15x,
 online <= 1.6x of the baseline's epoch time (epoch = training + validation).
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ from trainables import reporting
 from trainables.config import DistillConfig
 from trainables.distill import distill_student
 from trainables.runtime import Runtime
-from search.teacher_cache import cached_teacher_logits
-from trainables.teacher_logits import compute_logits, for_inference, load_teacher
+from search.teacher_cache import local_cache
+from trainables.teacher_logits import compute_logits, load_teacher, prepare_teacher
 
 PAIRS = {
     # name: (shape, n_train, teacher (name, kwargs), student (name, kwargs), batch, augment)
@@ -69,17 +69,16 @@ def bench(name: str, runs: int, precision: str, threads: int, sizes: dict,
             "batch_size": batch, "precision": precision, "num_threads": threads}
     kd = {**base, "teacher_checkpoint": tmp, "alpha": 0.9, "temperature": 4.0}
     torch.set_num_threads(threads)
-    teacher = load_teacher(tmp)
-    rt = Runtime.from_config(DistillConfig.from_dict(kd), teacher)
-    frozen = rt.prepare(for_inference(teacher, rt.autocast_dtype))  # as distill_student does
+    rt = Runtime.from_config(DistillConfig.from_dict(kd), load_teacher(tmp))
+    frozen, _ = prepare_teacher(tmp, bundle.meta(), rt)  # as distill_student does
     logits_kw = dict(mean=bundle.mean, std=bundle.std, autocast_dtype=rt.autocast_dtype,
                      channels_last=rt.channels_last)
     compute_logits(frozen, bundle.val, 512, "cpu", **logits_kw)  # warm-up (kernel selection)
-    # Augmented data: the cached mode is 2 fixed views (the 2 epochs of a run), as the driver.
+    # Augmented data: the cached mode is 2 fixed views (the 2 epochs of a run), as a search's default.
     views = VIEWS if augment != "none" else None
     start = time.perf_counter()
-    cache = cached_teacher_logits(bundle, tmp, views=views, precision=precision)
-    cache_s = time.perf_counter() - start  # what the driver pays once per teacher
+    cache = local_cache(bundle, tmp, views=views, precision=precision)
+    cache_s = time.perf_counter() - start  # what a search pays once per teacher
     cached_cfg = {**kd, "teacher_logits": "cached", **({"augment_views": views} if views else {})}
     times = {"baseline": [], "cached": [], "online": []}
     for r in range(runs):  # interleaved, so drift in machine speed hits all variants alike

@@ -73,10 +73,10 @@ def main(argv=None) -> None:
           f"{'GPU' if args.gpu else 'CPU'}; results in {out}", flush=True)
 
     from search.pipeline import start_ray
-    from search.teacher_cache import cached_teacher_logits
+    from search.teacher_cache import local_cache
 
     teacher = ensure_teacher(spec, bundle, out, args.teacher_checkpoint)
-    logits = cached_teacher_logits(bundle, teacher)
+    logits = local_cache(bundle, teacher)
     start_ray(spec)
     runs: dict[int, list[dict]] = {k: [] for k in levels}
     try:

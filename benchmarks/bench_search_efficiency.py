@@ -84,12 +84,12 @@ def main(argv=None) -> None:
           f"results in {out}", flush=True)
 
     from search.pipeline import start_ray
-    from search.teacher_cache import cached_teacher_logits
+    from search.teacher_cache import local_cache
 
     t0 = time.perf_counter()
     teacher = ensure_teacher(spec, bundle, out, args.teacher_checkpoint)
     teacher_s = time.perf_counter() - t0
-    logits = cached_teacher_logits(bundle, teacher)
+    logits = local_cache(bundle, teacher)
     start_ray(spec)
     kinds = {"kdtune": ("tpe", "asha", "kdtune_asha_tpe"), "random": ("random", "fifo", "random_fifo")}
     if args.no_random:

@@ -90,7 +90,7 @@ def _last_checkpoint(parts: list[Path]) -> str | None:
 
 
 def run_seed(spec, bundle, out: Path, seed: int, **kw) -> dict[str, dict]:
-    from search.teacher_cache import cached_teacher_logits
+    from search.teacher_cache import local_cache
     from trainables.distill import distill_student
     from trainables.teacher import train_teacher
 
@@ -99,7 +99,7 @@ def run_seed(spec, bundle, out: Path, seed: int, **kw) -> dict[str, dict]:
     rows = {"teacher": run_resumable(train_teacher, cfg["teacher"], bundle, folder / "teacher")}
     rows["student"] = run_resumable(distill_student, cfg["student"], bundle, folder / "student")
     teacher = rows["teacher"]["checkpoint"]
-    logits = cached_teacher_logits(bundle, teacher)  # un-jittered students: one row per image
+    logits = local_cache(bundle, teacher)  # un-jittered students: one row per image
     rows["kd"] = run_resumable(distill_student, {**cfg["kd"], "teacher_checkpoint": teacher}, bundle,
                                folder / "kd", teacher_logits=logits)
     for name, role in ROLES.items():

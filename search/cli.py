@@ -12,7 +12,7 @@ from typing import Sequence
 from search import spaces
 from search.arg_types import non_negative_float, positive_int
 from search.preset_loader import list_presets, load_preset
-from search.spec import OBJECTIVES, SearchSpec, build_spec
+from search.spec import OBJECTIVES, SearchSpec, build_spec, parse_views
 
 EPILOG = """examples:
   python search/run_kd_search.py                       # quick offline search on digits
@@ -21,6 +21,13 @@ EPILOG = """examples:
   python search/run_kd_search.py --alpha 0.5 --temperature 2:8 --depth 1:2
   python search/run_kd_search.py --resume --name digits-20261122-101500
 dimensions (--alpha --temperature --lr --depth --width): one value pins it, LO:HI bounds it."""
+
+
+def _views(text: str) -> int:
+    try:
+        return parse_views(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--augment-views takes", "takes"))
 
 
 def _dim(text: str):
@@ -68,10 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--subset", type=positive_int, help="train on this many training images (quick runs)")
     d.add_argument("--val-fraction", type=float, help="share of the training set held out for validation")
     d.add_argument("--seed", type=int, help="seed for the data split, the samplers and the trials")
-    d.add_argument("--augment-views", type=positive_int,
+    d.add_argument("--augment-views", type=_views, metavar="K|online",
                    help="augmented datasets (cifar): students cycle through K fixed augmented views per "
-                        "image and the teacher's logits for them are computed once per search, not in "
-                        "every trial (FKD; default: a fresh view every epoch, teacher run online)")
+                        "image whose teacher logits are computed once per search on the workers, not in "
+                        "every trial (FKD). Default K = --max-epochs: the same pixels and teacher logits "
+                        "as a fresh view every epoch. 0 or online: the teacher runs in every trial")
     d.add_argument("--augment", type=_augment, metavar="NAME[:PIXELS]",
                    help="training augmentation of the students (and of the teacher unless "
                         "--teacher-augment or the preset's teacher sets one): none, crop_flip[:PAD] or "

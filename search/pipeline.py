@@ -2,8 +2,10 @@
 
 `run(spec, bundle)` is called by run_kd_search.py after every input was validated. The dataset
 (`bundle`) was decoded once in the driver; it reaches every trial through Ray's object store
-(`tune.with_parameters`), as do the teacher's logits when they can be cached
-(search/teacher_cache.py: inputs not augmented, or `augment_views` fixed augmented views).
+(`tune.with_parameters`). The teacher's logits are computed once per teacher by Ray tasks on
+the workers and shared read-only the same way (search/teacher_cache.py: the plain images when
+inputs are not augmented, else `augment_views` fixed augmented views, plus the validation
+split's logits).
 Each finished stage is recorded in manifest.json, so `--resume` skips it (the teacher is never
 re-trained) and continues an interrupted stage through `Tuner.restore`.
 """
@@ -16,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 from ray import tune
 
 from datasets import DatasetBundle
@@ -25,8 +26,9 @@ from search.manifest import Manifest
 from search.spec import SearchSpec
 from search.stages import Stage, asha, best_of, optuna_search, pareto_set, run_stage, stage_finished, trial_rows
 from search.summary import write_summary
-from search.teacher_cache import cached_teacher_logits
+from search.teacher_cache import build_cache
 from trainables.distill import distill_student
+from trainables.logit_cache import SharedLogitCache
 from trainables.teacher import train_teacher
 
 
@@ -99,11 +101,13 @@ def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -
 
 
 def teacher_logits(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
-                   teacher_checkpoint: str) -> torch.Tensor | None:
-    """The teacher-logit cache every trial of this teacher shares (search/teacher_cache.py)."""
-    return cached_teacher_logits(spec.student_bundle(bundle), teacher_checkpoint, views=spec.augment_views,
-                                 seed=spec.seed, precision=spec.train.get("precision", "auto"),
-                                 cache_dir=manifest.dir / "teacher_logits")
+                   teacher_checkpoint: str) -> SharedLogitCache:
+    """The teacher-logit cache every trial of this teacher shares (search/teacher_cache.py),
+    computed by tasks with a trial's resources."""
+    return build_cache(spec.student_bundle(bundle), teacher_checkpoint, views=spec.augment_views, seed=spec.seed,
+                       precision=spec.train.get("precision", "auto"), device=spec.train.get("device", "auto"),
+                       cpus=spec.cpus_per_trial, gpus=spec.gpus_per_trial,
+                       cache_dir=manifest.dir / "teacher_logits")
 
 
 # Each search stage samples with its own seed offset so stages do not mirror each other.
@@ -111,7 +115,7 @@ SEED_OFFSET = {"distill": 0, "baseline": 1, "assistant": 2, "ta_distill": 3}
 
 
 def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, name: str,
-                 teacher_checkpoint: str | None, logits: torch.Tensor | None,
+                 teacher_checkpoint: str | None, logits: SharedLogitCache | None,
                  architecture: dict[str, Any] | None = None) -> dict[str, Any]:
     """A student search: Optuna TPE + ASHA; without a teacher it is the undistilled baseline.
 
@@ -140,7 +144,7 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
 
 
 def sweep_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
-                teacher_checkpoint: str | None, logits: torch.Tensor | None) -> None:
+                teacher_checkpoint: str | None, logits: SharedLogitCache | None) -> None:
     """A preset's grid sweep: every combination trained to full length, no early stopping."""
     if manifest.is_done("sweep"):
         return
@@ -156,7 +160,7 @@ def sweep_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
 
 
 def chain_stages(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, teacher_checkpoint: str,
-                 logits: torch.Tensor | None, links: list[dict[str, Any]]) -> None:
+                 logits: SharedLogitCache | None, links: list[dict[str, Any]]) -> None:
     """Teacher-assistant distillation (Mirzadeh et al. 2020): teacher -> assistant -> student.
 
     Each step is a search of its own; the student distilled straight from the teacher (the

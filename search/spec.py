@@ -29,7 +29,9 @@ class SearchSpec:
     val_fraction: float = 0.1
     seed: int = 0
     subset: int | None = None
-    augment_views: int | None = None                         # students cycle K fixed augmented views
+    # Augmented data: students cycle K fixed augmented views whose teacher logits are cached
+    # (None until preflight resolves it: K = max_epochs by default; 0 = online teacher).
+    augment_views: int | None = None
     train: dict[str, Any] = field(default_factory=dict)      # TrainConfig fields for every stage
     teacher: dict[str, Any] = field(default_factory=dict)    # TeacherConfig fields
     teacher_checkpoint: str | None = None                    # skip the teacher stage
@@ -123,6 +125,22 @@ class SearchSpec:
         return [parse_link(link) for link in self.chain or ()]
 
 
+def parse_views(value: Any) -> int | None:
+    """--augment-views / search.augment_views: K >= 1 views, 0 or "online" (0), None (default)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == "online":
+        return 0
+    try:
+        views = int(value)
+        if views != float(value) or views < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"--augment-views takes a number of views K >= 1, or 0 / online for the "
+                         f"online teacher; got {value!r}") from None
+    return views
+
+
 def _accepted_kwargs(model: str) -> set[str]:
     """Keyword options of a registered model (empty for an unknown name: validation reports it)."""
     from models.registry import model_kwargs
@@ -183,7 +201,7 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "val_fraction": given.get("val_fraction", preset.get("val_fraction", 0.1)),
         "seed": given.get("seed", preset.get("seed", 0)),
         "subset": given.get("subset", preset.get("subset")),
-        "augment_views": given.get("augment_views", search.get("augment_views")),
+        "augment_views": parse_views(given.get("augment_views", search.get("augment_views"))),
         "train": train,
         "teacher": teacher,
         "teacher_checkpoint": given.get("teacher_checkpoint", preset.get("teacher_checkpoint")),

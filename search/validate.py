@@ -7,6 +7,7 @@ and handed to the pipeline, so it is decoded exactly once.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def _check_configs(spec: SearchSpec) -> None:
         if spec.sweep:
             _check_sweep(spec)
             return
-        if spec.online and (spec.teacher_checkpoint or spec.chain or spec.augment_views):
+        if spec.online and (spec.teacher_checkpoint or spec.chain or spec.augment_views is not None):
             raise ValueError("this preset trains its teacher online (train.online_teacher); "
                              "--teacher-checkpoint, --chain and --augment-views do not apply")
         if spec.chain:
@@ -156,10 +157,21 @@ def _load_data(spec: SearchSpec) -> DatasetBundle:
         raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
-def _check_views(spec: SearchSpec, bundle: DatasetBundle) -> None:
-    if spec.augment_views and spec.student_bundle(bundle).augment == "none":
-        raise UsageError(f"--augment-views applies to augmented datasets (cifar10, cifar100, image_folder); "
-                         f"{spec.dataset} is not augmented and its teacher logits are cached already")
+def _resolve_views(spec: SearchSpec, bundle: DatasetBundle) -> SearchSpec:
+    """--augment-views checked against the data; its default filled in (recorded in the manifest).
+
+    The default on augmented data is K = max_epochs fixed views with cached teacher logits:
+    a view depends only on (seed, epoch, image), so it trains what a fresh view every epoch
+    does, with the teacher run K times per search instead of once per trial-epoch. Sweeps
+    and online distillation keep a fresh view every epoch; a resumed run keeps its own."""
+    if spec.student_bundle(bundle).augment == "none":
+        if spec.augment_views is not None:
+            raise UsageError(f"--augment-views applies to augmented datasets (cifar10, cifar100, image_folder); "
+                             f"{spec.dataset} is not augmented and its teacher logits are cached already")
+        return spec
+    if spec.augment_views is None and not (spec.resume or spec.online or spec.sweep):
+        return dataclasses.replace(spec, augment_views=spec.max_epochs)
+    return spec
 
 
 def _check_teacher_checkpoint(path: str, bundle: DatasetBundle) -> None:
@@ -177,7 +189,7 @@ def preflight(spec: SearchSpec, name_given: bool = True) -> tuple[SearchSpec, Da
     _check_configs(spec)  # model names and value ranges, through the trainables' own configs
     _check_storage(spec)
     bundle = _load_data(spec)
-    _check_views(spec, bundle)
+    spec = _resolve_views(spec, bundle)
     checkpoint = spec.teacher_checkpoint
     if checkpoint:
         _check_teacher_checkpoint(checkpoint, bundle)

@@ -1,17 +1,22 @@
 """Fixed augmented views with cached teacher logits (`augment_views`, FKD-style).
 
-The claim checked here: a trial that cycles K views and reads its teacher's logits from a
-cache trains exactly as the same trial with the teacher run online on every batch, and the
-driver's cache is the one the trial would compute itself. CIFAR-10 in its real pickle
-format (tests/fakedata.py), fp32, a small conv teacher.
+The claims checked here: a trial that cycles K views and reads its teacher's logits from a
+cache trains exactly as the same trial with the teacher run online on every batch; the
+search's cache, built by Ray tasks, holds what the trial would compute itself and is saved
+once; and the command line's default on augmented data (K = --max-epochs) trains what
+`--augment-views online` trains. CIFAR-10 in its real pickle format (tests/fakedata.py),
+fp32, a small conv teacher.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import ray
 import torch
+import yaml
 
 import datasets
-from search.teacher_cache import cached_teacher_logits
+from search.teacher_cache import build_cache, local_cache
 from tests import fakedata
 from trainables import reporting
 from trainables.distill import distill_student
@@ -23,10 +28,22 @@ FAST = {"dataset": "cifar10", "batch_size": 32, "lr": 0.05, "precision": "fp32",
 
 
 @pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
+def cifar_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar")
     fakedata.write_cifar10(root, n_per_batch=40, n_test=20)
-    return datasets.create_dataset("cifar10", str(root), val_fraction=0.2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_root):
+    return datasets.create_dataset("cifar10", str(cifar_root), val_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +77,7 @@ def test_cached_views_train_exactly_like_the_online_teacher(cifar, teacher_ckpt)
     with reporting.local_session():
         online = distill_student({**base, "teacher_logits": "online"}, data=cifar)
         cached = distill_student(base, data=cifar)  # auto: cached, since views are fixed
-        shared = cached_teacher_logits(cifar, teacher_ckpt, views=2, seed=3, precision="fp32")
+        shared = local_cache(cifar, teacher_ckpt, views=2, seed=3, precision="fp32")
         given = distill_student(base, data=cifar, teacher_logits=shared)
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "agreement"):
         assert cached[key] == pytest.approx(online[key], abs=1e-4), key
@@ -70,21 +87,80 @@ def test_cached_views_train_exactly_like_the_online_teacher(cifar, teacher_ckpt)
 def test_a_cache_of_the_wrong_size_is_refused(cifar, teacher_ckpt):
     config = {**FAST, "width": 8, "epochs": 1, "augment_views": 3,
               "teacher_checkpoint": teacher_ckpt}
-    two_views = cached_teacher_logits(cifar, teacher_ckpt, views=2, seed=3, precision="fp32")
+    two_views = local_cache(cifar, teacher_ckpt, views=2, seed=3, precision="fp32")
     with reporting.local_session(), pytest.raises(ValueError, match="3 augmented views"):
         distill_student(config, data=cifar, teacher_logits=two_views)
 
 
-def test_driver_cache_is_saved_once_and_reused(cifar, teacher_ckpt, tmp_path, capsys):
-    kw = dict(views=2, seed=0, precision="fp32", cache_dir=tmp_path)
-    first = cached_teacher_logits(cifar, teacher_ckpt, **kw)
-    files = list(tmp_path.iterdir())
-    assert len(files) == 1 and files[0].suffix == ".pt"
-    assert "teacher logits for 2 augmented views" in capsys.readouterr().out
-    again = cached_teacher_logits(cifar, teacher_ckpt, **kw)
-    assert torch.equal(first, again)
-    assert capsys.readouterr().out == ""  # read back, not recomputed
-    cached_teacher_logits(cifar, teacher_ckpt, **{**kw, "views": 3})  # a new key, a new file
-    assert len(list(tmp_path.iterdir())) == 2
-    # Without views an augmented dataset has no cache: trials run the teacher online.
-    assert cached_teacher_logits(cifar, teacher_ckpt, precision="fp32") is None
+def _arrays(cache):
+    return [cache.val, *cache.train]
+
+
+def test_search_cache_is_built_by_tasks_saved_once_and_reused(cifar, teacher_ckpt, ray_local,
+                                                              tmp_path, capsys):
+    kw = dict(views=2, seed=3, precision="fp32", cpus=1, cache_dir=tmp_path)
+    first = build_cache(cifar, teacher_ckpt, **kw)
+    assert "3 part(s) to compute, 0 saved, in 2 task(s)" in capsys.readouterr().out
+    (folder,) = tmp_path.iterdir()
+    files = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
+    assert sorted(files) == ["val-float32.npy", "view-0001-float32.npy", "view-0002-float32.npy"]
+    # The tasks' arrays are what this process computes with the trial's own code.
+    mine = local_cache(cifar, teacher_ckpt, views=2, seed=3, precision="fp32")
+    for got, want in zip(_arrays(first.resolve()), _arrays(mine), strict=True):
+        np.testing.assert_array_equal(got, want)
+    again = build_cache(cifar, teacher_ckpt, **kw)  # --resume: read back, not recomputed
+    assert "0 part(s) to compute, 3 saved" in capsys.readouterr().out
+    assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == files
+    for got, want in zip(_arrays(again.resolve()), _arrays(mine), strict=True):
+        np.testing.assert_array_equal(got, want)
+    # View v is the same pixels whatever K: a larger K computes only the new views.
+    build_cache(cifar, teacher_ckpt, **{**kw, "views": 3})
+    assert "1 part(s) to compute, 3 saved" in capsys.readouterr().out
+    # The online teacher: only the validation logits are shared.
+    online = build_cache(cifar, teacher_ckpt, **{**kw, "views": 0}).resolve()
+    assert online.views == 0 and online.val.shape == (len(cifar.val), 10)
+
+
+def test_default_views_train_like_the_online_teacher(cifar_root, cifar, teacher_ckpt, ray_local, tmp_path):
+    """The command line's default on CIFAR-format files against --augment-views online:
+    the same trial metrics, the default reading its training rows from the search's cache."""
+    from search.cli import parse_args
+    from search.manifest import Manifest
+    from search.pipeline import teacher_logits
+    from search.validate import preflight
+
+    preset = {"dataset": "cifar10", "val_fraction": 0.2, "seed": 3, "students": ["cifar_resnet"],
+              "train": {"batch_size": 32, "precision": "fp32"}, "teacher": {"model": "cifar_resnet"},
+              "search": {"max_epochs": 3, "grace_period": 1}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(preset))
+    metrics = {}
+    for mode, flags in (("default", []), ("online", ["--augment-views", "online"])):
+        spec, _ = parse_args(["--preset", str(tmp_path / "p.yaml"), "--data-dir", str(cifar_root),
+                              "--storage-path", str(tmp_path), "--name", mode, *flags])
+        spec, bundle = preflight(spec)
+        assert spec.augment_views == (3 if mode == "default" else 0)
+        manifest = Manifest.create(spec.experiment_dir, spec.to_dict(), bundle.meta(), spec.planned_stages())
+        shared = teacher_logits(spec, bundle, manifest, teacher_ckpt)
+        assert len(shared.train) == (3 if mode == "default" else 0)
+        config = {**spec.student_constants(teacher_ckpt), "model": "cifar_resnet", "depth": 8,
+                  "width": 8, "alpha": 0.8, "temperature": 4.0, "lr": 0.05}
+        with reporting.local_session():
+            metrics[mode] = distill_student(config, data=bundle, teacher_logits=shared)
+    assert metrics["default"]["epoch"] == metrics["online"]["epoch"] == 3
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "agreement"):
+        assert metrics["default"][key] == pytest.approx(metrics["online"][key], abs=1e-4), key
+
+
+def test_a_trial_with_the_search_cache_never_loads_the_teacher(cifar, teacher_ckpt, ray_local,
+                                                               tmp_path, monkeypatch):
+    import trainables.distill as distill
+
+    shared = build_cache(cifar, teacher_ckpt, views=2, seed=3, precision="fp32", cpus=1)
+    def refuse(*_a, **_k):
+        raise AssertionError("the teacher was loaded although the cache holds every row")
+
+    monkeypatch.setattr(distill, "prepare_teacher", refuse)
+    config = {**FAST, "width": 8, "epochs": 1, "augment_views": 2, "teacher_checkpoint": teacher_ckpt}
+    with reporting.local_session():
+        out = distill_student(config, data=cifar, teacher_logits=shared)
+    assert 0.0 <= out["agreement"] <= 1.0

@@ -81,7 +81,8 @@ CASES = [
     ("resume-nothing", lambda t: ["--resume", "--name", "ghost"], "holds no kdtune run"),
     ("malformed-preset", lambda t: ["--preset", _bad_yaml(t)], "not valid YAML"),
     ("views-without-augmentation", lambda t: ["--augment-views", "4"], "digits is not augmented"),
-    ("zero-views", lambda t: ["--augment-views", "0"], "must be >= 1"),
+    ("online-views-without-augmentation", lambda t: ["--augment-views", "online"], "digits is not augmented"),
+    ("negative-views", lambda t: ["--augment-views", "-2"], "or 0 / online for the online teacher"),
 ]
 
 

@@ -139,7 +139,7 @@ def test_a_jittered_max_norm_teacher_trains_with_every_row_in_the_ball(bundle):
 def test_jittered_students_through_the_view_cache_train_like_the_online_teacher(bundle):
     """Students given `augment: jitter` and fixed views read the teacher's logits from a cache
     that is exact: the same metrics as running the teacher on every jittered batch."""
-    from search.teacher_cache import cached_teacher_logits
+    from search.teacher_cache import local_cache
     from trainables.distill import distill_student
     from trainables.teacher import train_teacher
 
@@ -151,8 +151,8 @@ def test_jittered_students_through_the_view_cache_train_like_the_online_teacher(
                    "temperature": 3.0, "teacher_checkpoint": teacher}
         online = distill_student({**student, "teacher_logits": "online"}, data=bundle)
         jittered = bundle.with_augment("jitter")
-        shared = cached_teacher_logits(jittered, teacher, views=2, seed=2, precision="fp32")
-        assert shared.shape == (2 * len(bundle.train), bundle.num_classes)
+        shared = local_cache(jittered, teacher, views=2, seed=2, precision="fp32")
+        assert (shared.views, shared.rows_per_view, shared.num_classes) == (2, len(bundle.train), 10)
         cached = distill_student(student, data=bundle, teacher_logits=shared)
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "agreement"):
         assert cached[key] == pytest.approx(online[key], abs=1e-4), key

@@ -92,7 +92,7 @@ def test_baseline_trials_have_no_teacher(finished_run):
         assert config["alpha"] == 0.0 and "teacher_checkpoint" not in config
 
 
-def test_two_node_cluster_places_trials_on_both_nodes(tmp_path):
+def test_two_node_cluster_places_trials_on_both_nodes(tmp_path, capsys):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -107,6 +107,9 @@ def test_two_node_cluster_places_trials_on_both_nodes(tmp_path):
         assert code == 0
         nodes = {row["node_id"] for trial in _trial_dirs(tmp_path / "multi" / "distill") for row in _rows(trial)}
         assert len(nodes) == 2, nodes
+        # The teacher-logit cache (val + train parts) was built by a task on each node.
+        out = capsys.readouterr().out
+        assert "2 part(s) to compute, 0 saved, in 2 task(s)" in out and "on 2 node(s)" in out, out
     finally:
         ray.shutdown()
         cluster.shutdown()

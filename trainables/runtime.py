@@ -67,10 +67,16 @@ class Runtime:
 
     @classmethod
     def from_config(cls, cfg, model: nn.Module) -> "Runtime":
-        device = resolve_device(cfg.device)
-        cl = is_conv_net(model) if cfg.channels_last is None else cfg.channels_last
-        threads = cfg.num_threads or reporting.trial_cpus()
-        return cls(device, resolve_autocast(cfg.precision, device), cl, threads)
+        return cls.resolve(cfg.device, cfg.precision, model, cfg.num_threads or reporting.trial_cpus(),
+                           cfg.channels_last)
+
+    @classmethod
+    def resolve(cls, device: str, precision: str, model: nn.Module, threads: int,
+                channels_last: bool | None = None) -> "Runtime":
+        """The "auto" choices above for `model` (channels_last None: on for conv nets)."""
+        dev = resolve_device(device)
+        cl = is_conv_net(model) if channels_last is None else channels_last
+        return cls(dev, resolve_autocast(precision, dev), cl, threads)
 
     def apply(self) -> None:
         """Set the process-wide thread count (torch intra-op threads)."""

@@ -1,0 +1,53 @@
+"""trainables/logit_cache.py: the rows a trial gathers are the teacher's logits at its keys."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trainables.logit_cache import LogitCache, as_cache
+
+
+def _logits(views: int, n: int, classes: int, dtype=torch.bfloat16) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(views * n, classes, generator=g) * 5).to(dtype)
+
+
+def test_rows_are_the_view_major_rows_of_the_keys_in_their_dtype():
+    flat, val = _logits(3, 50, 7), _logits(1, 20, 7)
+    cache = LogitCache.from_tensors(flat, val, views=3)
+    assert (cache.views, cache.rows_per_view, cache.num_classes, cache.dtype) == (3, 50, 7, "bfloat16")
+    one_view = torch.tensor([100, 149, 103, 120])  # all in view 3
+    mixed = torch.tensor([0, 149, 51, 7, 99, 100])  # views 1, 3, 2, 1, 2, 3
+    for keys in (one_view, mixed):
+        got = cache.rows(keys, "cpu")
+        assert got.dtype == torch.bfloat16 and torch.equal(got, flat[keys])
+    assert cache.val_logits("cpu").dtype == torch.float32
+    assert torch.equal(cache.val_logits("cpu"), val.float())
+    assert cache.nbytes() == (3 * 50 + 20) * 7 * 2  # bf16: 2 bytes a logit
+
+
+def test_float32_logits_round_trip_exactly():
+    flat = _logits(1, 30, 4, torch.float32)
+    cache = as_cache(flat, None)  # a plain tensor of train rows, as scripts pass it
+    assert cache.dtype == "float32" and cache.val is None
+    keys = torch.randperm(30)[:8]
+    assert torch.equal(cache.rows(keys, "cpu"), flat[keys])
+
+
+def test_a_cache_for_another_split_is_refused():
+    cache = LogitCache.from_tensors(_logits(2, 50, 7), _logits(1, 20, 7), views=2)
+    cache.check(2, 50, 20, 7)  # the split it was built for
+    with pytest.raises(ValueError, match="expected 3 augmented views x 50 rows"):
+        cache.check(3, 50, 20, 7)
+    with pytest.raises(ValueError, match="7 classes; the dataset has 10"):
+        cache.check(2, 50, 20, 10)
+    with pytest.raises(ValueError, match="20 validation rows"):
+        cache.check(2, 50, 21, 7)
+    with pytest.raises(ValueError, match="not 3 augmented views"):
+        as_cache(_logits(2, 50, 7), 3)  # 100 rows cannot be 3 views
+
+
+def test_views_of_different_shapes_are_refused():
+    with pytest.raises(ValueError, match="same shape"):
+        LogitCache((np.zeros((4, 3), np.float32), np.zeros((5, 3), np.float32)), None, "float32")
