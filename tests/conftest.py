@@ -30,7 +30,12 @@ def small_search(tmp_path_factory):
     """One small finished search on digits (real CLI, in-process), shared by the end-to-end and
     analysis tests: teacher 3 epochs, 3 baselines, 6 distillation trials under ASHA (grace 1,
     rf 3, 4 epochs at most, so it has rungs to cut at), per-layer gradient norms on (for
-    learning_curves' second plot). Tests read the budget back from manifest.json's spec."""
+    learning_curves' second plot), every trial logged to MLflow (`--tracker mlflow`, a SQLite store
+    in <experiment>/mlflow.db). Tests read the budget back from manifest.json's spec; what the run
+    printed on stdout (captured: not a terminal) is in <experiment>.console.txt."""
+    import contextlib
+    import io
+
     import yaml
 
     from search.preset_loader import PRESET_DIR
@@ -40,9 +45,12 @@ def small_search(tmp_path_factory):
     preset = yaml.safe_load((PRESET_DIR / "digits.yaml").read_text())
     preset["train"]["track_grad_norms"] = True
     (tmp / "digits_grads.yaml").write_text(yaml.safe_dump(preset))
-    code = main(["--num-samples", "6", "--baseline-samples", "3", "--max-epochs", "4", "--grace-period", "1",
-                 "--reduction-factor", "3", "--teacher-epochs", "3", "--max-concurrent", "2",
-                 "--width", "16:64", "--depth", "1:2", "--preset", str(tmp / "digits_grads.yaml"),
-                 "--storage-path", str(tmp), "--name", "small"])
-    assert code == 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["--num-samples", "6", "--baseline-samples", "3", "--max-epochs", "4", "--grace-period", "1",
+                     "--reduction-factor", "3", "--teacher-epochs", "3", "--max-concurrent", "2",
+                     "--width", "16:64", "--depth", "1:2", "--preset", str(tmp / "digits_grads.yaml"),
+                     "--storage-path", str(tmp), "--name", "small", "--tracker", "mlflow"])
+    (tmp / "small.console.txt").write_text(out.getvalue())
+    assert code == 0, out.getvalue()[-3000:]
     return tmp / "small"
