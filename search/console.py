@@ -188,6 +188,8 @@ class StageProgress(ProgressReporter):
         """The budget still to train at this session's rate, measured from its first epoch on
         (the actors' start-up before it is no guide to the rest): "?" until two epochs more."""
         now = time.time()
+        if total <= epochs:
+            return tqdm.format_interval(0)
         if self._first is None:
             if epochs > self._initial:
                 self._first = (now, epochs)

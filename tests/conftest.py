@@ -34,7 +34,6 @@ def small_search(tmp_path_factory):
     in <experiment>/mlflow.db). Tests read the budget back from manifest.json's spec; what the run
     printed on stdout (captured: not a terminal) is in <experiment>.console.txt."""
     import contextlib
-    import io
 
     import yaml
 
@@ -45,12 +44,11 @@ def small_search(tmp_path_factory):
     preset = yaml.safe_load((PRESET_DIR / "digits.yaml").read_text())
     preset["train"]["track_grad_norms"] = True
     (tmp / "digits_grads.yaml").write_text(yaml.safe_dump(preset))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    console = tmp / "small.console.txt"
+    with open(console, "w", buffering=1) as out, contextlib.redirect_stdout(out):  # a file: no terminal
         code = main(["--num-samples", "6", "--baseline-samples", "3", "--max-epochs", "4", "--grace-period", "1",
                      "--reduction-factor", "3", "--teacher-epochs", "3", "--max-concurrent", "2",
                      "--width", "16:64", "--depth", "1:2", "--preset", str(tmp / "digits_grads.yaml"),
                      "--storage-path", str(tmp), "--name", "small", "--tracker", "mlflow"])
-    (tmp / "small.console.txt").write_text(out.getvalue())
-    assert code == 0, out.getvalue()[-3000:]
+    assert code == 0, console.read_text()[-3000:]
     return tmp / "small"

@@ -82,6 +82,10 @@ CASES = [
     ("malformed-preset", lambda t: ["--preset", _bad_yaml(t)], "not valid YAML"),
     ("views-without-augmentation", lambda t: ["--augment-views", "4"], "digits is not augmented"),
     ("zero-views", lambda t: ["--augment-views", "0"], "must be >= 1"),
+    ("unknown-tracker", lambda t: ["--tracker", "neptune"], "invalid choice: 'neptune'"),
+    ("warm-start-not-a-run", lambda t: ["--warm-start", str(t)], "holds no kdtune run"),
+    ("warm-start-a-sweep", lambda t: ["--warm-start", str(t), "--preset", "mlp_depth_sweep",
+                                      "--dataset", "digits"], "runs a grid sweep"),
 ]
 
 
