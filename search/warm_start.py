@@ -76,7 +76,7 @@ def seed_study(study: optuna.Study, source_dir: Path, stage: str) -> int:
     copies = []
     for trial in trials:
         copies.append(optuna.trial.create_trial(
-            state=trial.state, values=trial.values if trial.state == TrialState.COMPLETE else None,
+            state=trial.state, values=trial.values,  # (a pruned trial's: its last intermediate value)
             params=trial.params, distributions=trial.distributions,
             intermediate_values=trial.intermediate_values,
             user_attrs={**trial.user_attrs, "warm_start_from": f"{Path(source_dir).name}/{stage}#{trial.number}"}))
