@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from trainables.reporting import METRIC
 
-PLAIN_INTERVAL_S = 30.0  # a plain-text line at least this often while nothing changes
+PLAIN_INTERVAL_S = 60.0  # a plain-text line at least this often while nothing changes (a heartbeat)
 PLAIN_MIN_GAP_S = 5.0    # ... and when a trial ends, but no two lines closer than this
 TTY_INTERVAL_S = 0.5     # redraw rate of the in-place bar
 
