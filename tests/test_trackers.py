@@ -56,16 +56,17 @@ def test_wandb_offline_writes_run_files_per_trial(tmp_path, monkeypatch):
             ray.shutdown()
     assert not results.errors
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2, list((tmp_path).rglob("*"))[:20]
-    seen = {}
-    for run in runs:
-        assert list(run.glob("run-*.wandb"))  # the run's record log, for `wandb sync`
-        config = yaml.safe_load((run / "files" / "config.yaml").read_text())
-        summary = json.loads((run / "files" / "wandb-summary.json").read_text())
-        lr = config["lr"]["value"]
-        seen[lr] = summary
-        assert summary["training_iteration"] == 3 and summary["val_acc"] == pytest.approx(3 * lr)
-    assert sorted(seen) == [0.1, 0.2]
+    assert len(runs) == 2, sorted(p.name for p in (tmp_path / "wandb").iterdir())
+    for trial in results:
+        # The run's record log (what `wandb sync` uploads): protobuf records whose history items
+        # carry each metric as JSON text, so every epoch's val_acc is there verbatim.
+        tid = trial.metrics["trial_id"]
+        (run,) = (tmp_path / "wandb").glob(f"offline-run-*-{tid}")
+        records = (run / f"run-{tid}.wandb").read_bytes()
+        lr = trial.config["lr"]
+        for epoch in (1, 2, 3):
+            assert json.dumps(lr * epoch).encode() in records, (run.name, epoch)
+        assert b"val_acc" in records and b"training_iteration" in records
 
 
 def test_tracker_without_its_package_is_a_one_line_usage_error(tmp_path, monkeypatch, capsys):
