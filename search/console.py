@@ -122,7 +122,7 @@ class StageProgress(ProgressReporter):
         self._initial = 0          # epochs trained before this session (a resumed stage)
         self._last_draw = 0.0
         self._last_counts: dict[str, int] = {}
-        self._last_shown: tuple[int, str] | None = None
+        self._last_shown: tuple[int, int, str] | None = None
         self._first: tuple[float, int] | None = None  # (time, epochs) at the first epoch seen
         self._reported_errors: set[str] = set()
 
@@ -168,13 +168,13 @@ class StageProgress(ProgressReporter):
             self._initial = epochs
         text = describe(trials, self.num_samples, self.max_epochs)
         self._report_errors(trials)
-        if done and not self._tty() and (epochs, text) == self._last_shown:
-            return  # Tune's closing report after the last step: nothing new to say
-        self._last_shown = (epochs, text)
         # The plan is an estimate: the bar ends full when the stage did (diverged trials and
         # a cap not reached spend less; retried epochs more).
         total = epochs if done and counts(trials, self.max_epochs)["ended"] == len(trials) else \
             max(self.planned, epochs)
+        if done and not self._tty() and (epochs, total, text) == self._last_shown:
+            return  # Tune's closing report after the last step: nothing new to say
+        self._last_shown = (epochs, total, text)
         fmt = bar_format(text, self._time_left(epochs, total))
         if self._tty():
             self._draw_bar(epochs, total, fmt, done)
