@@ -2,10 +2,14 @@
 
     python analysis/importance.py kdtune_results/<name> [--out DIR]
 
-The distill trials are rebuilt as a finished Optuna study (params = the sampled alpha, T,
-lr, weight_decay, depth, width (and model when several families were searched), value =
-the trial's best val_acc), and `optuna.importance.get_param_importances` (fANOVA, seeded)
-ranks them. Dimensions pinned in the search are left out. Writes importance.md / .csv,
+The distill stage's own Optuna study (<experiment>/distill/optuna.db) is read, and its
+COMPLETE trials (value = the val_acc the search told Optuna; pruned, failed and running ones
+left out, and counted) are ranked by `optuna.importance.get_param_importances` (fANOVA,
+seeded) over the sampled alpha, T, lr, weight_decay, depth, width (and model when several
+families were searched), each on one range spanning what was sampled (kdtune's depth range
+depends on the family, which fANOVA cannot take as it is). Dimensions pinned in the search
+are left out. An experiment without a study file falls back to the trials' result rows
+(value = best val_acc). Writes importance.md / .csv,
 importance.png (bar chart) and importance_alpha_T.png (val_acc vs alpha and vs T, the
 baseline students at alpha = 0 for reference) to <experiment>/analysis/.
 """
@@ -28,6 +32,7 @@ from analysis.cli import make_parser, parse  # noqa: E402
 from analysis.experiment import Experiment  # noqa: E402
 from analysis.report import fmt_float, markdown_table, notes_block, save_figure, write_text  # noqa: E402
 from search.spaces import FLOAT_DIMS  # noqa: E402  (which dimensions are sampled on a log scale)
+from search.study import load_study  # noqa: E402
 from trainables.reporting import METRIC, MODE  # noqa: E402
 
 PARAMS = ("alpha", "temperature", "lr", "weight_decay", "depth", "width")
@@ -65,6 +70,25 @@ def build_study(trials: pd.DataFrame) -> optuna.Study:
     return study
 
 
+def study_trials(exp: Experiment) -> tuple[pd.DataFrame, str] | None:
+    """The distill study's COMPLETE trials as rows (params, model, val_acc) and a line saying
+    how many trials of which state it holds; None when the experiment has no study file."""
+    try:
+        study = load_study(exp.path / "distill", "distill")
+    except ValueError:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    rows = [{**{k: t.params.get(k) for k in PARAMS}, "model": t.params.get("model"), METRIC: t.values[0]}
+            for t in complete]
+    states = pd.Series([t.state.name.lower() for t in trials]).value_counts()
+    warm = sum("warm_start_from" in t.user_attrs for t in complete)
+    said = (f"the distill study's {len(complete)} COMPLETE trials of {len(trials)} "
+            f"({', '.join(f'{n} {s}' for s, n in states.items())}"
+            + (f"; {warm} of them copied by --warm-start" if warm else "") + f"; value = the {METRIC} told to Optuna)")
+    return pd.DataFrame(rows, columns=[*PARAMS, "model", METRIC]), said
+
+
 def importances(study: optuna.Study) -> dict[str, float]:
     # Seeded so the same experiment gives the same numbers on every run.
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
@@ -79,7 +103,7 @@ def plot_bars(exp: Experiment, imp: dict[str, float], n: int) -> plt.Figure:
     ax.set_xlim(0, max(1e-9, max(imp.values())) * 1.2)
     ax.set_xlabel(f"fANOVA importance (share of the variance of best {METRIC})")
     ax.set_ylabel("hyperparameter")
-    ax.set_title(f"{exp.dataset.get('name', '?')}: hyperparameter importance over {n} distillation trials\n"
+    ax.set_title(f"{exp.dataset.get('name', '?')}: hyperparameter importance, {n} complete distill trials\n"
                  f"({exp.path.name})", fontsize=11)
     ax.grid(True, axis="x", alpha=0.25)
     return fig
@@ -118,11 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     base = trials[(trials["stage"] == "baseline") & trials[METRIC].notna()]
     lines = [f"# Hyperparameter importance: {exp.title}", ""]
     table = pd.DataFrame(columns=["param", "importance", "low", "high", "varied"])
-    if len(kd) < MIN_TRIALS:
-        exp.note(f"importance needs at least {MIN_TRIALS} complete distill trials, found {len(kd)}: "
-                 "no importance computed")
+    from_study = study_trials(exp)
+    if from_study is None:
+        scored, source = kd, f"{len(kd)} distill trials' result rows (value = best {METRIC}; no Optuna study file)"
     else:
-        study = build_study(kd)
+        scored, source = from_study
+    if len(scored) < MIN_TRIALS:
+        exp.note(f"importance needs at least {MIN_TRIALS} complete distill trials, found {len(scored)} "
+                 f"in {source}: no importance computed")
+    else:
+        study = build_study(scored)
         dists = study.trials[0].distributions
         imp = importances(study) if dists else {}
         pinned = [p for p in PARAMS if p not in dists]
@@ -131,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += [{"param": p, "importance": math.nan, "low": kd[p].min(), "high": kd[p].max(), "varied": False}
                  for p in pinned if p in kd]
         table = pd.DataFrame(rows, columns=table.columns)
-        lines += [f"fANOVA over {len(kd)} complete distill trials (value = best {METRIC}); "
-                  f"pinned or unvaried (left out): {', '.join(pinned) or 'none'}.", ""]
+        lines += [f"fANOVA over {source}; pinned or unvaried (left out): {', '.join(pinned) or 'none'}.", ""]
+        print(f"importance: fANOVA over {source}")
         if imp:
-            save_figure(plot_bars(exp, imp, len(kd)), exp.output("importance.png"))
+            save_figure(plot_bars(exp, imp, len(scored)), exp.output("importance.png"))
     lines += [notes_block(exp.notes), markdown_table(table, {"importance": fmt_float, "low": fmt_float,
                                                              "high": fmt_float}), ""]
     if len(kd):

@@ -13,6 +13,7 @@ from search import spaces
 from search.arg_types import non_negative_float, positive_int
 from search.preset_loader import list_presets, load_preset
 from search.spec import OBJECTIVES, SearchSpec, build_spec, parse_views
+from search.trackers import TRACKERS
 
 EPILOG = """examples:
   python search/run_kd_search.py                       # quick offline search on digits
@@ -119,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "default: $RAY_ADDRESS, else a private local Ray)")
     o.add_argument("--max-failures", type=int, help="retries of a crashed trial from its last checkpoint")
     o.add_argument("--smoke-test", action="store_true", default=None, help="seconds-long run of all stages")
+    o.add_argument("--verbose", action="store_true", default=None,
+                   help="print Ray Tune's own status tables and logs instead of one progress line per stage")
+    o.add_argument("--tracker", choices=TRACKERS, help="also log every trial to MLflow or Weights & Biases "
+                                                       "(needs the extra: pip install -e '.[mlflow]')")
+    o.add_argument("--warm-start", metavar="EXPERIMENT",
+                   help="seed each search stage's sampler with the finished trials of that stage of "
+                        "EXPERIMENT (a finished kdtune run over the same search space)")
     return p
 
 

@@ -11,20 +11,25 @@ re-trained) and continues an interrupted stage through `Tuner.restore`.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 from ray import tune
 
 from datasets import DatasetBundle
-from search import spaces, sweep
+from search import study, sweep
+from search.console import StageProgress, console_settings, planned_epochs
 from search.manifest import Manifest
 from search.spec import SearchSpec
 from search.stages import Stage, asha, best_of, optuna_search, pareto_set, run_stage, stage_finished, trial_rows
+from search.trackers import tracker_callbacks
+from search.warm_start import seed_study
 from search.summary import write_summary
 from search.teacher_cache import build_cache
 from trainables.distill import distill_student
@@ -43,15 +48,20 @@ def start_ray(spec: SearchSpec) -> bool:
         return False
     # A checkpoint every epoch is the point (exact resume); Ray's warning about it is noise.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    console_settings(spec.verbose)
+    # Without --verbose the trials' own stdout/stderr (checkpoint-restore notes, library
+    # chatter) stays in Ray's worker logs; a trial that fails still shows its traceback, which
+    # Tune logs in the driver, and its error.txt.
+    quiet = {} if spec.verbose else {"logging_level": logging.WARNING}
     if spec.address:
-        ray.init(address=spec.address, log_to_driver=True)
+        ray.init(address=spec.address, log_to_driver=spec.verbose, **quiet)
     else:
         # A local run needs no cluster token (every ray.init writes ~/.ray/auth_token otherwise;
         # docs/architecture.md, Ray touch points).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # A private instance: a bare ray.init() would join any head started on this machine
         # (`ray start --head`, someone else's) and die when that cluster is stopped.
-        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", include_dashboard=False, log_to_driver=spec.verbose, **quiet)
     # ray.init replaces the driver's SIGTERM handler (sys.exit(15), or kill every Ray process
     # and exit 1): put the graceful Ctrl-C path back, so SIGTERM saves state and exits 130.
     graceful_sigterm()
@@ -64,9 +74,14 @@ def graceful_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
-def _stage_kwargs(spec: SearchSpec, experiment_dir: Path) -> dict[str, Any]:
+def _stage_kwargs(spec: SearchSpec, experiment_dir: Path, name: str, samples: int, max_epochs: int,
+                  scheduler: Any = None) -> dict[str, Any]:
+    """What every stage shares: resources, retries, its progress line and tracker callbacks."""
+    planned = planned_epochs(samples, max_epochs, getattr(scheduler, "milestones", None),
+                             getattr(scheduler, "caps", None))
     return {"experiment_dir": experiment_dir, "cpus": spec.cpus_per_trial, "gpus": spec.gpus_per_trial,
-            "max_failures": spec.max_failures}
+            "max_failures": spec.max_failures, "progress": StageProgress(name, samples, max_epochs, planned),
+            "callbacks": tracker_callbacks(spec.tracker, experiment_dir, name)}
 
 
 def _finish(manifest: Manifest, stage: Stage, results, expected: int,
@@ -93,8 +108,10 @@ def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -
         path = str(Path(spec.teacher_checkpoint).resolve())
         manifest.mark("teacher", "done", best_checkpoint=path, source="--teacher-checkpoint")
         return path
+    config = spec.teacher_config()
     stage = Stage(name="teacher", trainable=tune.with_parameters(train_teacher, data=bundle),
-                  num_samples=1, param_space=spec.teacher_config(), **_stage_kwargs(spec, manifest.dir))
+                  num_samples=1, param_space=config,
+                  **_stage_kwargs(spec, manifest.dir, "teacher", 1, int(config.get("epochs", 1))))
     manifest.mark("teacher", "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)
     return _finish(manifest, stage, results, expected=1)["best_checkpoint"]
@@ -125,10 +142,10 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
         return manifest.stage(name)
     distill = name != "baseline"  # (an online run distils without a teacher checkpoint)
     samples = spec.num_samples if distill else spec.baseline_samples
-    constants = spec.student_constants(teacher_checkpoint, distill=distill)
-    define = spaces.make_space(spec.space, spec.students, constants, distill=distill, architecture=architecture)
+    define = study.stage_space(spec, name, teacher_checkpoint, architecture)
     searcher = optuna_search(define, seed=spec.seed + SEED_OFFSET[name], objective=spec.objective,
-                             max_concurrent=spec.max_concurrent, max_epochs=spec.max_epochs)
+                             max_concurrent=spec.max_concurrent, max_epochs=spec.max_epochs,
+                             storage=stage_storage(spec, manifest.dir, name), study_name=study.study_name(name))
     params = {"data": bundle}
     if distill and logits is not None:
         params["teacher_logits"] = logits
@@ -136,11 +153,31 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
                      objective=spec.objective)
     stage = Stage(name=name, trainable=tune.with_parameters(distill_student, **params), num_samples=samples,
                   search_alg=searcher, scheduler=scheduler,
-                  **_stage_kwargs(spec, manifest.dir))
+                  **_stage_kwargs(spec, manifest.dir, name, samples, spec.max_epochs, scheduler))
     manifest.mark(name, "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)
     return _finish(manifest, stage, results, expected=samples, max_epochs=spec.max_epochs,
                    pareto=spec.objective == "pareto")
+
+
+def stage_storage(spec: SearchSpec, experiment_dir: Path, name: str):
+    """The stage's Optuna storage (search/study.py), seeded by --warm-start when the stage is new.
+
+    A stage that starts afresh (new run, or interrupted before Tune saved its state, so there
+    is nothing to restore) starts a fresh study too: trials an earlier attempt asked for would
+    otherwise stay in it, RUNNING forever. A restored stage keeps its study as it is.
+    """
+    stage_dir = experiment_dir / name
+    fresh = not (spec.resume and tune.Tuner.can_restore(str(stage_dir)))
+    if fresh:
+        study.study_path(stage_dir).unlink(missing_ok=True)
+    storage = study.open_storage(stage_dir)
+    if fresh and spec.warm_start:
+        new = optuna.create_study(storage=storage, study_name=study.study_name(name),
+                                  directions=study.study_directions(spec.objective))
+        copied = seed_study(new, Path(spec.warm_start), name)
+        print(f"kdtune: {name}: sampler warm-started with {copied} trials of {spec.warm_start}", flush=True)
+    return storage
 
 
 def sweep_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
@@ -152,8 +189,10 @@ def sweep_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
     if logits is not None:
         params["teacher_logits"] = logits
     constants = spec.student_constants(teacher_checkpoint)
+    points = len(sweep.sweep_points(spec.sweep))
     stage = Stage(name="sweep", trainable=tune.with_parameters(sweep.sweep_trial, **params), num_samples=1,
-                  param_space=sweep.param_space(spec.sweep, constants), **_stage_kwargs(spec, manifest.dir))
+                  param_space=sweep.param_space(spec.sweep, constants),
+                  **_stage_kwargs(spec, manifest.dir, "sweep", points, spec.max_epochs))
     manifest.mark("sweep", "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)
     _finish(manifest, stage, results, expected=len(sweep.sweep_points(spec.sweep)))

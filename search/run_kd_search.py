@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"kdtune: experiment {spec.experiment_dir} ({'resuming' if spec.resume else 'new'}; "
           f"dataset {spec.dataset}: {len(bundle.train)} train / {len(bundle.val)} val images)", flush=True)
+    print(f"kdtune: stages {' -> '.join(spec.planned_stages())}; up to {spec.max_epochs} epochs a trial, "
+          f"{spec.max_concurrent} at once" + ("" if spec.verbose else "; --verbose shows Ray's own tables"),
+          flush=True)
     try:
         run(spec, bundle)
     except (Interrupted, KeyboardInterrupt) as exc:

@@ -54,6 +54,9 @@ class SearchSpec:
     address: str | None = None
     max_failures: int = 2
     smoke_test: bool = False
+    tracker: str | None = None                               # mlflow | wandb (search/trackers.py)
+    warm_start: str | None = None                            # a finished experiment seeding the samplers
+    verbose: bool = False                                    # Ray's own tables instead of progress lines
 
     # ---- derived -------------------------------------------------------------------------
     @property
@@ -215,6 +218,9 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "address": given.get("address") or os.environ.get("RAY_ADDRESS") or None,
         "max_failures": given.get("max_failures", 2),
         "smoke_test": bool(given.get("smoke_test", False)),
+        "tracker": given.get("tracker"),
+        "warm_start": str(Path(given["warm_start"]).expanduser().resolve()) if given.get("warm_start") else None,
+        "verbose": bool(given.get("verbose", False)),
     }
     for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "reduction_factor",
                 "max_concurrent", "objective"):

@@ -5,7 +5,7 @@ configuration (storage, checkpoints, failure retries) and the completeness check
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +36,8 @@ class Stage:
     param_space: dict[str, Any] | None = None  # fixed config (teacher); None when searched
     search_alg: Any = None
     scheduler: Any = None
+    progress: Any = None  # the stage's progress line (search/console.py StageProgress)
+    callbacks: list = field(default_factory=list)  # extra Tune callbacks (experiment trackers)
 
     @property
     def path(self) -> Path:
@@ -43,9 +45,12 @@ class Stage:
 
 
 def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concurrent: int,
-                  max_epochs: int) -> PauseAwareLimiter:
+                  max_epochs: int, storage: optuna.storages.BaseStorage | None = None,
+                  study_name: str | None = None) -> PauseAwareLimiter:
     """Seeded TPE over a define-by-run space; `pareto` makes it multi-objective. Trials shorter
     than max_epochs reach Optuna as PRUNED (search/fidelity.py).
+
+    `storage` / `study_name`: where the study lives (search/study.py: SQLite in the stage folder).
 
     No metric goes into TuneConfig: with one there, Ray silently makes the study single-objective
     (docs/architecture.md, Ray touch points). Multi-objective studies use Optuna's default multi-objective TPE.
@@ -53,10 +58,11 @@ def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concur
     sampler = optuna.samplers.TPESampler(seed=seed)
     if objective == "pareto":
         searcher = FidelityOptunaSearch(space=define_by_run, metric=[METRIC, "params"], mode=[MODE, "min"],
-                                        sampler=sampler, max_epochs=max_epochs)
+                                        sampler=sampler, max_epochs=max_epochs, storage=storage,
+                                        study_name=study_name)
     else:
         searcher = FidelityOptunaSearch(space=define_by_run, metric=METRIC, mode=MODE, sampler=sampler,
-                                        max_epochs=max_epochs)
+                                        max_epochs=max_epochs, storage=storage, study_name=study_name)
     return PauseAwareLimiter(searcher, max_concurrent=max_concurrent)
 
 
@@ -91,9 +97,12 @@ def run_stage(stage: Stage, resume: bool) -> ResultGrid:
                                         num_samples=stage.num_samples, reuse_actors=True,
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
-                name=stage.name, storage_path=str(stage.experiment_dir), verbose=1,
+                name=stage.name, storage_path=str(stage.experiment_dir),
+                # verbose 1 with a reporter: the stage's progress line, or Ray's own tables
+                # under --verbose (search/console.py console_settings chooses per session).
+                verbose=1, progress_reporter=stage.progress,
                 # Result files never run ahead of the checkpoint a resume continues from.
-                callbacks=checkpoint_consistent_loggers(),
+                callbacks=checkpoint_consistent_loggers() + list(stage.callbacks),
                 failure_config=tune.FailureConfig(max_failures=stage.max_failures),
                 # Keep the best epoch's checkpoint; Ray always keeps the latest too (for resume).
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,

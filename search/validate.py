@@ -18,6 +18,9 @@ from datasets import DatasetBundle
 from search import spaces, sweep
 from search.manifest import MANIFEST_NAME, Manifest, latest_experiment
 from search.spec import OBJECTIVES, SearchSpec
+from search.study import search_spaces, study_directions
+from search.trackers import check_tracker
+from search.warm_start import check_same_space
 from trainables.checkpoint import check_compatible, load_payload
 from trainables.config import DistillConfig, TeacherConfig
 
@@ -37,9 +40,15 @@ def resolve_resume(spec: SearchSpec, name_given: bool) -> SearchSpec:
     except ValueError as exc:
         raise UsageError(f"cannot resume: {exc}; pass --name of an existing run under {storage}")
     stored = SearchSpec.from_dict(manifest.data["spec"])
+    for key, flag in (("tracker", "--tracker"), ("warm_start", "--warm-start")):
+        given = getattr(spec, key)
+        if given is not None and given != getattr(stored, key):
+            raise UsageError(f"cannot resume with {flag} {given}: the run was started with "
+                             f"{getattr(stored, key) or 'none'}, and a resume continues it unchanged")
+    # The console is this session's choice (--verbose), like the cluster to run on.
     return SearchSpec.from_dict({**stored.to_dict(), "resume": True, "storage_path": str(storage),
                                  "name": experiment.name, "address": spec.address,
-                                 "max_failures": spec.max_failures})
+                                 "max_failures": spec.max_failures, "verbose": spec.verbose})
 
 
 def _check_numbers(spec: SearchSpec) -> None:
@@ -137,6 +146,28 @@ def _check_sweep(spec: SearchSpec) -> None:
         TeacherConfig.from_dict(spec.teacher_config())
 
 
+def _check_tracker(spec: SearchSpec) -> None:
+    try:
+        check_tracker(spec.tracker)
+    except ValueError as exc:
+        raise UsageError(str(exc))
+
+
+def _check_warm_start(spec: SearchSpec) -> None:
+    """The source is a kdtune run whose search stages searched this run's spaces."""
+    if not spec.warm_start or spec.resume:  # a resume continues studies already seeded
+        return
+    source = Path(spec.warm_start)
+    if spec.sweep:
+        raise UsageError("--warm-start seeds a search's sampler; this preset runs a grid sweep")
+    try:
+        Manifest.load(source)
+        for stage, define in search_spaces(spec).items():
+            check_same_space(source, stage, define, study_directions(spec.objective))
+    except ValueError as exc:
+        raise UsageError(f"--warm-start: {str(exc).splitlines()[0]}")
+
+
 def _check_storage(spec: SearchSpec) -> None:
     storage = Path(spec.storage_path).expanduser().resolve()
     probe = storage
@@ -187,6 +218,8 @@ def preflight(spec: SearchSpec, name_given: bool = True) -> tuple[SearchSpec, Da
         spec = resolve_resume(spec, name_given)
     _check_numbers(spec)
     _check_configs(spec)  # model names and value ranges, through the trainables' own configs
+    _check_tracker(spec)
+    _check_warm_start(spec)
     _check_storage(spec)
     bundle = _load_data(spec)
     spec = _resolve_views(spec, bundle)

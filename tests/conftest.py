@@ -43,7 +43,11 @@ def small_search(tmp_path_factory):
     """One small finished search on digits (real CLI, in-process), shared by the end-to-end and
     analysis tests: teacher 3 epochs, 3 baselines, 6 distillation trials under ASHA (grace 1,
     rf 3, 4 epochs at most, so it has rungs to cut at), per-layer gradient norms on (for
-    learning_curves' second plot). Tests read the budget back from manifest.json's spec."""
+    learning_curves' second plot), every trial logged to MLflow (`--tracker mlflow`, a SQLite store
+    in <experiment>/mlflow.db). Tests read the budget back from manifest.json's spec; what the run
+    printed on stdout (captured: not a terminal) is in <experiment>.console.txt."""
+    import contextlib
+
     import yaml
 
     from search.preset_loader import PRESET_DIR
@@ -53,9 +57,11 @@ def small_search(tmp_path_factory):
     preset = yaml.safe_load((PRESET_DIR / "digits.yaml").read_text())
     preset["train"]["track_grad_norms"] = True
     (tmp / "digits_grads.yaml").write_text(yaml.safe_dump(preset))
-    code = main(["--num-samples", "6", "--baseline-samples", "3", "--max-epochs", "4", "--grace-period", "1",
-                 "--reduction-factor", "3", "--teacher-epochs", "3", "--max-concurrent", "2",
-                 "--width", "16:64", "--depth", "1:2", "--preset", str(tmp / "digits_grads.yaml"),
-                 "--storage-path", str(tmp), "--name", "small"])
-    assert code == 0
+    console = tmp / "small.console.txt"
+    with open(console, "w", buffering=1) as out, contextlib.redirect_stdout(out):  # a file: no terminal
+        code = main(["--num-samples", "6", "--baseline-samples", "3", "--max-epochs", "4", "--grace-period", "1",
+                     "--reduction-factor", "3", "--teacher-epochs", "3", "--max-concurrent", "2",
+                     "--width", "16:64", "--depth", "1:2", "--preset", str(tmp / "digits_grads.yaml"),
+                     "--storage-path", str(tmp), "--name", "small", "--tracker", "mlflow"])
+    assert code == 0, console.read_text()[-3000:]
     return tmp / "small"

@@ -83,6 +83,10 @@ CASES = [
     ("views-without-augmentation", lambda t: ["--augment-views", "4"], "digits is not augmented"),
     ("online-views-without-augmentation", lambda t: ["--augment-views", "online"], "digits is not augmented"),
     ("negative-views", lambda t: ["--augment-views", "-2"], "or 0 / online for the online teacher"),
+    ("unknown-tracker", lambda t: ["--tracker", "neptune"], "invalid choice: 'neptune'"),
+    ("warm-start-not-a-run", lambda t: ["--warm-start", str(t)], "holds no kdtune run"),
+    ("warm-start-a-sweep", lambda t: ["--warm-start", str(t), "--preset", "mlp_depth_sweep",
+                                      "--dataset", "digits"], "runs a grid sweep"),
 ]
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import optuna
 import pytest
 import ray
 import torch
@@ -299,6 +300,11 @@ def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_pa
         _assert_continuous(trial, epochs)
         if trial.name in finished:
             assert _rows(trial) == finished[trial.name], f"finished trial {trial.name} was run again"
+    # The Optuna study on disk continued too: one trial per Ray trial, none left RUNNING, no
+    # duplicate from the session that was interrupted.
+    study = optuna.load_study(study_name="kdtune-distill", storage=f"sqlite:///{exp / 'distill' / 'optuna.db'}")
+    assert len(study.trials) == samples, [t.state for t in study.trials]
+    assert all(t.state.is_finished() for t in study.trials), [t.state for t in study.trials]
 
 
 # ---- numerical faults ------------------------------------------------------------------------
