@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from search import spaces
+from search.flag_rules import check_flags
 from search.preset_loader import list_presets, load_preset
 from search.spec import OBJECTIVES, SearchSpec, build_spec
 
@@ -19,7 +20,8 @@ EPILOG = """examples:
   python search/run_kd_search.py --dataset cifar10 --gpus-per-trial 0.25 --max-concurrent 4
   python search/run_kd_search.py --alpha 0.5 --temperature 2:8 --depth 1:2
   python search/run_kd_search.py --resume --name digits-20261122-101500
-dimensions (--alpha --temperature --lr --depth --width): one value pins it, LO:HI bounds it."""
+dimensions (--alpha --temperature --lr --depth --width): one value pins it, LO:HI bounds it;
+  --depth/--width also take one setting per student family: --depth mlp=1:3,cifar_resnet=8:20"""
 
 
 def _positive_int(text: str) -> int:
@@ -39,6 +41,13 @@ def _non_negative_float(text: str) -> float:
 def _dim(text: str):
     try:
         return spaces.parse_dim(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def _size_dim(text: str):
+    try:
+        return spaces.parse_size_dim(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc))
 
@@ -83,8 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(e.g. resnet56,resnet32,resnet20 or mlp:2:512,mlp:2:128,mlp:1:32)")
     s = p.add_argument_group("search space (one value pins, LO:HI bounds)")
     for name, what in (("alpha", "KD weight in [0,1]"), ("temperature", "softmax temperature T > 0"),
-                       ("lr", "learning rate"), ("depth", "student depth"), ("width", "student width")):
+                       ("lr", "learning rate")):
         s.add_argument(f"--{name}", type=_dim, help=what)
+    for name in ("depth", "width"):
+        s.add_argument(f"--{name}", type=_size_dim, help=f"student {name}, for every family or per family: "
+                                                         f"FAMILY=LO:HI,... (e.g. mlp=1:3,cifar_resnet=8:20)")
     r = p.add_argument_group("search budget and resources")
     r.add_argument("--num-samples", type=_positive_int, help="distillation trials")
     r.add_argument("--baseline-samples", type=_positive_int, help="undistilled baseline trials")
@@ -100,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "filesystem path for multi-node runs)")
     o.add_argument("--name", help="experiment name (default <preset>-<date>-<time>)")
     o.add_argument("--resume", action="store_true", default=None,
-                   help="continue an interrupted run (--name, or the latest in --storage-path)")
+                   help="continue an interrupted run (--name, or the latest in --storage-path) exactly "
+                        "as it was started: only --name, --storage-path, --address and --max-failures "
+                        "may go with it; a flag that would change the search is refused")
     o.add_argument("--address", help="connect to a running Ray cluster (auto, host:port or ray://host:port; "
                                      "default: $RAY_ADDRESS, else a private local Ray)")
     o.add_argument("--max-failures", type=int, help="retries of a crashed trial from its last checkpoint")
@@ -118,4 +132,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SearchSpec, argparse.
     preset_name = args.preset or default_preset(args.dataset)
     preset = load_preset(preset_name)
     flags = {k: v for k, v in vars(args).items() if k != "preset"}
-    return build_spec(preset, Path(preset_name).stem, flags), args
+    spec = build_spec(preset, Path(preset_name).stem, flags)
+    check_flags(args, spec)  # contradictory flags are refused, not ignored
+    return spec, args

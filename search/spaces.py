@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import optuna
 
+from search.errors import UsageError
+
 # Student families the search knows how to size; each model takes `depth` and `width`.
 # depth_step: cifar_resnet depth is 6n+2 (He et al. 2016), so it moves in steps of 6.
 FAMILIES: dict[str, dict[str, Any]] = {
@@ -48,6 +50,26 @@ def parse_dim(text: str) -> Dim:
     return _number(text)
 
 
+def parse_size_dim(text: str) -> Dim | dict[str, Dim]:
+    """Parse --depth/--width: one value or LO:HI for every family, or per family as
+    FAMILY=VALUE_OR_LO:HI,... ("mlp=1:3,cifar_resnet=8:20"): the families' scales differ
+    (an MLP's hidden layers, a CIFAR ResNet's 6n+2 layers), so one range rarely fits both."""
+    if "=" not in text:
+        return parse_dim(text)
+    out: dict[str, Dim] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        family, sep, value = part.partition("=")
+        family = family.strip()
+        if not sep or family not in FAMILIES:
+            raise ValueError(f"{part!r}: expected FAMILY=LO:HI with FAMILY one of {', '.join(FAMILIES)}")
+        if family in out:
+            raise ValueError(f"family {family!r} is given twice")
+        out[family] = parse_dim(value)
+    if not out:
+        raise ValueError(f"no FAMILY=LO:HI entry in {text!r}")
+    return out
+
+
 def _number(text: str) -> float | int:
     text = text.strip()
     try:
@@ -78,6 +100,11 @@ def check_space(space: Mapping[str, Any], students: Sequence[str]) -> None:
     for name, ((_lo, _hi), log) in FLOAT_DIMS.items():
         if name in space:
             _check_dim(name, space[name], log)
+    for name in SIZE_DIMS:
+        if isinstance(space.get(name), Mapping):
+            strangers = sorted(set(space[name]) - set(FAMILIES))
+            if strangers:
+                raise ValueError(f"{name}: unknown student family {strangers}; families: {sorted(FAMILIES)}")
     for name in SIZE_DIMS:
         for family in students:
             _check_dim(f"{name} ({family})", family_dim(space, name, family), log=True, integer=True)
@@ -112,7 +139,8 @@ def _depth_grid(family: str, lo: int, hi: int) -> tuple[int, int, int]:
     first = lo + (start - lo) % step
     last = hi - (hi - start) % step
     if first > last:
-        raise ValueError(f"depth range {lo}:{hi} holds no valid {family} depth (depth = {step}n+{start})")
+        raise ValueError(f"depth range {lo}:{hi} holds no valid {family} depth (depth = {step}n+{start}); "
+                         "give each family its own range, e.g. --depth mlp=1:3,cifar_resnet=8:20")
     return first, last, step
 
 
@@ -189,11 +217,11 @@ def parse_link(text: str) -> dict[str, Any]:
     """A chain link: a registry model ("resnet32") or a sized family ("mlp:2:128" = depth 2, width 128)."""
     name, *size = [part.strip() for part in str(text).split(":")]
     if len(size) not in (0, 2):
-        raise ValueError(f"chain link {text!r}: use a model name or FAMILY:DEPTH:WIDTH (e.g. mlp:2:128)")
+        raise UsageError(f"chain link {text!r}: use a model name or FAMILY:DEPTH:WIDTH (e.g. mlp:2:128)")
     link: dict[str, Any] = {"model": name}
     if size:
         try:
             link.update(depth=int(size[0]), width=int(size[1]))
         except ValueError:
-            raise ValueError(f"chain link {text!r}: depth and width must be whole numbers") from None
+            raise UsageError(f"chain link {text!r}: depth and width must be whole numbers") from None
     return link

@@ -152,7 +152,10 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         teacher.update(model=given["teacher"], model_kwargs=kwargs)
     for dim in ("alpha", "temperature", "lr", "depth", "width"):
         if dim in given:
-            space[dim] = given[dim]
+            value = given[dim]
+            if isinstance(value, Mapping) and isinstance(space.get(dim), Mapping):
+                value = {**space[dim], **value}  # per-family flags replace only the families they name
+            space[dim] = value
     if "teacher_epochs" in given:
         teacher["epochs"] = given["teacher_epochs"]
     if "teacher_weights" in given:
@@ -201,6 +204,12 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         # A preset's resources are defaults for a bigger machine: fit them to this one
         # (a trial asking more CPUs or GPUs than exist would wait forever).
         if "gpus_per_trial" not in given and not _local_gpus():
+            asked = values.get("gpus_per_trial") or 0
+            if asked and not values["resume"]:  # a resumed run re-reads its own spec
+                from search.errors import warn
+
+                warn(f"preset {preset_name} asks {asked:g} GPU per trial but this machine has none: "
+                     "trials run on the CPU (pass --address of a cluster with GPUs to use them)")
             values["gpus_per_trial"] = 0
         if "cpus_per_trial" not in given and "cpus_per_trial" in values:
             values["cpus_per_trial"] = min(values["cpus_per_trial"], os.cpu_count() or 1)

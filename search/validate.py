@@ -8,6 +8,8 @@ and handed to the pipeline, so it is decoded exactly once.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -15,14 +17,11 @@ import torch
 import datasets
 from datasets import DatasetBundle
 from search import spaces, sweep
+from search.errors import UsageError
 from search.manifest import MANIFEST_NAME, Manifest, latest_experiment
 from search.spec import OBJECTIVES, SearchSpec
 from trainables.checkpoint import check_compatible, load_payload
 from trainables.config import DistillConfig, TeacherConfig
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line, exit code 2, before any work starts."""
 
 
 def resolve_resume(spec: SearchSpec, name_given: bool) -> SearchSpec:
@@ -138,14 +137,38 @@ def _check_sweep(spec: SearchSpec) -> None:
 
 def _check_storage(spec: SearchSpec) -> None:
     storage = Path(spec.storage_path).expanduser().resolve()
-    probe = storage
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not _can_create_under(storage):
         raise UsageError(f"storage path {storage} is not writable; pass --storage-path to a folder you can write")
     if not spec.resume and (storage / spec.name / MANIFEST_NAME).exists():
         raise UsageError(f"experiment {storage / spec.name} already exists; pass --resume to continue it "
                          "or another --name")
+
+
+def _can_create_under(path: Path) -> bool:
+    """Can a folder with a file in it be made at `path`? Tried, not inferred, and undone.
+
+    Permission bits do not answer it: root passes os.access everywhere, a read-only mount
+    or a virtual filesystem (/proc, /sys) refuses writes whatever the bits say, and a path
+    running through a file has no folder to write in. So a probe folder is made in the
+    nearest existing ancestor, a file written in it, and both removed again.
+    """
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return False
+    try:
+        probe = tempfile.mkdtemp(prefix=".kdtune-write-probe-", dir=ancestor)
+    except OSError:
+        return False
+    try:
+        with open(os.path.join(probe, "probe"), "wb") as f:
+            f.write(b"kdtune")
+        return True
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
 
 
 def _load_data(spec: SearchSpec) -> DatasetBundle:

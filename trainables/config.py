@@ -61,6 +61,20 @@ def _choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
     return value
 
 
+def _check_model_kwargs(field_name: str, model: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse kwargs that model `model` does not take (a typo such as `dropuot` would
+    otherwise pass every check here and fail inside the trial that builds the model)."""
+    from models.registry import model_kwargs
+
+    accepted = set(model_kwargs(model))
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        hints = [h for key in unknown for h in difflib.get_close_matches(key, sorted(accepted), n=1)]
+        hint = f" (did you mean {', '.join(map(repr, hints))}?)" if hints else ""
+        raise ValueError(f"{field_name} {unknown} are not options of model {model!r}{hint}; "
+                         f"it accepts: {', '.join(sorted(accepted)) or 'no kwargs'}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Fields shared by every stage (teacher, baseline and distilled students)."""
@@ -160,6 +174,9 @@ class TrainConfig:
 
         _choice("model", self.model, list(models.list_models()))
         _choice("dataset", self.dataset, list(datasets.list_datasets()))
+        _check_model_kwargs("model_kwargs", self.model, dict(self.model_kwargs))
+        sizes = {k: v for k, v in (("depth", self.depth), ("width", self.width)) if v is not None}
+        _check_model_kwargs("depth/width", self.model, sizes)
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -264,11 +281,7 @@ class DistillConfig(TrainConfig):
         from models.registry import model_kwargs
 
         _choice("online_teacher", self.online_teacher, list(models.list_models()))
-        accepted = model_kwargs(self.online_teacher)
-        unknown = sorted(set(dict(self.online_teacher_kwargs)) - set(accepted))
-        if unknown:
-            raise ValueError(f"online_teacher_kwargs {unknown} are not options of model "
-                             f"{self.online_teacher!r}; it accepts: {sorted(accepted)}")
+        _check_model_kwargs("online_teacher_kwargs", self.online_teacher, dict(self.online_teacher_kwargs))
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
