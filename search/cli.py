@@ -72,8 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--preset", help=f"bundled preset ({', '.join(list_presets())}) or a .yaml path "
                                     "(default: the dataset's preset, else digits)")
     d.add_argument("--dataset", help="digits (offline default), mnist, fashion_mnist, cifar10, cifar100, image_folder")
-    d.add_argument("--data-dir", help="folder holding the dataset files (torchvision layout)")
-    d.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
+    d.add_argument("--data-dir", help="folder holding the dataset files (torchvision layout; for "
+                                      "image_folder, one sub-folder of images per class: required)")
+    d.add_argument("--image-size", type=_positive_int,
+                   help="image_folder: side length in pixels images are resized to (preset: 32)")
+    d.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
+                   help="fetch missing mnist / fashion_mnist / cifar10 / cifar100 files into --data-dir "
+                        "with torchvision's md5-checked downloader (default: on; --no-download for "
+                        "offline use: missing files are then an error)")
     d.add_argument("--subset", type=_positive_int, help="train on this many training images (quick runs)")
     d.add_argument("--val-fraction", type=float, help="share of the training set held out for validation")
     d.add_argument("--seed", type=int, help="seed for the data split, the samplers and the trials")

@@ -49,5 +49,10 @@ def check_flags(args: argparse.Namespace, spec: SearchSpec) -> None:
         ignored = [_flag(d) for d in given if d in TEACHER_TRAINING_FLAGS]
         if ignored:
             source = "--teacher-checkpoint" if args.teacher_checkpoint else "the preset's teacher_checkpoint"
-            raise UsageError(f"{', '.join(ignored)} configure a teacher that kdtune trains, but {source} "
+            raise UsageError(f"{', '.join(ignored)}: only for a teacher that kdtune trains, but {source} "
                              f"supplies a trained one ({spec.teacher_checkpoint}); drop one of them")
+    if spec.chain:
+        replaced = [_flag(d) for d in given if d in ("teacher", "teacher_weights")]
+        if replaced:
+            raise UsageError(f"{', '.join(replaced)}: the chain's first link is the teacher "
+                             f"({spec.chain[0]}); drop {', '.join(replaced)} or change the chain")

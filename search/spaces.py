@@ -18,10 +18,11 @@ import optuna
 from search.errors import UsageError
 
 # Student families the search knows how to size; each model takes `depth` and `width`.
-# depth_step: cifar_resnet depth is 6n+2 (He et al. 2016), so it moves in steps of 6.
+# depth_step: cifar_resnet depth is 6n+2 (He et al. 2016), so it moves in steps of 6;
+# depth_start: the smallest depth the family builds (cifar_resnet: n >= 1, so 8).
 FAMILIES: dict[str, dict[str, Any]] = {
     "mlp": {"depth": (1, 4), "width": (16, 1024), "depth_step": 1, "depth_start": 1},
-    "cifar_resnet": {"depth": (8, 56), "width": (8, 64), "depth_step": 6, "depth_start": 2},
+    "cifar_resnet": {"depth": (8, 56), "width": (8, 64), "depth_step": 6, "depth_start": 8},
 }
 # Continuous dimensions: (default range, sampled on a log scale?).
 FLOAT_DIMS: dict[str, tuple[tuple[float, float], bool]] = {
@@ -108,6 +109,9 @@ def check_space(space: Mapping[str, Any], students: Sequence[str]) -> None:
     for name in SIZE_DIMS:
         for family in students:
             _check_dim(f"{name} ({family})", family_dim(space, name, family), log=True, integer=True)
+    for family in students:  # a depth off the family's grid would fail only when sampled
+        lo, hi = _bounds(family_dim(space, "depth", family))
+        _depth_grid(family, int(lo), int(hi))
     for name, lo_ok, hi_ok in (("alpha", 0.0, 1.0),):
         lo, hi = _bounds(space.get(name, FLOAT_DIMS[name][0]))
         if lo < lo_ok or hi > hi_ok:
@@ -136,10 +140,11 @@ def _check_dim(name: str, value: Dim, log: bool, integer: bool = False) -> None:
 def _depth_grid(family: str, lo: int, hi: int) -> tuple[int, int, int]:
     """Snap a depth range onto the family's grid (cifar_resnet: 6n+2) -> (lo, hi, step)."""
     step, start = FAMILIES[family]["depth_step"], FAMILIES[family]["depth_start"]
-    first = lo + (start - lo) % step
+    first = max(lo, start)
+    first += (start - first) % step
     last = hi - (hi - start) % step
     if first > last:
-        raise ValueError(f"depth range {lo}:{hi} holds no valid {family} depth (depth = {step}n+{start}); "
+        raise ValueError(f"depth range {lo}:{hi} holds no valid {family} depth ({start}, {start + step}, ...); "
                          "give each family its own range, e.g. --depth mlp=1:3,cifar_resnet=8:20")
     return first, last, step
 

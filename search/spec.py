@@ -25,7 +25,8 @@ class SearchSpec:
     preset: str
     dataset: str
     data_dir: str | None = None
-    download: bool = False
+    image_size: int | None = None                            # image_folder: side images are resized to
+    download: bool = True                                    # fetch missing torchvision files
     val_fraction: float = 0.1
     seed: int = 0
     subset: int | None = None
@@ -60,8 +61,11 @@ class SearchSpec:
 
     def data_fields(self) -> dict[str, Any]:
         """Config keys naming the data, identical for every stage."""
-        return {"dataset": self.dataset, "data_dir": self.data_dir, "val_fraction": self.val_fraction,
-                "seed": self.seed, "subset": self.subset}
+        fields = {"dataset": self.dataset, "data_dir": self.data_dir, "val_fraction": self.val_fraction,
+                  "seed": self.seed, "subset": self.subset}
+        if self.image_size is not None:
+            fields["image_size"] = self.image_size
+        return fields
 
     def teacher_config(self) -> dict[str, Any]:
         """The config dict of the teacher trial (TeacherConfig keys)."""
@@ -174,7 +178,8 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "preset": preset_name,
         "dataset": given.get("dataset", preset.get("dataset", "digits")),
         "data_dir": given.get("data_dir", preset.get("data_dir")),
-        "download": bool(given.get("download", False)),
+        "image_size": given.get("image_size", preset.get("image_size")),
+        "download": bool(given.get("download", True)),
         "val_fraction": given.get("val_fraction", preset.get("val_fraction", 0.1)),
         "seed": given.get("seed", preset.get("seed", 0)),
         "subset": given.get("subset", preset.get("subset")),

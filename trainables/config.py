@@ -85,6 +85,7 @@ class TrainConfig:
     download: bool = False
     val_fraction: float = 0.1
     subset: int | None = None  # keep only this many training images (quick runs)
+    image_size: int | None = None  # image_folder: side length images are resized to (pixels)
     seed: int = 0
     # Augmented datasets: cycle through this many fixed augmented views per image instead of
     # a fresh one every epoch, so a frozen teacher's logits can be cached per view (FKD,
@@ -121,6 +122,7 @@ class TrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         set_("subset", _int("subset", self.subset, 1, optional=True))
+        set_("image_size", _int("image_size", self.image_size, 1, optional=True))
         set_("seed", _int("seed", self.seed, 0))
         set_("augment_views", _int("augment_views", self.augment_views, 1, optional=True))
         set_("depth", _int("depth", self.depth, 1, optional=True))
