@@ -2,8 +2,10 @@
 
 Each failure is a `UsageError` whose message says what is wrong and how to fix it; the CLI
 prints it as one line and exits with code 2. Nothing is written to the storage path until
-every check passed. The dataset is decoded here (a truncated file fails now, not in a trial)
-and handed to the pipeline, so it is decoded exactly once.
+every check passed (its writability is probed with a folder made and removed again); the
+data folder receives only the missing files of a download (datasets/download.py). The
+dataset is decoded here (a truncated file fails now, not in a trial) and handed to the
+pipeline, so it is decoded exactly once.
 """
 from __future__ import annotations
 
