@@ -12,12 +12,12 @@ seed (kdtune, random, kdtune, random, ...):
   - ray-asha (reference, --ray-asha): the same TPE with Ray's own ASHAScheduler on the same
     rungs, which kdtune used before search/asha.py.
 Measured: epochs consumed (sum of training_iteration over trials), wall time, best val_acc.
-Target (issue 7): kdtune within 0.5 points of the random search's best val_acc for <= 1/3
+Target: kdtune within 0.5 points of the random search's best val_acc for <= 1/3
 of its epochs.
 
     python benchmarks/bench_search_efficiency.py                       # digits, ~2.5 min
     python benchmarks/bench_search_efficiency.py --seeds 0 1 2 --ray-asha   # median over seeds
-    python benchmarks/bench_search_efficiency.py --dataset mnist --data-dir /work/shared/data \\
+    python benchmarks/bench_search_efficiency.py --dataset mnist --data-dir ../shared/data \\
         --subset 10000 --num-samples 16 --teacher-checkpoint path/checkpoint.pt
 """
 from __future__ import annotations

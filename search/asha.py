@@ -3,8 +3,8 @@
 Why not Ray's `ASHAScheduler`: it decides a trial's fate the moment the trial reaches a rung,
 from the values recorded there *before* it. The first trial to reach a rung always goes on
 (no cutoff yet), and nothing caps how many trials a rung passes on. On digits, with TPE
-proposing ever better configs, it ran 0.50x the epochs of full-length random search (issue 7;
-a chance-level first trial ran all 18 epochs) where successive halving would run ~0.25x.
+proposing ever better configs, it ran 0.50x the epochs of full-length random search (a
+chance-level first trial ran all 18 epochs; benchmarks/bench_search_efficiency.py) where successive halving would run ~0.25x.
 
 This scheduler keeps the paper's rule instead: a rung holding n trials promotes at most
 floor(n / eta) of them, the best ones, and a trial that cannot be promoted yet is PAUSED

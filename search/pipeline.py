@@ -44,7 +44,8 @@ def start_ray(spec: SearchSpec) -> bool:
     if spec.address:
         ray.init(address=spec.address, log_to_driver=True)
     else:
-        # A local run needs no cluster token (STACK_NOTES: every ray.init writes ~/.ray/auth_token).
+        # A local run needs no cluster token (every ray.init writes ~/.ray/auth_token otherwise;
+        # docs/architecture.md, Ray touch points).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # A private instance: a bare ray.init() would join any head started on this machine
         # (`ray start --head`, someone else's) and die when that cluster is stopped.
@@ -98,8 +99,8 @@ def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -
 def teacher_logits(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
                    teacher_checkpoint: str) -> torch.Tensor | None:
     """The teacher-logit cache every trial of this teacher shares (search/teacher_cache.py)."""
-    return cached_teacher_logits(bundle, teacher_checkpoint, views=spec.augment_views, seed=spec.seed,
-                                 precision=spec.train.get("precision", "auto"),
+    return cached_teacher_logits(spec.student_bundle(bundle), teacher_checkpoint, views=spec.augment_views,
+                                 seed=spec.seed, precision=spec.train.get("precision", "auto"),
                                  cache_dir=manifest.dir / "teacher_logits")
 
 

@@ -18,6 +18,7 @@ from search.asha import CappedASHA, PauseAwareLimiter
 from search.result_logging import checkpoint_consistent_loggers
 from search.sweep import VARIANT, merge
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
+from trainables.outcome import best_epoch, diverged, epochs_trained, stopped_early
 from trainables.reporting import METRIC, MODE
 
 
@@ -44,7 +45,7 @@ def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concur
     """Seeded TPE over a define-by-run space; `pareto` makes it multi-objective.
 
     No metric goes into TuneConfig: with one there, Ray silently makes the study single-objective
-    (STACK_NOTES). Multi-objective studies use Optuna's default multi-objective TPE.
+    (docs/architecture.md, Ray touch points). Multi-objective studies use Optuna's default multi-objective TPE.
     """
     sampler = optuna.samplers.TPESampler(seed=seed)
     if objective == "pareto":
@@ -109,14 +110,13 @@ def best_of(results: ResultGrid) -> dict[str, Any] | None:
     """The best trial by its best epoch: config, metrics of that epoch, checkpoint file."""
     rows = []
     for result in results:
-        df = result.metrics_dataframe
-        if result.error is not None or df is None or METRIC not in df or df[METRIC].isna().all():
-            continue
-        best_row = df.loc[df[METRIC].idxmax()]
-        rows.append((float(best_row[METRIC]), result, best_row))
+        row = best_epoch(result.metrics_dataframe) if result.error is None else None
+        if row is not None:
+            rows.append((float(row[METRIC]), result, row))
     if not rows:
         return None
-    _score, result, row = max(rows, key=lambda item: item[0])
+    pick = max if MODE == "max" else min
+    _score, result, row = pick(rows, key=lambda item: item[0])
     # A trial that diverged in its first epoch reported no checkpoint, and Ray's
     # Result.get_best_checkpoint raises on a trial without any instead of returning None.
     checkpoint = (result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None) \
@@ -143,22 +143,27 @@ def effective_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_rows(results: ResultGrid, max_epochs: int | None = None) -> list[dict[str, Any]]:
-    """One compact row per trial (best val_acc, size, sampled config) for summaries."""
+    """One compact row per trial (best val_acc, size, sampled config) for summaries.
+
+    `max_epochs` is the planned length of a trial whose config does not say (`epochs`)."""
     rows = []
     for result in results:
         df = result.metrics_dataframe
         last = result.metrics or {}
-        best = float(df[METRIC].max()) if df is not None and METRIC in df and not df[METRIC].isna().all() else None
-        epochs = int(last.get("training_iteration", 0) or 0)
+        config = effective_config(result.config)
+        best = best_epoch(df)
+        failed, epochs = diverged(df), epochs_trained(df)
+        ended = bool(last.get("done")) and result.error is None
         rows.append({
             "trial_id": last.get("trial_id"),
-            "val_acc": best,
+            "val_acc": None if best is None else float(best[METRIC]),
             "params": _plain(last.get("params")),
             "epochs": epochs,
-            "stopped_early": bool(max_epochs and epochs < max_epochs and not last.get("diverged")),
-            "diverged": bool(last.get("diverged")),
+            "stopped_early": stopped_early(epochs=epochs, planned=config.get("epochs", max_epochs),
+                                           diverged=failed, ended=ended),
+            "diverged": failed,
             "error": None if result.error is None else str(result.error).splitlines()[0][:200],
-            **{k: _plain(v) for k, v in effective_config(result.config).items() if k in SUMMARY_KEYS},
+            **{k: _plain(v) for k, v in config.items() if k in SUMMARY_KEYS},
         })
     return rows
 
