@@ -45,7 +45,8 @@ def rebuild_dataset(exp: Experiment) -> datasets.DatasetBundle:
     """The run's dataset with the run's split settings: the same test split, never re-drawn."""
     spec = exp.spec
     bundle = datasets.create_dataset(spec["dataset"], spec.get("data_dir"), val_fraction=spec.get("val_fraction", 0.1),
-                                     seed=spec.get("seed", 0), subset=spec.get("subset"))
+                                     seed=spec.get("seed", 0), subset=spec.get("subset"),
+                                     image_size=spec.get("image_size"))
     recorded = exp.dataset.get("sizes")
     if recorded and recorded != bundle.meta()["sizes"]:
         exp.note(f"split sizes {bundle.meta()['sizes']} differ from the run's {recorded}: different data files?")

@@ -6,12 +6,12 @@
     loader = DeviceLoader(bundle.train, batch_size=128, mean=bundle.mean, std=bundle.std,
                           augment=bundle.augment, shuffle=True, seed=0)
 """
-from .bundle import DatasetBundle, DatasetError, Split
+from .bundle import DatasetBundle, DatasetError, MissingFilesError, Split
 from .loader import DeviceLoader
 from .registry import create_dataset, list_datasets, register_dataset
 
 # Importing the builder modules registers their datasets.
 from . import cifar, digits, image_folder, mnist  # noqa: E402,F401  isort: skip
 
-__all__ = ["DatasetBundle", "DatasetError", "DeviceLoader", "Split", "create_dataset",
+__all__ = ["DatasetBundle", "DatasetError", "DeviceLoader", "MissingFilesError", "Split", "create_dataset",
            "list_datasets", "register_dataset"]

@@ -17,12 +17,19 @@ class DatasetError(ValueError):
     """Dataset files are missing, corrupt or truncated; the message names the path to fix."""
 
 
-def missing_files_error(name: str, folder: str, missing: list[str]) -> DatasetError:
+class MissingFilesError(DatasetError):
+    """A downloadable dataset's files are not in `folder` (a fetch may cure it)."""
+
+    def __init__(self, name: str, folder: str, missing: list[str]):
+        super().__init__(
+            f"{name} files not found in {folder} (missing: {', '.join(missing)}); fetch them "
+            "(drop --no-download) or point --data-dir at a folder that has them")
+        self.name, self.folder, self.missing = name, folder, list(missing)
+
+
+def missing_files_error(name: str, folder: str, missing: list[str]) -> MissingFilesError:
     """The one wording for "files not there", so every dataset tells the user the same fix."""
-    return DatasetError(
-        f"{name} files not found in {folder}; pass --download to fetch them or --data-dir "
-        f"to point at them (missing: {', '.join(missing)})"
-    )
+    return MissingFilesError(name, folder, missing)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,11 @@ class DatasetBundle:
     std: tuple[float, ...]
     augment: str
     augment_pixels: int | None = None
+    # The official train set's labels in file order (val and train are drawn from it) and
+    # the split's record (dataset, pool size, seed, val_fraction, subset, val-index digest):
+    # enough to re-draw any recorded split of this data. None for hand-made bundles.
+    pool_labels: torch.Tensor | None = None
+    split: dict | None = None
 
     def __post_init__(self) -> None:
         from .augment import resolve_pixels  # augment imports AUGMENTS from here
@@ -105,4 +117,5 @@ class DatasetBundle:
             "augment": self.augment,
             "augment_pixels": self.augment_pixels,
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            **({"split": dict(self.split)} if self.split is not None else {}),
         }

@@ -14,6 +14,7 @@ import pickle
 import numpy as np
 import torch
 from torchvision import datasets as tvd
+from torchvision.datasets.utils import download_and_extract_archive
 
 from .bundle import DatasetError, missing_files_error
 from .registry import Decoded, register_dataset
@@ -88,13 +89,15 @@ def _decode(name: str, cls: type, root: str, download: bool,
     missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
     if missing and not download:
         raise missing_files_error(name, folder, missing)
+    if missing:  # torchvision's downloader: the archive's md5 is checked before it is unpacked
+        download_and_extract_archive(cls.url, root, filename=cls.filename, md5=cls.tgz_md5)
     try:
-        train = cls(root, train=True, download=download)
+        train = cls(root, train=True, download=False)
         test = cls(root, train=False, download=False)
     except _DECODE_ERRORS as err:
         path, reason = _find_bad_file(folder, names[:-1], cls.meta["filename"])
         raise DatasetError(f"cannot decode {path}: truncated or corrupt CIFAR pickle ({reason}); "
-                           "delete it and pass --download, or point --data-dir at good files"
+                           "delete it to fetch it again (without --no-download), or point --data-dir at good files"
                            ) from err
     splits = []
     for ds in (train, test):

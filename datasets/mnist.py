@@ -46,7 +46,7 @@ def _read_idx(reader: Callable[[str], torch.Tensor], folder: str, name: str) -> 
             return reader(plain)
     except _DECODE_ERRORS as err:
         raise DatasetError(f"cannot decode {path}: truncated or corrupt IDX file ({err}); "
-                           "delete it and pass --download, or point --data-dir at good files"
+                           "delete it to fetch it again (without --no-download), or point --data-dir at good files"
                            ) from err
 
 

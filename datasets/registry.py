@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .bundle import DatasetBundle, Split
-from .splits import STREAM_SUBSET, STREAM_VAL, channel_stats, holdout_size, stratified_holdout
+from .splits import channel_stats, index_digest, split_indices
 
 DEFAULT_ROOT = "./data"
 
@@ -86,20 +86,21 @@ def create_dataset(name: str, root: str | None = None, *, download: bool = False
         raise ValueError(f"{name} images are {side}x{side}; image_size={image_size} applies "
                          "only to image_folder")
 
-    n_val = holdout_size(len(dec.train_labels), val_fraction)
-    train_idx, val_idx = stratified_holdout(dec.train_labels, n_val, seed, STREAM_VAL)
-    train = Split(dec.train_images[train_idx].contiguous(), dec.train_labels[train_idx])
-    val = Split(dec.train_images[val_idx].contiguous(), dec.train_labels[val_idx])
-    test = Split(dec.test_images.contiguous(), dec.test_labels)
-
+    pool = dec.train_labels
     mean, std = dec.mean, dec.std
     if mean is None or std is None:
         # From the whole train split (before any subset), so quick runs normalise the same way.
-        mean, std = channel_stats(train.images)
-    if subset is not None and subset < len(train):
-        _, keep = stratified_holdout(train.labels, subset, seed, STREAM_SUBSET)
-        train = Split(train.images[keep].contiguous(), train.labels[keep])
+        full_train, _ = split_indices(pool, val_fraction, seed)
+        mean, std = channel_stats(dec.train_images[full_train])
+    train_idx, val_idx = split_indices(pool, val_fraction, seed, subset)
+    train = Split(dec.train_images[train_idx].contiguous(), pool[train_idx])
+    val = Split(dec.train_images[val_idx].contiguous(), pool[val_idx])
+    test = Split(dec.test_images.contiguous(), dec.test_labels)
+    # What a checkpoint records of the split it trained on, so a later run can tell whether
+    # that model has seen its validation images (split_identity.py).
+    split = {"dataset": name, "pool": len(pool), "seed": seed, "val_fraction": val_fraction,
+             "subset": subset, "val_indices_sha256": index_digest(val_idx)}
 
     return DatasetBundle(name=name, train=train, val=val, test=test,
                          class_names=tuple(dec.class_names), mean=tuple(mean), std=tuple(std),
-                         augment=dec.augment)
+                         augment=dec.augment, pool_labels=pool, split=split)

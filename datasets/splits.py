@@ -5,6 +5,8 @@ depends only on (labels, seed, stream) and is identical on every machine and run
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 
@@ -67,3 +69,25 @@ def channel_stats(images: torch.Tensor,
     # Clamp: an all-constant channel must not give std 0 (normalising would divide by it).
     std = (total_sq / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-3)
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def split_indices(pool_labels: torch.Tensor, val_fraction: float, seed: int,
+                  subset: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) row indices into the training pool (a dataset's official train set).
+
+    val: a seeded, stratified `val_fraction` of the pool; train: the rest, or a seeded,
+    stratified `subset` of the rest. The one definition of a kdtune split: create_dataset
+    draws its splits here, and a checkpoint's recorded split is re-drawn here.
+    """
+    n_val = holdout_size(len(pool_labels), val_fraction)
+    train_idx, val_idx = stratified_holdout(pool_labels, n_val, seed, STREAM_VAL)
+    if subset is not None and subset < len(train_idx):
+        _, keep = stratified_holdout(pool_labels[train_idx], subset, seed, STREAM_SUBSET)
+        train_idx = train_idx[keep]
+    return train_idx, val_idx
+
+
+def index_digest(indices: torch.Tensor) -> str:
+    """A short fingerprint of a row-index set (sha256 of its sorted int64 values)."""
+    values = np.sort(indices.numpy().astype("<i8"))
+    return hashlib.sha256(values.tobytes()).hexdigest()[:16]

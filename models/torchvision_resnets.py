@@ -24,7 +24,22 @@ _RESHAPABLE = ("conv1.weight", "fc.weight", "fc.bias")
 
 
 class SmallImageResNet(ResNet):
-    """torchvision ResNet + the kdtune gradient-probe hook."""
+    """torchvision ResNet + the kdtune gradient-probe hook.
+
+    With `frozen_backbone` (linear probing) everything but `fc` stays in eval mode whatever
+    `train()` is asked: frozen weights are not enough, BatchNorm would still update its
+    running statistics from every training batch and the "frozen" backbone would drift.
+    """
+
+    frozen_backbone = False
+
+    def train(self, mode: bool = True) -> "SmallImageResNet":
+        super().train(mode)
+        if self.frozen_backbone:
+            for name, child in self.named_children():
+                if name != "fc":
+                    child.train(False)
+        return self
 
     def gradient_probes(self) -> list[tuple[str, nn.Module]]:
         """Stem conv, the first conv of every block, fc: input to output."""
@@ -47,10 +62,12 @@ def build(block: type[nn.Module], layers: list[int], num_classes: int,
     if weights_path is not None:
         load_matching(model, weights_path)
     if freeze_backbone:
-        # Linear probing: only the head learns. BN running stats still update in train
-        # mode; a loop that wants them fixed puts the backbone in eval mode.
+        # Linear probing: only the head learns, and the backbone's BN statistics stay put
+        # (SmallImageResNet.train keeps it in eval mode).
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("fc.")
+        model.frozen_backbone = True
+        model.train(model.training)
     return model
 
 

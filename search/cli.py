@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from search import spaces
+from search.flag_rules import check_flags
 from search.arg_types import non_negative_float, positive_int
 from search.preset_loader import list_presets, load_preset
 from search.spec import OBJECTIVES, SearchSpec, build_spec, parse_views
@@ -21,7 +22,8 @@ EPILOG = """examples:
   python search/run_kd_search.py --dataset cifar10 --gpus-per-trial 0.25 --max-concurrent 4
   python search/run_kd_search.py --alpha 0.5 --temperature 2:8 --depth 1:2
   python search/run_kd_search.py --resume --name digits-20261122-101500
-dimensions (--alpha --temperature --lr --depth --width): one value pins it, LO:HI bounds it."""
+dimensions (--alpha --temperature --lr --depth --width): one value pins it, LO:HI bounds it;
+  --depth/--width also take one setting per student family: --depth mlp=1:3,cifar_resnet=8:20"""
 
 
 def _views(text: str) -> int:
@@ -34,6 +36,13 @@ def _views(text: str) -> int:
 def _dim(text: str):
     try:
         return spaces.parse_dim(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def _size_dim(text: str):
+    try:
+        return spaces.parse_size_dim(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc))
 
@@ -71,8 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--preset", help=f"bundled preset ({', '.join(list_presets())}) or a .yaml path "
                                     "(default: the dataset's preset, else digits)")
     d.add_argument("--dataset", help="digits (offline default), mnist, fashion_mnist, cifar10, cifar100, image_folder")
-    d.add_argument("--data-dir", help="folder holding the dataset files (torchvision layout)")
-    d.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
+    d.add_argument("--data-dir", help="folder holding the dataset files (torchvision layout; for "
+                                      "image_folder, one sub-folder of images per class: required)")
+    d.add_argument("--image-size", type=positive_int,
+                   help="image_folder: side length in pixels images are resized to (preset: 32)")
+    d.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
+                   help="fetch missing mnist / fashion_mnist / cifar10 / cifar100 files into --data-dir "
+                        "with torchvision's md5-checked downloader (default: on; --no-download for "
+                        "offline use: missing files are then an error)")
     d.add_argument("--subset", type=positive_int, help="train on this many training images (quick runs)")
     d.add_argument("--val-fraction", type=float, help="share of the training set held out for validation")
     d.add_argument("--seed", type=int, help="seed for the data split, the samplers and the trials")
@@ -98,8 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(e.g. resnet56,resnet32,resnet20 or mlp:2:512,mlp:2:128,mlp:1:32)")
     s = p.add_argument_group("search space (one value pins, LO:HI bounds)")
     for name, what in (("alpha", "KD weight in [0,1]"), ("temperature", "softmax temperature T > 0"),
-                       ("lr", "learning rate"), ("depth", "student depth"), ("width", "student width")):
+                       ("lr", "learning rate")):
         s.add_argument(f"--{name}", type=_dim, help=what)
+    for name in ("depth", "width"):
+        s.add_argument(f"--{name}", type=_size_dim, help=f"student {name}, for every family or per family: "
+                                                         f"FAMILY=LO:HI,... (e.g. mlp=1:3,cifar_resnet=8:20)")
     r = p.add_argument_group("search budget and resources")
     r.add_argument("--num-samples", type=positive_int, help="distillation trials")
     r.add_argument("--baseline-samples", type=positive_int, help="undistilled baseline trials")
@@ -115,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "filesystem path for multi-node runs)")
     o.add_argument("--name", help="experiment name (default <preset>-<date>-<time>)")
     o.add_argument("--resume", action="store_true", default=None,
-                   help="continue an interrupted run (--name, or the latest in --storage-path)")
+                   help="continue an interrupted run (--name, or the latest in --storage-path) exactly "
+                        "as it was started: only --name, --storage-path, --address and --max-failures "
+                        "may go with it; a flag that would change the search is refused")
     o.add_argument("--address", help="connect to a running Ray cluster (auto, host:port or ray://host:port; "
                                      "default: $RAY_ADDRESS, else a private local Ray)")
     o.add_argument("--max-failures", type=int, help="retries of a crashed trial from its last checkpoint")
@@ -140,4 +160,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SearchSpec, argparse.
     preset_name = args.preset or default_preset(args.dataset)
     preset = load_preset(preset_name)
     flags = {k: v for k, v in vars(args).items() if k != "preset"}
-    return build_spec(preset, Path(preset_name).stem, flags), args
+    spec = build_spec(preset, Path(preset_name).stem, flags)
+    check_flags(args, spec)  # contradictory flags are refused, not ignored
+    return spec, args

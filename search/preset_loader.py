@@ -10,16 +10,17 @@ from typing import Any
 
 import yaml
 
+from search.errors import UsageError
+
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 # Top-level keys a preset may hold, and the keys allowed inside its sections.
 SECTIONS: dict[str, set[str] | None] = {
-    "dataset": None, "data_dir": None, "val_fraction": None, "seed": None, "subset": None,
+    "dataset": None, "data_dir": None, "image_size": None, "val_fraction": None, "seed": None, "subset": None,
     "description": None, "train": None, "teacher": None, "teacher_checkpoint": None,
     "students": None, "space": None, "chain": None, "sweep": None,
     "search": {"num_samples", "baseline_samples", "max_epochs", "grace_period",
-               "reduction_factor", "max_concurrent", "objective", "teacher_samples", "grid",
-               "augment_views"},
+               "reduction_factor", "max_concurrent", "objective", "augment_views"},
     "resources": {"cpus_per_trial", "gpus_per_trial"},
 }
 
@@ -34,37 +35,37 @@ def preset_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
-            raise ValueError(f"preset file {path} does not exist")
+            raise UsageError(f"preset file {path} does not exist")
         return path
     bundled = PRESET_DIR / f"{name_or_path}.yaml"
     if not bundled.is_file():
-        raise ValueError(f"unknown preset {name_or_path!r}; bundled presets: {', '.join(list_presets())} "
+        raise UsageError(f"unknown preset {name_or_path!r}; bundled presets: {', '.join(list_presets())} "
                          "(or pass a path to a .yaml file)")
     return bundled
 
 
 def load_preset(name_or_path: str) -> dict[str, Any]:
-    """Read and structurally check one preset; raises ValueError with the file name on any problem."""
+    """Read and structurally check one preset; raises UsageError with the file name on any problem."""
     path = preset_path(name_or_path)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
-        raise ValueError(f"preset {path} is not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+        raise UsageError(f"preset {path} is not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"preset {path} must be a YAML mapping of settings, got {type(data).__name__}")
+        raise UsageError(f"preset {path} must be a YAML mapping of settings, got {type(data).__name__}")
     for key, value in data.items():
         if key not in SECTIONS:
-            raise ValueError(f"preset {path}: unknown key {key!r}; valid keys: {', '.join(sorted(SECTIONS))}")
+            raise UsageError(f"preset {path}: unknown key {key!r}; valid keys: {', '.join(sorted(SECTIONS))}")
         allowed = SECTIONS[key]
         if allowed is not None:
             if not isinstance(value, dict):
-                raise ValueError(f"preset {path}: {key!r} must be a mapping")
+                raise UsageError(f"preset {path}: {key!r} must be a mapping")
             extra = set(value) - allowed
             if extra:
-                raise ValueError(f"preset {path}: unknown {key} key(s) {sorted(extra)}; valid: {sorted(allowed)}")
+                raise UsageError(f"preset {path}: unknown {key} key(s) {sorted(extra)}; valid: {sorted(allowed)}")
     for key in ("train", "teacher", "space"):
         if key in data and not isinstance(data[key], dict):
-            raise ValueError(f"preset {path}: {key!r} must be a mapping")
+            raise UsageError(f"preset {path}: {key!r} must be a mapping")
     return data

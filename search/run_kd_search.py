@@ -23,12 +23,13 @@ if str(_ROOT) not in sys.path:
 
 def main(argv: list[str] | None = None) -> int:
     from search.cli import parse_args
-    from search.validate import UsageError, preflight
+    from search.errors import UsageError
+    from search.validate import preflight
 
     try:
         spec, args = parse_args(argv)
         spec, bundle = preflight(spec, name_given=args.name is not None)
-    except (UsageError, ValueError) as exc:
+    except UsageError as exc:  # bad input only: any other error is a bug and keeps its traceback
         print(f"run_kd_search.py: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
 

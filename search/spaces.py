@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import optuna
 
+from search.errors import UsageError
+
 # Student families the search knows how to size; each model takes `depth` and `width`.
 # Defaults when neither preset nor flag bounds them:
 #   mlp           depth = hidden layers, 1-4 (a 2x800 net is Hinton et al.'s MNIST student;
@@ -23,9 +25,10 @@ import optuna
 #   cifar_resnet  depth = layers, 6n+2 (He et al. 2016), so it moves in steps of 6: 8-56 spans
 #                 resnet8 .. resnet56, the usual CIFAR teacher; width = channels of the first
 #                 of three stages (16 in the paper's nets, 64 = the "x4" nets of RepDistiller).
+# depth_start: the smallest depth the family builds (cifar_resnet: n >= 1, so 8).
 FAMILIES: dict[str, dict[str, Any]] = {
     "mlp": {"depth": (1, 4), "width": (16, 1024), "depth_step": 1, "depth_start": 1},
-    "cifar_resnet": {"depth": (8, 56), "width": (8, 64), "depth_step": 6, "depth_start": 2},
+    "cifar_resnet": {"depth": (8, 56), "width": (8, 64), "depth_step": 6, "depth_start": 8},
 }
 # Continuous dimensions: (default range, sampled on a log scale?). Presets narrow them.
 #   lr            peak learning rate of the schedule (cosine decays from it), for SGD with
@@ -65,6 +68,26 @@ def parse_dim(text: str) -> Dim:
     return _number(text)
 
 
+def parse_size_dim(text: str) -> Dim | dict[str, Dim]:
+    """Parse --depth/--width: one value or LO:HI for every family, or per family as
+    FAMILY=VALUE_OR_LO:HI,... ("mlp=1:3,cifar_resnet=8:20"): the families' scales differ
+    (an MLP's hidden layers, a CIFAR ResNet's 6n+2 layers), so one range rarely fits both."""
+    if "=" not in text:
+        return parse_dim(text)
+    out: dict[str, Dim] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        family, sep, value = part.partition("=")
+        family = family.strip()
+        if not sep or family not in FAMILIES:
+            raise ValueError(f"{part!r}: expected FAMILY=LO:HI with FAMILY one of {', '.join(FAMILIES)}")
+        if family in out:
+            raise ValueError(f"family {family!r} is given twice")
+        out[family] = parse_dim(value)
+    if not out:
+        raise ValueError(f"no FAMILY=LO:HI entry in {text!r}")
+    return out
+
+
 def _number(text: str) -> float | int:
     text = text.strip()
     try:
@@ -96,8 +119,16 @@ def check_space(space: Mapping[str, Any], students: Sequence[str]) -> None:
         if name in space:
             _check_dim(name, space[name], log)
     for name in SIZE_DIMS:
+        if isinstance(space.get(name), Mapping):
+            strangers = sorted(set(space[name]) - set(FAMILIES))
+            if strangers:
+                raise ValueError(f"{name}: unknown student family {strangers}; families: {sorted(FAMILIES)}")
+    for name in SIZE_DIMS:
         for family in students:
             _check_dim(f"{name} ({family})", family_dim(space, name, family), log=True, integer=True)
+    for family in students:  # a depth off the family's grid would fail only when sampled
+        lo, hi = _bounds(family_dim(space, "depth", family))
+        _depth_grid(family, int(lo), int(hi))
     for name, lo_ok, hi_ok in (("alpha", 0.0, 1.0),):
         lo, hi = _bounds(space.get(name, FLOAT_DIMS[name][0]))
         if lo < lo_ok or hi > hi_ok:
@@ -126,10 +157,12 @@ def _check_dim(name: str, value: Dim, log: bool, integer: bool = False) -> None:
 def _depth_grid(family: str, lo: int, hi: int) -> tuple[int, int, int]:
     """Snap a depth range onto the family's grid (cifar_resnet: 6n+2) -> (lo, hi, step)."""
     step, start = FAMILIES[family]["depth_step"], FAMILIES[family]["depth_start"]
-    first = lo + (start - lo) % step
+    first = max(lo, start)
+    first += (start - first) % step
     last = hi - (hi - start) % step
     if first > last:
-        raise ValueError(f"depth range {lo}:{hi} holds no valid {family} depth (depth = {step}n+{start})")
+        raise ValueError(f"depth range {lo}:{hi} holds no valid {family} depth ({start}, {start + step}, ...); "
+                         "give each family its own range, e.g. --depth mlp=1:3,cifar_resnet=8:20")
     return first, last, step
 
 
@@ -206,11 +239,11 @@ def parse_link(text: str) -> dict[str, Any]:
     """A chain link: a registry model ("resnet32") or a sized family ("mlp:2:128" = depth 2, width 128)."""
     name, *size = [part.strip() for part in str(text).split(":")]
     if len(size) not in (0, 2):
-        raise ValueError(f"chain link {text!r}: use a model name or FAMILY:DEPTH:WIDTH (e.g. mlp:2:128)")
+        raise UsageError(f"chain link {text!r}: use a model name or FAMILY:DEPTH:WIDTH (e.g. mlp:2:128)")
     link: dict[str, Any] = {"model": name}
     if size:
         try:
             link.update(depth=int(size[0]), width=int(size[1]))
         except ValueError:
-            raise ValueError(f"chain link {text!r}: depth and width must be whole numbers") from None
+            raise UsageError(f"chain link {text!r}: depth and width must be whole numbers") from None
     return link

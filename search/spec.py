@@ -25,7 +25,8 @@ class SearchSpec:
     preset: str
     dataset: str
     data_dir: str | None = None
-    download: bool = False
+    image_size: int | None = None                            # image_folder: side images are resized to
+    download: bool = True                                    # fetch missing torchvision files
     val_fraction: float = 0.1
     seed: int = 0
     subset: int | None = None
@@ -65,8 +66,11 @@ class SearchSpec:
 
     def data_fields(self) -> dict[str, Any]:
         """Config keys naming the data, identical for every stage."""
-        return {"dataset": self.dataset, "data_dir": self.data_dir, "val_fraction": self.val_fraction,
-                "seed": self.seed, "subset": self.subset}
+        fields = {"dataset": self.dataset, "data_dir": self.data_dir, "val_fraction": self.val_fraction,
+                  "seed": self.seed, "subset": self.subset}
+        if self.image_size is not None:
+            fields["image_size"] = self.image_size
+        return fields
 
     def teacher_config(self) -> dict[str, Any]:
         """The config dict of the teacher trial (TeacherConfig keys)."""
@@ -177,7 +181,10 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         teacher.update(model=given["teacher"], model_kwargs=kwargs)
     for dim in ("alpha", "temperature", "lr", "depth", "width"):
         if dim in given:
-            space[dim] = given[dim]
+            value = given[dim]
+            if isinstance(value, Mapping) and isinstance(space.get(dim), Mapping):
+                value = {**space[dim], **value}  # per-family flags replace only the families they name
+            space[dim] = value
     if "teacher_epochs" in given:
         teacher["epochs"] = given["teacher_epochs"]
     if "teacher_weights" in given:
@@ -200,7 +207,8 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "preset": preset_name,
         "dataset": given.get("dataset", preset.get("dataset", "digits")),
         "data_dir": given.get("data_dir", preset.get("data_dir")),
-        "download": bool(given.get("download", False)),
+        "image_size": given.get("image_size", preset.get("image_size")),
+        "download": bool(given.get("download", True)),
         "val_fraction": given.get("val_fraction", preset.get("val_fraction", 0.1)),
         "seed": given.get("seed", preset.get("seed", 0)),
         "subset": given.get("subset", preset.get("subset")),
@@ -233,6 +241,12 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         # A preset's resources are defaults for a bigger machine: fit them to this one
         # (a trial asking more CPUs or GPUs than exist would wait forever).
         if "gpus_per_trial" not in given and not _local_gpus():
+            asked = values.get("gpus_per_trial") or 0
+            if asked and not values["resume"]:  # a resumed run re-reads its own spec
+                from search.errors import warn
+
+                warn(f"preset {preset_name} asks {asked:g} GPU per trial but this machine has none: "
+                     "trials run on the CPU (pass --address of a cluster with GPUs to use them)")
             values["gpus_per_trial"] = 0
         if "cpus_per_trial" not in given and "cpus_per_trial" in values:
             values["cpus_per_trial"] = min(values["cpus_per_trial"], os.cpu_count() or 1)

@@ -2,31 +2,32 @@
 
 Each failure is a `UsageError` whose message says what is wrong and how to fix it; the CLI
 prints it as one line and exits with code 2. Nothing is written to the storage path until
-every check passed. The dataset is decoded here (a truncated file fails now, not in a trial)
-and handed to the pipeline, so it is decoded exactly once.
+every check passed (its writability is probed with a folder made and removed again); the
+data folder receives only the missing files of a download (datasets/download.py). The
+dataset is decoded here (a truncated file fails now, not in a trial) and handed to the
+pipeline, so it is decoded exactly once.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
 import datasets
-from datasets import DatasetBundle
+from datasets import DatasetBundle, DatasetError, MissingFilesError
 from search import spaces, sweep
+from search.errors import UsageError, warn
 from search.manifest import MANIFEST_NAME, Manifest, latest_experiment
 from search.spec import OBJECTIVES, SearchSpec
 from search.study import search_spaces, study_directions
 from search.trackers import check_tracker
 from search.warm_start import check_same_space
-from trainables.checkpoint import check_compatible, load_payload
+from trainables.checkpoint import CheckpointError, check_compatible, load_payload
 from trainables.config import DistillConfig, TeacherConfig
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line, exit code 2, before any work starts."""
 
 
 def resolve_resume(spec: SearchSpec, name_given: bool) -> SearchSpec:
@@ -54,6 +55,11 @@ def resolve_resume(spec: SearchSpec, name_given: bool) -> SearchSpec:
 def _check_numbers(spec: SearchSpec) -> None:
     if spec.dataset not in datasets.list_datasets():
         raise UsageError(f"unknown dataset {spec.dataset!r}; choose one of {', '.join(datasets.list_datasets())}")
+    if spec.dataset == "image_folder" and not spec.data_dir:
+        raise UsageError("--dataset image_folder reads your own images: pass --data-dir, a folder with one "
+                         "sub-folder of images per class (or train/ and test/ folders of them)")
+    if spec.image_size is not None and spec.dataset != "image_folder":
+        raise UsageError(f"--image-size resizes image_folder images; {spec.dataset} images have a fixed size")
     for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "max_concurrent"):
         if int(getattr(spec, key)) < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(spec, key)}")
@@ -170,22 +176,60 @@ def _check_warm_start(spec: SearchSpec) -> None:
 
 def _check_storage(spec: SearchSpec) -> None:
     storage = Path(spec.storage_path).expanduser().resolve()
-    probe = storage
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not _can_create_under(storage):
         raise UsageError(f"storage path {storage} is not writable; pass --storage-path to a folder you can write")
     if not spec.resume and (storage / spec.name / MANIFEST_NAME).exists():
         raise UsageError(f"experiment {storage / spec.name} already exists; pass --resume to continue it "
                          "or another --name")
 
 
-def _load_data(spec: SearchSpec) -> DatasetBundle:
+def _can_create_under(path: Path) -> bool:
+    """Can a folder with a file in it be made at `path`? Tried, not inferred, and undone.
+
+    Permission bits do not answer it: root passes os.access everywhere, a read-only mount
+    or a virtual filesystem (/proc, /sys) refuses writes whatever the bits say, and a path
+    running through a file has no folder to write in. So a probe folder is made in the
+    nearest existing ancestor, a file written in it, and both removed again.
+    """
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return False
     try:
-        return datasets.create_dataset(spec.dataset, spec.data_dir, download=spec.download,
-                                       val_fraction=spec.val_fraction, seed=spec.seed, subset=spec.subset)
-    except (ValueError, OSError, RuntimeError) as exc:
+        probe = tempfile.mkdtemp(prefix=".kdtune-write-probe-", dir=ancestor)
+    except OSError:
+        return False
+    try:
+        with open(os.path.join(probe, "probe"), "wb") as f:
+            f.write(b"kdtune")
+        return True
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def _load_data(spec: SearchSpec) -> DatasetBundle:
+    """Decode the dataset; fetch missing torchvision files first unless --no-download."""
+    from datasets.download import fetch
+
+    def create(download: bool) -> DatasetBundle:
+        return datasets.create_dataset(spec.dataset, spec.data_dir, download=download,
+                                       val_fraction=spec.val_fraction, seed=spec.seed, subset=spec.subset,
+                                       image_size=spec.image_size)
+
+    try:
+        try:
+            return create(download=False)
+        except MissingFilesError as missing:
+            if not spec.download:
+                raise
+            return fetch(missing, lambda: create(download=True))
+    except DatasetError as exc:  # missing, truncated or undecodable files; a failed fetch
         raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except OSError as exc:  # an unreadable folder or file
+        raise UsageError(f"cannot read {spec.dataset} data: {exc}")
 
 
 def _resolve_views(spec: SearchSpec, bundle: DatasetBundle) -> SearchSpec:
@@ -205,11 +249,70 @@ def _resolve_views(spec: SearchSpec, bundle: DatasetBundle) -> SearchSpec:
     return spec
 
 
+def _weights_models() -> list[str]:
+    """Registered models that take a local state-dict file (`weights_path`)."""
+    from models.registry import list_models, model_kwargs
+
+    return [m for m in list_models() if "weights_path" in model_kwargs(m)]
+
+
+def _check_teacher_weights_flag(spec: SearchSpec) -> None:
+    """--teacher-weights: a file that exists, for a teacher model that can load it."""
+    weights = dict(spec.teacher.get("model_kwargs") or {}).get("weights_path")
+    if weights is None:
+        return
+    model = spec.teacher.get("model")
+    if model not in _weights_models():
+        raise UsageError(f"--teacher-weights loads a torchvision state dict, which only "
+                         f"{', '.join(_weights_models())} teachers take; this teacher is {model!r} "
+                         "(choose one with --teacher)")
+    if not Path(weights).expanduser().is_file():
+        raise UsageError(f"--teacher-weights: no file at {Path(weights).expanduser().resolve()}")
+
+
+def _check_teacher_weights_file(spec: SearchSpec, bundle: DatasetBundle) -> None:
+    """Load --teacher-weights into the teacher now: a file of another architecture fails here."""
+    kwargs = dict(spec.teacher.get("model_kwargs") or {})
+    if "weights_path" not in kwargs or spec.teacher_checkpoint:
+        return
+    import models
+
+    try:
+        models.create_model(spec.teacher["model"], bundle.num_classes, bundle.in_shape, **kwargs)
+    except (ValueError, OSError, RuntimeError) as exc:  # load_matching's refusals, torch.load's errors
+        raise UsageError(f"--teacher-weights: {str(exc).splitlines()[0]}")
+
+
 def _check_teacher_checkpoint(path: str, bundle: DatasetBundle) -> None:
     try:
-        check_compatible(load_payload(path), bundle.meta())
-    except (ValueError, OSError) as exc:
+        payload = load_payload(path)
+        check_compatible(payload, bundle.meta())
+    except (CheckpointError, OSError) as exc:
         raise UsageError(f"--teacher-checkpoint: {str(exc).splitlines()[0]}")
+    _check_split(payload, bundle, f"--teacher-checkpoint {path}")
+
+
+def _check_split(payload: dict, bundle: DatasetBundle, what: str) -> None:
+    """Refuse a teacher that trained on this run's validation images (its KD gain would be inflated)."""
+    from datasets.split_identity import val_images_seen
+
+    record, n_val = payload.get("split"), len(bundle.val)
+    if record is None:
+        warn(f"{what} records no data split (written before kdtune recorded one): it cannot be "
+             f"checked for having trained on this run's {n_val} validation images")
+        return
+    seen = val_images_seen(record, bundle)
+    ours = bundle.split or {}
+    theirs = f"seed {record.get('seed')}, val_fraction {record.get('val_fraction')}" + (
+        f", subset {record['subset']}" if record.get("subset") else "")
+    if seen is None:
+        raise UsageError(f"{what} trained on a split ({record.get('pool')} images of {record.get('dataset')}, "
+                         f"{theirs}) that these data files cannot reproduce, so it may have trained on this "
+                         f"run's {n_val} validation images; train the teacher in this run instead")
+    if seen:
+        raise UsageError(f"{what} trained on {seen} of this run's {n_val} validation images ({theirs}; this run: "
+                         f"seed {ours.get('seed')}, val_fraction {ours.get('val_fraction')}); pass the same "
+                         "--seed and --val-fraction, or train the teacher in this run")
 
 
 def preflight(spec: SearchSpec, name_given: bool = True) -> tuple[SearchSpec, DatasetBundle]:
@@ -217,12 +320,14 @@ def preflight(spec: SearchSpec, name_given: bool = True) -> tuple[SearchSpec, Da
     if spec.resume:
         spec = resolve_resume(spec, name_given)
     _check_numbers(spec)
+    _check_teacher_weights_flag(spec)
     _check_configs(spec)  # model names and value ranges, through the trainables' own configs
     _check_tracker(spec)
     _check_warm_start(spec)
     _check_storage(spec)
     bundle = _load_data(spec)
     spec = _resolve_views(spec, bundle)
+    _check_teacher_weights_file(spec, bundle)
     checkpoint = spec.teacher_checkpoint
     if checkpoint:
         _check_teacher_checkpoint(checkpoint, bundle)

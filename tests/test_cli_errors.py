@@ -57,10 +57,56 @@ def _file_as_storage(tmp: Path) -> str:
     return str(tmp / "afile" / "runs")
 
 
+def _digits_preset(tmp: Path, edit) -> str:
+    """The bundled digits preset with `edit(preset)` applied, as a YAML file."""
+    import yaml
+    from search.preset_loader import PRESET_DIR
+
+    preset = yaml.safe_load((PRESET_DIR / "digits.yaml").read_text())
+    edit(preset)
+    path = tmp / "edited.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    return str(path)
+
+
+def _teacher_kwarg_typo(p):
+    p["teacher"]["model_kwargs"] = {"dropuot": 0.1}
+
+
+def _student_kwarg_typo(p):
+    p["teacher"]["model_kwargs"] = {}
+    p["train"]["model_kwargs"] = {"batchnorm": True}
+
+
+def _unread_key(p):
+    p["search"]["teacher_samples"] = 2
+
+
+def _state_dict_of_mlp(tmp: Path) -> str:
+    import models
+
+    path = tmp / "mlp.pth"
+    torch.save(models.create_model("mlp", 10, (1, 8, 8)).state_dict(), path)
+    return str(path)
+
+
+def _digits_teacher(tmp: Path, seed: int) -> str:
+    """A kdtune checkpoint of a digits teacher whose split was drawn with `seed`."""
+    import datasets
+    import models
+    from trainables.checkpoint import save_checkpoint
+
+    bundle = datasets.create_dataset("digits", val_fraction=0.2, seed=seed)
+    model = models.create_model("mlp", bundle.num_classes, bundle.in_shape, depth=1, width=8)
+    save_checkpoint(tmp / f"seed{seed}", model=model, dataset_meta=bundle.meta(),
+                    config={"dataset": "digits", "seed": seed}, epoch=1, metrics={})
+    return str(tmp / f"seed{seed}" / "checkpoint.pt")
+
+
 # (id, argv builder, expected message fragment)
 CASES = [
     ("unknown-dataset", lambda t: ["--dataset", "imagenet22k"], "unknown dataset 'imagenet22k'"),
-    ("unknown-teacher-model", lambda t: ["--teacher", "resnet9000"], "resnet9000"),
+    ("unknown-teacher-model", lambda t: ["--teacher", "resnet9000"], "unknown model 'resnet9000'"),
     ("unknown-student-family", lambda t: ["--students", "transformer"], "unknown student family"),
     ("unknown-preset", lambda t: ["--preset", "nope"], "unknown preset 'nope'"),
     ("alpha-above-1", lambda t: ["--alpha", "1.5"], "alpha must lie in [0, 1]"),
@@ -72,10 +118,11 @@ CASES = [
     ("grace-above-max", lambda t: ["--grace-period", "9", "--max-epochs", "3"], "larger than --max-epochs"),
     ("too-many-gpus", lambda t: ["--gpus-per-trial", "64"], "--gpus-per-trial 64.0 but this machine has"),
     ("too-many-cpus", lambda t: ["--cpus-per-trial", "4096"], "--cpus-per-trial 4096.0 but this machine has"),
-    ("teacher-ckpt-missing", lambda t: ["--teacher-checkpoint", str(t / "nope.pt")], "--teacher-checkpoint"),
+    ("teacher-ckpt-missing", lambda t: ["--teacher-checkpoint", str(t / "nope.pt")], "no checkpoint at"),
     ("teacher-ckpt-not-kdtune", lambda t: ["--teacher-checkpoint", _not_kdtune(t)], "not a kdtune checkpoint"),
     ("teacher-ckpt-other-dataset", lambda t: ["--teacher-checkpoint", _foreign_teacher(t)], "classes"),
-    ("data-folder-missing", lambda t: ["--dataset", "mnist", "--data-dir", _missing_mnist(t)], "--download"),
+    ("data-folder-missing", lambda t: ["--dataset", "mnist", "--data-dir", _missing_mnist(t), "--no-download"],
+     "files not found in"),
     ("data-file-truncated", lambda t: ["--dataset", "mnist", "--data-dir", _truncated_mnist(t)], "train-images"),
     ("storage-unwritable", lambda t: ["--storage-path", _file_as_storage(t)], "not writable"),
     ("resume-nothing", lambda t: ["--resume", "--name", "ghost"], "holds no kdtune run"),
@@ -87,6 +134,34 @@ CASES = [
     ("warm-start-not-a-run", lambda t: ["--warm-start", str(t)], "holds no kdtune run"),
     ("warm-start-a-sweep", lambda t: ["--warm-start", str(t), "--preset", "mlp_depth_sweep",
                                       "--dataset", "digits"], "runs a grid sweep"),
+    ("teacher-kwarg-typo", lambda t: ["--preset", _digits_preset(t, _teacher_kwarg_typo)],
+     "['dropuot'] are not options of model 'mlp' (did you mean 'dropout'?); it accepts: activation"),
+    ("student-kwarg-typo", lambda t: ["--preset", _digits_preset(t, _student_kwarg_typo)],
+     "(did you mean 'batch_norm'?)"),
+    ("unread-preset-key", lambda t: ["--preset", _digits_preset(t, _unread_key)], "unknown search key(s)"),
+    ("teacher-weights-missing", lambda t: ["--teacher", "resnet18", "--teacher-weights", str(t / "w.pth")],
+     "no file at"),
+    ("teacher-weights-not-torchvision", lambda t: ["--teacher-weights", _state_dict_of_mlp(t)],
+     "only resnet18, resnet50 teachers take"),
+    ("teacher-weights-other-architecture",
+     lambda t: ["--teacher", "resnet18", "--teacher-weights", _state_dict_of_mlp(t)], "does not match"),
+    ("teacher-epochs-with-checkpoint",
+     lambda t: ["--teacher-checkpoint", _digits_teacher(t, 0), "--teacher-epochs", "3"],
+     "only for a teacher that kdtune trains"),
+    ("teacher-with-chain", lambda t: ["--chain", "mlp:2:64,mlp:1:32,mlp:1:16", "--teacher", "mlp"],
+     "first link is the teacher"),
+    ("resume-with-changing-flag", lambda t: ["--resume", "--name", "x", "--num-samples", "30", "--seed", "2"],
+     "--seed, --num-samples would change it"),
+    ("depth-one-range-for-two-families", lambda t: ["--students", "mlp,cifar_resnet", "--depth", "1:3"],
+     "holds no valid cifar_resnet depth"),
+    ("depth-for-unsearched-family", lambda t: ["--depth", "cifar_resnet=8:20"], "which the search does not train"),
+    ("depth-unknown-family", lambda t: ["--depth", "vit=1:3"], "expected FAMILY=LO:HI"),
+    ("image-folder-without-data-dir", lambda t: ["--dataset", "image_folder"], "pass --data-dir"),
+    ("image-size-for-fixed-size-data", lambda t: ["--image-size", "16"], "have a fixed size"),
+    ("storage-in-proc", lambda t: ["--storage-path", "/proc/kdtune-runs"], "not writable"),
+    ("storage-in-sysfs", lambda t: ["--storage-path", "/sys/kdtune-runs"], "not writable"),
+    ("teacher-saw-val-images", lambda t: ["--teacher-checkpoint", _digits_teacher(t, 1)],
+     "trained on 221 of this run's 288 validation images"),  # 221: see test_inputs
 ]
 
 
@@ -102,6 +177,7 @@ def test_bad_input_exits_2_with_one_line_before_any_work(case_id, build, message
     assert code == 2
     assert len(err.splitlines()) == 1, err
     assert message in err, err
+    assert message not in " ".join(argv), "the fragment must come from kdtune, not echo the command line"
     assert not ray.is_initialized()
     assert not storage.exists() or not any(storage.iterdir()), "wrote into the storage path"
 

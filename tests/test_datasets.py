@@ -119,8 +119,8 @@ def test_missing_folder_message(tmp_path):
         create_dataset("mnist", str(tmp_path / "x"))
     msg = str(err.value)
     assert f"mnist files not found in {tmp_path / 'x' / 'MNIST' / 'raw'}" in msg
-    assert "--download" in msg and "--data-dir" in msg
-    with pytest.raises(DatasetError, match="cifar-10-batches-py; pass --download"):
+    assert "--no-download" in msg and "--data-dir" in msg
+    with pytest.raises(DatasetError, match=r"cifar-10-batches-py \(missing: data_batch_1, "):
         create_dataset("cifar10", str(tmp_path))
     with pytest.raises(DatasetError, match="--data-dir"):
         create_dataset("image_folder", str(tmp_path / "none"))

@@ -28,6 +28,7 @@ def data_root(tmp_path_factory):
     fakedata.write_fashion_mnist(root, n_train=300, n_test=50)
     fakedata.write_cifar10(root, n_per_batch=60, n_test=50)
     fakedata.write_cifar100(root, n_train=400, n_test=100)
+    fakedata.write_image_folder(root / "images", ["a", "b"], n_per_class=12)
     return root
 
 
@@ -40,10 +41,9 @@ def ray_session():
 
 @pytest.mark.parametrize("preset", list_presets())
 def test_every_preset_passes_preflight_on_its_data(preset, data_root, tmp_path):
-    spec, _ = parse_args(["--preset", preset, "--data-dir", str(data_root), "--storage-path", str(tmp_path),
-                          "--smoke-test", "--teacher-weights", str(tmp_path / "w.pth")])
-    if spec.teacher.get("model_kwargs", {}).get("weights_path"):
-        spec = spec.__class__.from_dict({**spec.to_dict(), "teacher": {**spec.teacher, "model_kwargs": {}}})
+    data_dir = data_root / "images" if preset == "image_folder" else data_root
+    spec, _ = parse_args(["--preset", preset, "--data-dir", str(data_dir), "--storage-path", str(tmp_path),
+                          "--smoke-test"])
     spec, bundle = preflight(spec)
     assert bundle.name == spec.dataset
     assert not ray.is_initialized()

@@ -8,6 +8,10 @@ untrusted run cannot execute code):
     config (flat dict), state_dict, optimizer, scheduler, epoch (completed), rng, metrics,
     and, only in online-distillation trials, teacher_state (the online teacher's model_spec,
     state_dict, optimizer, scheduler). model_spec/state_dict are always the student's.
+    split: the record of the data split the model trained on (dataset, pool size, seed,
+    val_fraction, subset, digest of the validation indices: DatasetBundle.split), so a run
+    can refuse a teacher that saw its validation images; None when the caller's dataset
+    meta carries none (and in checkpoints written before it was recorded).
 
 A model is rebuilt from `model_spec` (never from the path's name):
 
@@ -79,6 +83,7 @@ def save_checkpoint(directory: str | os.PathLike, *, model: nn.Module, config: d
         "epoch": int(epoch),
         "rng": rng_state(),
         "metrics": dict(metrics),
+        "split": split_record(dataset_meta),
     }
     if teacher_state is not None:  # optional key: version-1 readers ignore it
         payload["teacher_state"] = teacher_state
@@ -88,6 +93,12 @@ def save_checkpoint(directory: str | os.PathLike, *, model: nn.Module, config: d
     torch.save(payload, tmp)
     os.replace(tmp, path)  # a crash mid-write never leaves a truncated checkpoint.pt
     return path
+
+
+def split_record(dataset_meta: dict) -> dict | None:
+    """The split record of `dataset_meta` (DatasetBundle.meta()), or None without one."""
+    split = dataset_meta.get("split")
+    return dict(split) if split is not None else None
 
 
 def load_payload(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

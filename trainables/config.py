@@ -59,6 +59,20 @@ def _choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
     return value
 
 
+def _check_model_kwargs(field_name: str, model: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse kwargs that model `model` does not take (a typo such as `dropuot` would
+    otherwise pass every check here and fail inside the trial that builds the model)."""
+    from models.registry import model_kwargs
+
+    accepted = set(model_kwargs(model))
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        hints = [h for key in unknown for h in difflib.get_close_matches(key, sorted(accepted), n=1)]
+        hint = f" (did you mean {', '.join(map(repr, hints))}?)" if hints else ""
+        raise ValueError(f"{field_name} {unknown} are not options of model {model!r}{hint}; "
+                         f"it accepts: {', '.join(sorted(accepted)) or 'no kwargs'}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Fields shared by every stage (teacher, baseline and distilled students)."""
@@ -69,6 +83,7 @@ class TrainConfig:
     download: bool = False
     val_fraction: float = 0.1
     subset: int | None = None  # keep only this many training images (quick runs)
+    image_size: int | None = None  # image_folder: side length images are resized to (pixels)
     seed: int = 0
     # Augmented datasets: cycle through this many fixed augmented views per image instead of
     # a fresh one every epoch, so a frozen teacher's logits can be cached per view (FKD,
@@ -115,6 +130,7 @@ class TrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         set_("subset", _int("subset", self.subset, 1, optional=True))
+        set_("image_size", _int("image_size", self.image_size, 1, optional=True))
         set_("seed", _int("seed", self.seed, 0))
         set_("augment_views", _int("augment_views", self.augment_views, 1, optional=True))
         if self.augment is not None:
@@ -179,6 +195,9 @@ class TrainConfig:
 
         _choice("model", self.model, list(models.list_models()))
         _choice("dataset", self.dataset, list(datasets.list_datasets()))
+        _check_model_kwargs("model_kwargs", self.model, dict(self.model_kwargs))
+        sizes = {k: v for k, v in (("depth", self.depth), ("width", self.width)) if v is not None}
+        _check_model_kwargs("depth/width", self.model, sizes)
         _choice("optimizer", self.optimizer, optim.list_optimizers())
         _choice("schedule", self.schedule, optim.list_schedules())
 
@@ -285,11 +304,7 @@ class DistillConfig(TrainConfig):
         from models.registry import model_kwargs
 
         _choice("online_teacher", self.online_teacher, list(models.list_models()))
-        accepted = model_kwargs(self.online_teacher)
-        unknown = sorted(set(dict(self.online_teacher_kwargs)) - set(accepted))
-        if unknown:
-            raise ValueError(f"online_teacher_kwargs {unknown} are not options of model "
-                             f"{self.online_teacher!r}; it accepts: {sorted(accepted)}")
+        _check_model_kwargs("online_teacher_kwargs", self.online_teacher, dict(self.online_teacher_kwargs))
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

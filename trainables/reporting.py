@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -148,11 +149,16 @@ def resume_checkpoint() -> str | None:
 
 
 def trial_cpus() -> int:
-    """CPUs Tune reserved for this trial; torch's thread count outside Tune."""
+    """Torch threads for this trial: the whole CPUs Tune reserved for it, at least one;
+    torch's thread count outside Tune.
+
+    A fraction rounds down (and up to 1 below a whole CPU): torch threads are whole, and
+    trials given 0.5 CPU each share cores, so each taking the machine's every thread would
+    oversubscribe the CPU by the number of trials running side by side.
+    """
     if in_tune():
         from ray import tune
 
         cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 0)
-        if cpus >= 1:
-            return int(cpus)
+        return max(1, math.floor(cpus))
     return torch.get_num_threads()

@@ -37,7 +37,7 @@ def load_data(cfg: TrainConfig, data=None):
     if data is None:
         data = datasets.create_dataset(cfg.dataset, cfg.data_dir, download=cfg.download,
                                        val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                       subset=cfg.subset)
+                                       subset=cfg.subset, image_size=cfg.image_size)
     elif data.name != cfg.dataset:
         raise ValueError(f"the trial was given dataset {data.name!r} but its config says "
                          f"dataset={cfg.dataset!r}; put the dataset name in the param space")
