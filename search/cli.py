@@ -18,6 +18,7 @@ EPILOG = """examples:
   python search/run_kd_search.py --dataset mnist --data-dir ../shared/data
   python search/run_kd_search.py --dataset cifar10 --gpus-per-trial 0.25 --max-concurrent 4
   python search/run_kd_search.py --alpha 0.5 --temperature 2:8 --depth 1:2
+  python search/run_kd_search.py --methods kd,dkd,dist      # the KD method as a searched dimension
   python search/run_kd_search.py --resume --name digits-20261122-101500
 dimensions (--alpha --temperature --lr --depth --width): one value pins it, LO:HI bounds it."""
 
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher-weights", help="local state-dict file for a torchvision teacher (resnet18/resnet50)")
     t.add_argument("--teacher-checkpoint", help="a kdtune checkpoint.pt to use as the teacher (skips its training)")
     t.add_argument("--students", type=_csv, help=f"student families to search, comma-separated ({', '.join(spaces.FAMILIES)})")
+    t.add_argument("--methods", type=_csv, help="KD methods searched, comma-separated "
+                                                "(kd, dkd, dist, mse; several: the method is a searched "
+                                                "dimension with its own hyperparameters; default: the preset's, else kd)")
     t.add_argument("--chain", type=_csv, help="teacher-assistant distillation (Mirzadeh et al. 2020): "
                                               "TEACHER,ASSISTANT,STUDENT, each a model name or FAMILY:DEPTH:WIDTH "
                                               "(e.g. resnet56,resnet32,resnet20 or mlp:2:512,mlp:2:128,mlp:1:32)")

@@ -119,7 +119,8 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
     distill = name != "baseline"  # (an online run distils without a teacher checkpoint)
     samples = spec.num_samples if distill else spec.baseline_samples
     constants = spec.student_constants(teacher_checkpoint, distill=distill)
-    define = spaces.make_space(spec.space, spec.students, constants, distill=distill, architecture=architecture)
+    define = spaces.make_space(spec.space, spec.students, constants, distill=distill, architecture=architecture,
+                               methods=spec.methods)
     searcher = optuna_search(define, seed=spec.seed + SEED_OFFSET[name], objective=spec.objective,
                              max_concurrent=spec.max_concurrent)
     params = {"data": bundle}
