@@ -25,8 +25,11 @@ from search.manifest import STAGES, Manifest
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
 from trainables.reporting import METRIC, MODE
 
-# The sampled (or pinned) config keys shown in every table, in this order.
-CONFIG_COLUMNS = ("model", "depth", "width", "alpha", "temperature", "lr", "weight_decay")
+# The sampled (or pinned) config keys shown in every table, in this order. kd_method: the KD
+# method of a trial that distils ("kd" for runs from before methods existed), None otherwise.
+CONFIG_COLUMNS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay")
+# Hyperparameters of one KD method each (search.spaces.METHOD_DIMS); NaN in other methods' rows.
+METHOD_COLUMNS = ("logit_standardize", "dkd_alpha", "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma")
 # Metrics taken from a trial's best epoch (by METRIC), not from its last one.
 BEST_EPOCH_COLUMNS = ("val_loss", "train_acc", "train_loss", "params", "flops", "agreement")
 
@@ -168,7 +171,7 @@ class Experiment:
         return self._analyses["_teacher_params"]
 
 
-_ROW_COLUMNS = ("stage", "trial_id", "status", *CONFIG_COLUMNS, "residual", "val_acc",
+_ROW_COLUMNS = ("stage", "trial_id", "status", *CONFIG_COLUMNS, *METHOD_COLUMNS, "residual", "val_acc",
                 *BEST_EPOCH_COLUMNS, "best_epoch", "epochs", "planned_epochs", "stopped_early",
                 "diverged", "error", "path")
 
@@ -191,7 +194,8 @@ def _trial_row(stage: str, trial, df: pd.DataFrame | None) -> dict[str, Any]:
     cfg = dict(trial.config or {})
     last = dict(trial.last_result or {})
     row: dict[str, Any] = {"stage": stage, "trial_id": trial.trial_id, "status": trial.status,
-                           **{k: cfg.get(k) for k in CONFIG_COLUMNS}, "residual": is_residual(cfg),
+                           **{k: cfg.get(k) for k in (*CONFIG_COLUMNS, *METHOD_COLUMNS)},
+                           "kd_method": kd_method(cfg), "residual": is_residual(cfg),
                            "path": str(trial.path)}
     has_metric = df is not None and METRIC in df and df[METRIC].notna().any()
     if has_metric:
@@ -212,6 +216,14 @@ def _trial_row(stage: str, trial, df: pd.DataFrame | None) -> dict[str, Any]:
                stopped_early=bool(ended and not diverged and planned and epochs < planned),
                error=None if trial.status != "ERROR" else "error")
     return row
+
+
+def kd_method(cfg: dict[str, Any]) -> str | None:
+    """The trial's KD method: its config's, "kd" when it distils without naming one (runs
+    from before methods existed), None when it has no teacher (teacher, baseline)."""
+    if cfg.get("kd_method"):
+        return str(cfg["kd_method"])
+    return "kd" if cfg.get("teacher_checkpoint") or cfg.get("online_teacher") else None
 
 
 def is_residual(cfg: dict[str, Any]) -> bool | None:

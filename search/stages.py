@@ -132,7 +132,8 @@ def best_of(results: ResultGrid) -> dict[str, Any] | None:
     }
 
 
-SUMMARY_KEYS = ("model", "depth", "width", "alpha", "temperature", "lr", "weight_decay", "model_kwargs", "seed")
+SUMMARY_KEYS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", "model_kwargs",
+                "seed", "logit_standardize", "dkd_alpha", "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma")
 
 
 def effective_config(config: dict[str, Any]) -> dict[str, Any]:
