@@ -33,8 +33,9 @@ from analysis.report import fmt_float, markdown_table, notes_block, save_figure,
 from search.spaces import FLOAT_DIMS, METHOD_DIMS  # noqa: E402  (which dimensions are sampled log)
 from trainables.reporting import METRIC, MODE  # noqa: E402
 
-PARAMS = ("alpha", "temperature", "lr", "weight_decay", "depth", "width",
-          "dkd_alpha", "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma")
+PARAMS = ("alpha", "temperature", "lr", "weight_decay", "depth", "width")
+# Numeric hyperparameters of one KD method each (absent from other methods' trials).
+METHOD_PARAMS = ("dkd_alpha", "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma")
 INT_PARAMS = {"depth": False, "width": True, "dkd_warmup": False}  # name -> log (spaces samples width log)
 CATEGORICAL = ("model", "kd_method", "logit_standardize")
 MIN_TRIALS = 3  # fANOVA on fewer complete trials says nothing
@@ -43,7 +44,7 @@ MIN_TRIALS = 3  # fANOVA on fewer complete trials says nothing
 def distributions(trials: pd.DataFrame) -> dict[str, optuna.distributions.BaseDistribution]:
     """One distribution per dimension that varied across the trials, spanning what was sampled."""
     out: dict[str, optuna.distributions.BaseDistribution] = {}
-    for name in PARAMS:
+    for name in PARAMS + METHOD_PARAMS:
         if name not in trials:
             continue
         values = pd.to_numeric(trials[name], errors="coerce").dropna()
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         study = build_study(kd)
         dists = {k: d for t in study.trials for k, d in t.distributions.items()}  # union
         imp = importances(study) if dists else {}
-        pinned = [p for p in PARAMS if p not in dists and p in kd and kd[p].notna().any()]
+        pinned = [p for p in PARAMS + METHOD_PARAMS if p not in dists and p in kd and kd[p].notna().any()]
         conditional = [k for k in dists if k not in imp]  # one method's settings only
         rows = [{"param": k, "importance": v, "low": getattr(dists[k], "low", None),
                  "high": getattr(dists[k], "high", None), "varied": True} for k, v in imp.items()]

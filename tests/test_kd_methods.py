@@ -12,7 +12,7 @@ from trainables.losses import DKDLoss
 from trainables.teacher import train_teacher
 from trainables.teacher_logits import compute_logits, load_teacher
 
-FAST = {"dataset": "digits", "epochs": 1, "batch_size": 64, "lr": 0.05, "precision": "fp32",
+FAST = {"dataset": "digits", "epochs": 2, "batch_size": 64, "lr": 0.1, "precision": "fp32",
         "seed": 0, "num_threads": 1, "width": 32}
 METHODS = [{"kd_method": "kd", "alpha": 0.7, "logit_standardize": True},
            {"kd_method": "dkd", "dkd_beta": 2.0, "dkd_warmup": 1},
@@ -23,7 +23,7 @@ METHODS = [{"kd_method": "kd", "alpha": 0.7, "logit_standardize": True},
 @pytest.fixture(scope="module")
 def teacher(bundle, tmp_path_factory):
     with reporting.local_session(root=str(tmp_path_factory.mktemp("teacher"))) as rec:
-        train_teacher({**FAST, "epochs": 2, "width": 128}, data=bundle)
+        train_teacher({**FAST, "width": 128}, data=bundle)
     path = rec.checkpoints[-1]
     logits = compute_logits(load_teacher(path), bundle.train, 256, "cpu", mean=bundle.mean, std=bundle.std)
     return path, logits
@@ -38,8 +38,8 @@ def test_every_method_distils_from_cached_logits_and_an_online_teacher(method, b
         online = distill_student({**FAST, **method, "online_teacher": "mlp",
                                   "online_teacher_kwargs": {"width": 64}}, data=bundle)
         plain = distill_student({**FAST, "teacher_checkpoint": path, "alpha": 0.0}, data=bundle)
-    assert cached["diverged"] == 0 and cached["val_acc"] > 0.3 and "agreement" in cached
-    # One epoch of a teacher trained from scratch teaches little: the path runs, finitely.
+    assert cached["diverged"] == 0 and cached["val_acc"] > 0.2 and "agreement" in cached  # chance: 0.1
+    # Two epochs of a teacher trained from scratch teach little: the path runs, finitely.
     assert online["diverged"] == 0 and "teacher_val_acc" in online and "agreement" in online
     # The soft term was trained: the training loss differs from the undistilled student's.
     assert cached["train_loss"] != pytest.approx(plain["train_loss"], abs=1e-4)
@@ -85,3 +85,18 @@ def test_summary_lists_methods_only_when_several_were_searched():
     assert [r.split(" | ")[0] for r in rows] == ["| dkd", "| kd", "| dist"]
     assert "dkd_alpha=1, dkd_beta=4, temperature=3" in rows[0] and "97.00%" in rows[0]
     assert method_table([t for t in trials if t["kd_method"] == "kd"]) == []
+
+
+def test_a_kd_only_search_shows_its_method_in_tables_and_summary(small_search, capsys):
+    from analysis import best_trials
+
+    assert best_trials.main([str(small_search)]) == 0
+    md = (small_search / "analysis" / "best_trials.md").read_text()
+    assert "### distill: best trial per KD method" in md and "| method |" in md
+    table = pd.read_csv(small_search / "analysis" / "best_trials.csv")
+    assert set(table[table["stage"] == "distill"]["kd_method"]) == {"kd"}
+    assert table[table["stage"] == "baseline"]["kd_method"].isna().all()
+    per_method = pd.read_csv(small_search / "analysis" / "best_per_method.csv")
+    assert list(per_method["kd_method"]) == ["kd"]
+    assert per_method.loc[0, "val_acc"] == pytest.approx(table[table["stage"] == "distill"]["val_acc"].max())
+    assert "kd_method=kd" in (small_search / "summary.md").read_text()

@@ -136,9 +136,10 @@ def test_a_method_needing_teacher_features_is_refused_with_a_message(monkeypatch
 
 
 # ---- every method ------------------------------------------------------------------------
-ALL = [("kd", {"alpha": 0.5, "temperature": 4.0}), ("kd", {"alpha": 0.5, "temperature": 4.0, "standardize": True}),
-       ("dkd", {"warmup_epochs": 0}), ("dkd", {"warmup_epochs": 0, "standardize": True}),
-       ("dist", {"temperature": 4.0}), ("mse", {"alpha": 0.5})]
+# Every registered loss at its defaults (a method added later is covered too), plus options.
+ALL = [(name, {}) for name in list_losses()] + [
+    ("kd", {"alpha": 0.5, "temperature": 2.0, "standardize": True}),
+    ("dkd", {"warmup_epochs": 0, "standardize": True}), ("dist", {"temperature": 4.0}), ("mse", {"alpha": 0.5})]
 
 
 @pytest.mark.parametrize("name,kw", ALL)
