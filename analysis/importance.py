@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         dists = {k: d for t in study.trials for k, d in t.distributions.items()}  # union
         imp = importances(study) if dists else {}
         pinned = [p for p in PARAMS + METHOD_PARAMS if p not in dists and p in kd and kd[p].notna().any()]
-        conditional = [k for k in dists if k not in imp]  # one method's settings only
+        conditional = [k for k in dists if k not in imp]  # some methods' settings only
         rows = [{"param": k, "importance": v, "low": getattr(dists[k], "low", None),
                  "high": getattr(dists[k], "high", None), "varied": True} for k, v in imp.items()]
         rows += [{"param": p, "importance": math.nan, "low": kd[p].min(), "high": kd[p].max(), "varied": False}
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         table = pd.DataFrame(rows, columns=table.columns)
         lines += [f"fANOVA over {len(kd)} complete distill trials (value = best {METRIC}); "
                   f"pinned or unvaried (left out): {', '.join(pinned) or 'none'}"
-                  + (f"; set by one KD method only (not ranked): {', '.join(conditional)}" if conditional else "")
+                  + (f"; set by some KD methods only (not ranked): {', '.join(conditional)}" if conditional else "")
                   + ".", ""]
         if imp:
             save_figure(plot_bars(exp, imp, len(kd)), exp.output("importance.png"))
