@@ -12,6 +12,7 @@ from typing import Sequence
 from search import spaces
 from search.preset_loader import list_presets, load_preset
 from search.spec import OBJECTIVES, SearchSpec, build_spec
+from trainables.losses import list_losses
 
 EPILOG = """examples:
   python search/run_kd_search.py                       # quick offline search on digits
@@ -79,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher-weights", help="local state-dict file for a torchvision teacher (resnet18/resnet50)")
     t.add_argument("--teacher-checkpoint", help="a kdtune checkpoint.pt to use as the teacher (skips its training)")
     t.add_argument("--students", type=_csv, help=f"student families to search, comma-separated ({', '.join(spaces.FAMILIES)})")
-    t.add_argument("--methods", type=_csv, help="KD methods searched, comma-separated "
-                                                "(kd, dkd, dist, mse; several: the method is a searched "
-                                                "dimension with its own hyperparameters; default: the preset's, else kd)")
+    t.add_argument("--methods", type=_csv, help=f"KD methods searched, comma-separated ({', '.join(list_losses())}; "
+                                                "several: the method is a searched dimension with its own "
+                                                "hyperparameters; default: the preset's, else kd)")
     t.add_argument("--chain", type=_csv, help="teacher-assistant distillation (Mirzadeh et al. 2020): "
                                               "TEACHER,ASSISTANT,STUDENT, each a model name or FAMILY:DEPTH:WIDTH "
                                               "(e.g. resnet56,resnet32,resnet20 or mlp:2:512,mlp:2:128,mlp:1:32)")
