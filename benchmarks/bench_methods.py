@@ -13,7 +13,7 @@ methods run (analysis/best_trials.py's per-method table). Where the manifest has
 stage, its test mean and sd over seeds are reported as well.
 
     python benchmarks/bench_methods.py                                  # digits, a few minutes
-    python benchmarks/bench_methods.py --dataset mnist --data-dir /work/shared/data
+    python benchmarks/bench_methods.py --dataset mnist --data-dir ./data
     python benchmarks/bench_methods.py --methods kd,dkd,dist,mse --num-samples 24 -- --max-epochs 12
 (flags after `--` go to both runs unchanged.)
 """
