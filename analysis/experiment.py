@@ -226,6 +226,17 @@ def kd_method(cfg: dict[str, Any]) -> str | None:
     return "kd" if cfg.get("teacher_checkpoint") or cfg.get("online_teacher") else None
 
 
+def distils(cfg: dict[str, Any]) -> bool:
+    """Did this trial train a soft term? (kd, mse: alpha > 0; dkd, dist: nonzero weights)"""
+    from trainables.config import DistillConfig
+
+    known = set(DistillConfig.keys())
+    try:
+        return not DistillConfig.from_dict({k: v for k, v in cfg.items() if k in known}).is_baseline
+    except ValueError:  # a config this tree cannot build: fall back on the Hinton weight
+        return bool(cfg.get("alpha"))
+
+
 def is_residual(cfg: dict[str, Any]) -> bool | None:
     """model_kwargs.residual, else the model's own default (cifar_resnet True, mlp False)."""
     kwargs = cfg.get("model_kwargs") or {}
