@@ -20,10 +20,11 @@ if __package__ in (None, ""):  # run as a script from a checkout: the repo root 
 
 import pandas as pd  # noqa: E402
 
-from analysis.cli import make_parser, parse, positive_int  # noqa: E402
+from analysis.cli import make_parser, parse  # noqa: E402
 from analysis.experiment import STAGES, Experiment  # noqa: E402
 from analysis.report import (fmt_bool, fmt_float, fmt_int, fmt_pct, fmt_points,  # noqa: E402
                              markdown_table, notes_block, write_text)
+from search.arg_types import positive_int  # noqa: E402
 from trainables.losses import method_fields  # noqa: E402
 from trainables.reporting import METRIC, MODE  # noqa: E402
 

@@ -22,13 +22,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from analysis.experiment import Experiment, ExperimentError  # noqa: E402
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def make_parser(doc: str | None, script: str, out_default: str = "<experiment_dir>/analysis"
                 ) -> argparse.ArgumentParser:
     """Parser with the shared arguments; the script's docstring is its help text.

@@ -1,7 +1,8 @@
 """Reading one kdtune experiment: the manifest, each stage's Ray Tune results, tidy tables.
 
-Every analysis script reads through this module, so "best epoch", "stopped early" and
-"reduction vs teacher" mean the same thing in every table and figure.
+Every analysis script reads through this module; "best epoch", "stopped early" and
+"reduction vs teacher" come from trainables/outcome.py, as in the search's own manifest and
+summary.md, so they mean the same thing in every table and figure.
 
     exp = Experiment.open("kdtune_results/digits-20261122-101500")
     exp.trials()             # one row per trial of every stage that has started
@@ -13,7 +14,6 @@ so the scripts also work on a search that is still running.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,8 @@ import pandas as pd
 
 from search.manifest import STAGES, Manifest
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
+from trainables.outcome import best_epoch, epoch_number, epochs_trained, finite, reduction_pct, stopped_early
+from trainables.outcome import diverged as trial_diverged
 from trainables.reporting import METRIC, MODE
 
 # The sampled (or pinned) config keys shown in every table, in this order. kd_method: the KD
@@ -167,27 +169,13 @@ class Experiment:
 
     def teacher_params(self) -> float | None:
         if "_teacher_params" not in self._analyses:
-            self._analyses["_teacher_params"] = _finite(self.teacher_metrics().get("params"))
+            self._analyses["_teacher_params"] = finite(self.teacher_metrics().get("params"))
         return self._analyses["_teacher_params"]
 
 
 _ROW_COLUMNS = ("stage", "trial_id", "status", *CONFIG_COLUMNS, *METHOD_COLUMNS, "residual", "val_acc",
                 *BEST_EPOCH_COLUMNS, "best_epoch", "epochs", "planned_epochs", "stopped_early",
                 "diverged", "error", "path")
-
-
-def reduction_pct(params: Any, teacher_params: Any) -> float:
-    """Parameter reduction vs the teacher in percent: 100 * (1 - params / teacher_params)."""
-    p, t = _finite(params), _finite(teacher_params)
-    return math.nan if p is None or not t else 100.0 * (1.0 - p / t)
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _trial_row(stage: str, trial, df: pd.DataFrame | None) -> dict[str, Any]:
@@ -197,23 +185,18 @@ def _trial_row(stage: str, trial, df: pd.DataFrame | None) -> dict[str, Any]:
                            **{k: cfg.get(k) for k in (*CONFIG_COLUMNS, *METHOD_COLUMNS)},
                            "kd_method": kd_method(cfg), "residual": is_residual(cfg),
                            "path": str(trial.path)}
-    has_metric = df is not None and METRIC in df and df[METRIC].notna().any()
-    if has_metric:
-        best = df.loc[df[METRIC].idxmax()]  # the epoch the stage's checkpoint keeps
+    best = best_epoch(df)  # the epoch the stage's checkpoint keeps
+    if best is not None:
         row[METRIC] = float(best[METRIC])
         row.update({k: best.get(k) for k in BEST_EPOCH_COLUMNS})
-        row["best_epoch"] = best.get("epoch", best.get("training_iteration"))
-    # Epochs trained, from the loop's own counter: Tune's training_iteration also counts the
-    # extra result a function trainable's return value produces.
-    counter = next((c for c in ("epoch", "training_iteration") if df is not None and c in df), None)
-    epochs = int(df[counter].max()) if counter and df[counter].notna().any() else 0
-    diverged = bool(df["diverged"].fillna(0).max()) if df is not None and "diverged" in df else False
+        row["best_epoch"] = epoch_number(best)
+    epochs = epochs_trained(df)
+    diverged = trial_diverged(df)
     planned = cfg.get("epochs")
-    # `done` is set on the last result when a trial ends, ASHA's stop included; a trial cut
-    # off by Ctrl-C has no `done`, so it is "unfinished", not "stopped early".
+    # `done` is set on the last result when a trial ends, ASHA's stop included.
     ended = bool(last.get("done")) and trial.status != "ERROR"
     row.update(epochs=epochs, planned_epochs=planned, diverged=diverged,
-               stopped_early=bool(ended and not diverged and planned and epochs < planned),
+               stopped_early=stopped_early(epochs=epochs, planned=planned, diverged=diverged, ended=ended),
                error=None if trial.status != "ERROR" else "error")
     return row
 

@@ -38,9 +38,10 @@ import torch  # noqa: E402
 import datasets  # noqa: E402
 import models  # noqa: E402
 from analysis import exporters  # noqa: E402
-from analysis.cli import fail, make_parser, parse, positive_int  # noqa: E402
+from analysis.cli import fail, make_parser, parse  # noqa: E402
 from analysis.experiment import Experiment, distils  # noqa: E402
 from analysis.final_report import rebuild_dataset  # noqa: E402
+from search.arg_types import positive_int  # noqa: E402
 from search.manifest import git_revision  # noqa: E402
 from search.stages import effective_config  # noqa: E402
 from trainables.checkpoint import CheckpointError, check_compatible, load_model  # noqa: E402

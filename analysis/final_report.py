@@ -29,10 +29,12 @@ from sklearn.metrics import ConfusionMatrixDisplay, classification_report  # noq
 
 import datasets  # noqa: E402
 import models  # noqa: E402
-from analysis.cli import fail, make_parser, parse, positive_int  # noqa: E402
-from analysis.experiment import Experiment, reduction_pct  # noqa: E402
+from analysis.cli import fail, make_parser, parse  # noqa: E402
+from analysis.experiment import Experiment  # noqa: E402
 from analysis.report import (fmt_float, fmt_int, fmt_pct, fmt_points, markdown_table,  # noqa: E402
                              notes_block, save_figure, write_text)
+from search.arg_types import positive_int  # noqa: E402
+from trainables.outcome import reduction_pct  # noqa: E402
 from trainables.checkpoint import CheckpointError, check_compatible, load_model  # noqa: E402
 from trainables.reporting import METRIC  # noqa: E402
 

@@ -26,21 +26,18 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from analysis.cli import make_parser, parse  # noqa: E402
 from analysis.experiment import STAGES, Experiment  # noqa: E402
 from analysis.report import fmt_float, fmt_int, fmt_pct, markdown_table, notes_block, save_figure, write_text  # noqa: E402
+from search.rungs import rung_milestones  # noqa: E402
 from trainables.reporting import METRIC  # noqa: E402
 
 GRAD_PREFIX = "grad_norm/"  # trainables/loop.py reports grad_norm/<probe> per epoch
 
 
 def asha_rungs(spec: dict) -> list[int]:
-    """Epochs at which ASHA compares trials: grace * rf^k below max_epochs."""
+    """Epochs at which ASHA compared the spec's trials (search/rungs.py); [] without ASHA settings."""
     grace, rf, top = spec.get("grace_period"), spec.get("reduction_factor"), spec.get("max_epochs")
     if not grace or not rf or not top or rf < 2:
         return []
-    rungs, t = [], grace
-    while t < top:
-        rungs.append(int(t))
-        t *= rf
-    return rungs
+    return rung_milestones(grace, rf, top)
 
 
 def plot_curves(exp: Experiment, curves: dict[str, dict[str, pd.DataFrame]], trials: pd.DataFrame) -> plt.Figure:

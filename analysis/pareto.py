@@ -12,12 +12,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from search.nondominated import dominator_counts
+
 
 def pareto_mask(accuracy: Sequence[float], cost: Sequence[float]) -> np.ndarray:
     """Boolean mask of the non-dominated points (maximise accuracy, minimise cost).
 
-    Points with a NaN in either value are never on the front. O(n^2): a search has at most
-    a few thousand trials.
+    Points with a NaN in either value are never on the front. Dominance: search/nondominated.py.
     """
     acc = np.asarray(accuracy, dtype=float)
     cst = np.asarray(cost, dtype=float)
@@ -25,12 +26,8 @@ def pareto_mask(accuracy: Sequence[float], cost: Sequence[float]) -> np.ndarray:
         raise ValueError(f"accuracy and cost differ in length: {acc.shape} vs {cst.shape}")
     valid = np.isfinite(acc) & np.isfinite(cst)
     mask = np.zeros(acc.shape, dtype=bool)
-    for i in np.flatnonzero(valid):
-        others = valid.copy()
-        others[i] = False
-        no_worse = (acc[others] >= acc[i]) & (cst[others] <= cst[i])
-        better = (acc[others] > acc[i]) | (cst[others] < cst[i])
-        mask[i] = not np.any(no_worse & better)
+    idx = np.flatnonzero(valid)
+    mask[idx] = np.asarray(dominator_counts(np.column_stack([acc[idx], -cst[idx]]))) == 0
     return mask
 
 

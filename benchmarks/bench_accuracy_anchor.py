@@ -14,6 +14,11 @@ is evaluated too, with its parameter reduction against the experiment's teacher.
     python benchmarks/bench_accuracy_anchor.py                     # 5 epochs, ~3 min on 2 CPUs
     python benchmarks/bench_accuracy_anchor.py --epochs 20 --seeds 0 1 2
     python benchmarks/bench_accuracy_anchor.py --experiment kdtune_results/mnist-20261122-101500
+    python benchmarks/bench_accuracy_anchor.py --protocol hinton --seeds 0 1 2 --storage-path runs/h
+
+`--protocol hinton` runs the paper's own protocol instead (benchmarks/hinton_protocol.py: the
+hinton_mnist preset's regularised, jittered teacher, all 60,000 training images, last epoch,
+test set once), resumable in pieces from --storage-path.
 """
 from __future__ import annotations
 
@@ -26,24 +31,9 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repository root on sys.path)
 import torch
 
-from common import MNIST_DIR, machine_line, mnist_present, print_table
+from common import MNIST_DIR, machine_line, mnist_present, print_table, count_test_errors
 
 PAPER = {"teacher 2x1200": 67, "student 2x800, no KD": 146, "student 2x800, KD": 74}
-
-
-def test_errors(checkpoint_path: str, bundle) -> tuple[int, int]:
-    """(errors on bundle.test, parameters) of the model in a kdtune checkpoint, fp32."""
-    import models
-    from datasets import DeviceLoader
-    from trainables import checkpoint
-    from trainables.loop import evaluate
-    from trainables.runtime import Runtime
-
-    model, _ = checkpoint.load_model(checkpoint_path)
-    rt = Runtime(torch.device("cpu"), None, False, torch.get_num_threads())
-    loader = DeviceLoader(bundle.test, batch_size=1000, mean=bundle.mean, std=bundle.std)
-    acc = evaluate(model, loader, rt)["val_acc"]
-    return round((1.0 - acc) * len(bundle.test)), models.count_params(model)
 
 
 def train(fn, config: dict, bundle, root: Path, **kw) -> tuple[str, dict, float]:
@@ -69,14 +59,14 @@ def anchor(spec, bundle, epochs: int, seed: int, alpha: float, temperature: floa
                "epochs": epochs, "seed": seed, "lr": 0.05, "num_threads": threads}
     rows = {}
     t_ckpt, t_m, t_s = train(train_teacher, teacher_cfg, bundle, out / f"s{seed}_teacher")
-    rows["teacher 2x1200"] = (*test_errors(t_ckpt, bundle), t_m["epoch"], t_s)
+    rows["teacher 2x1200"] = (*count_test_errors(t_ckpt, bundle), t_m["epoch"], t_s)
     b_ckpt, b_m, b_s = train(distill_student, {**student, "alpha": 0.0}, bundle,
                              out / f"s{seed}_baseline")
-    rows["student 2x800, no KD"] = (*test_errors(b_ckpt, bundle), b_m["epoch"], b_s)
+    rows["student 2x800, no KD"] = (*count_test_errors(b_ckpt, bundle), b_m["epoch"], b_s)
     logits = cached_teacher_logits(bundle, t_ckpt)  # as the search driver shares them
     kd = {**student, "alpha": alpha, "temperature": temperature, "teacher_checkpoint": t_ckpt}
     k_ckpt, k_m, k_s = train(distill_student, kd, bundle, out / f"s{seed}_kd", teacher_logits=logits)
-    rows["student 2x800, KD"] = (*test_errors(k_ckpt, bundle), k_m["epoch"], k_s)
+    rows["student 2x800, KD"] = (*count_test_errors(k_ckpt, bundle), k_m["epoch"], k_s)
     for name, (err, params, ep, sec) in rows.items():
         print(f"  seed {seed} {name:22s} {err:5d} test errors  ({params:,} params, best val "
               f"epoch {ep}, {sec:.0f} s)", flush=True)
@@ -90,12 +80,12 @@ def searched_student(experiment: str, bundle) -> list[tuple]:
     manifest = Manifest.load(Path(experiment))
     rows = []
     teacher = manifest.teacher_checkpoint()
-    t_err, t_params = test_errors(teacher, bundle)
+    t_err, t_params = count_test_errors(teacher, bundle)
     rows.append(("experiment teacher", t_err, "-", t_params, "1.00x"))
     for stage in ("baseline", "distill"):
         ckpt = manifest.stage(stage).get("best_checkpoint")
         if ckpt:
-            err, params = test_errors(ckpt, bundle)
+            err, params = count_test_errors(ckpt, bundle)
             rows.append((f"experiment best {stage}", err, "-", params,
                          f"{t_params / params:.1f}x fewer"))
     return rows
@@ -105,10 +95,16 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[-4:]))
-    p.add_argument("--epochs", type=int, default=5, help="epochs of teacher and students")
+    p.add_argument("--protocol", choices=("short", "hinton"), default="short",
+                   help="short: the mnist preset under a CPU budget; hinton: the paper's protocol")
+    p.add_argument("--epochs", type=int, help="epochs of teacher and students (hinton: of the "
+                                              "students; default 5 short, 60 hinton)")
+    p.add_argument("--teacher-epochs", type=int,
+                   help="hinton: the teacher's epochs (default: the hinton_mnist preset's)")
+    p.add_argument("--student-lr", type=float, default=0.05, help="hinton: the 2x800 students' lr")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--alpha", type=float, default=0.7, help="KD weight of the soft term")
-    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--alpha", type=float, help="KD weight of the soft term (default 0.7; hinton 0.9)")
+    p.add_argument("--temperature", type=float, help="KD temperature (default 4; hinton 20, the paper's)")
     p.add_argument("--threads", type=int, default=2,
                    help="torch threads (1 on a machine shared with other jobs, see README)")
     p.add_argument("--data-dir", default=MNIST_DIR, help="real MNIST (torchvision layout)")
@@ -118,11 +114,21 @@ def main(argv=None) -> None:
     if not mnist_present(args.data_dir):
         raise SystemExit(f"bench_accuracy_anchor.py: error: no MNIST files in {args.data_dir}")
 
+    hinton = args.protocol == "hinton"
+    args.epochs = args.epochs or (60 if hinton else 5)
+    args.alpha = args.alpha if args.alpha is not None else (0.9 if hinton else 0.7)
+    args.temperature = args.temperature or (20.0 if hinton else 4.0)
     torch.set_num_threads(args.threads)
     out = Path(args.storage_path or tempfile.mkdtemp(prefix="kdtune-bench-anchor-"))
     spec, bundle = common.search_spec(["--dataset", "mnist", "--data-dir", args.data_dir,
-                                       "--storage-path", str(out)])
+                                       "--storage-path", str(out)]
+                                      + (["--preset", "hinton_mnist"] if hinton else []))
     print(machine_line())
+    if hinton:
+        import hinton_protocol
+
+        hinton_protocol.main(args, spec, bundle, out)
+        return
     print(f"MNIST: {len(bundle.train)} train / {len(bundle.val)} val / {len(bundle.test)} test; "
           f"{args.epochs} epochs; KD alpha {args.alpha} T {args.temperature}; seeds {args.seeds}",
           flush=True)

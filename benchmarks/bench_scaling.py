@@ -33,7 +33,7 @@ import common  # noqa: F401  (puts the repository root on sys.path)
 from common import (MNIST_DIR, ensure_teacher, machine_line, median, mnist_present, print_table,
                     run_search, search_spec)
 
-CPU_TARGET = 1.6  # trials/hour at 2 vs 1 concurrent on 2 cores: a goal, not from issue 7
+CPU_TARGET = 1.6  # trials/hour at 2 vs 1 concurrent on 2 cores: our own goal (2 cores cannot give 2x)
 
 
 def main(argv=None) -> None:

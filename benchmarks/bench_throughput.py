@@ -40,7 +40,7 @@ from common import (CIFAR_MEAN, CIFAR_STD, MNIST_DIR, MNIST_MEAN, MNIST_STD, HWC
                     save_teacher, split_to_numpy, verdict)
 
 ALPHA, TEMPERATURE = 0.9, 4.0
-TARGETS = {"mlp": 3.0, "resnet": 2.5, "resnet-views": 2.5}  # kdtune / seed img/s (issue 7)
+TARGETS = {"mlp": 3.0, "resnet": 2.5, "resnet-views": 2.5}  # kdtune / seed img/s (the targets in benchmarks/README.md)
 PAIRS = {
     # key: (teacher (name, kwargs), student (name, kwargs), label)
     "mlp": (("mlp", {"depth": 2, "width": 1200}), ("mlp", {"depth": 2, "width": 800}),

@@ -29,7 +29,10 @@ if str(_ROOT) not in sys.path:
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-MNIST_DIR = "/work/shared/data"  # real MNIST (torchvision layout) on these machines
+# Real MNIST (torchvision layout: MNIST/raw/*-ubyte[.gz]): by default a `shared/data` folder
+# beside the checkout (../shared/data from the repository root); every benchmark that reads it
+# takes --data-dir to point elsewhere.
+MNIST_DIR = str(_ROOT.parent / "shared" / "data")
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -156,6 +159,21 @@ def machine_line() -> str:
 
 
 # ---- search benchmarks: the search's own pieces (search.stages, search.spaces) -------------
+def count_test_errors(checkpoint_path: str, bundle) -> tuple[int, int]:
+    """(errors on bundle.test, parameters) of the model in a kdtune checkpoint, fp32."""
+    import models
+    from datasets import DeviceLoader
+    from trainables import checkpoint
+    from trainables.loop import evaluate
+    from trainables.runtime import Runtime
+
+    model, _ = checkpoint.load_model(checkpoint_path)
+    rt = Runtime(torch.device("cpu"), None, False, torch.get_num_threads())
+    loader = DeviceLoader(bundle.test, batch_size=1000, mean=bundle.mean, std=bundle.std)
+    acc = evaluate(model, loader, rt)["val_acc"]
+    return round((1.0 - acc) * len(bundle.test)), models.count_params(model)
+
+
 def search_spec(argv: Sequence[str]):
     """(SearchSpec, DatasetBundle) exactly as run_kd_search.py builds them from its flags."""
     from search.cli import parse_args
@@ -210,7 +228,7 @@ def run_search(spec, bundle, *, name: str, out_dir: Path, teacher_checkpoint: st
     define = spaces.make_space(spec.space, spec.students, constants, distill=True)
     if sampler == "tpe":
         search_alg = optuna_search(define, seed=seed, objective="accuracy",
-                                   max_concurrent=max_concurrent)
+                                   max_concurrent=max_concurrent, max_epochs=max_epochs)
     else:
         search_alg = ConcurrencyLimiter(
             OptunaSearch(space=define, metric=METRIC, mode=MODE,

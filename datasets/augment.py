@@ -1,8 +1,10 @@
 """Batched, on-device augmentation of uint8 image batches (no per-sample Python loop).
 
 `crop_flip` is the standard CIFAR recipe: zero-pad 4 pixels, take a random crop of the
-original size, flip horizontally with probability 1/2. Crop and flip are one `torch.gather`
-over the padded batch; `draw_params` / `apply_params` split the draws from the gather, so a
+original size, flip horizontally with probability 1/2. `jitter` is the MNIST one of Hinton et
+al. (2015, section 3): translate each image by up to 2 pixels in x and in y (zero fill, no
+flip), which is a crop of the zero-padded image at a random offset. Both are one
+`torch.gather` over the padded batch; `draw_params` / `apply_params` split the draws from the gather, so a
 loader can draw one set per image for a whole epoch. Random draws come from a CPU `torch.Generator` and are then moved
 to the batch's device, so the same generator state gives the same pixels on CPU and GPU.
 """
@@ -14,6 +16,9 @@ import torch.nn.functional as F
 from .bundle import AUGMENTS
 
 CROP_PADDING = 4  # pixels of zero padding on each side before the random crop
+JITTER_PIXELS = 2  # largest shift in x and in y (Hinton et al. 2015: "up to two pixels")
+# The default `pixels` of each augmentation: crop padding, or largest jitter shift.
+DEFAULT_PIXELS = {"none": 0, "crop_flip": CROP_PADDING, "jitter": JITTER_PIXELS}
 
 
 def crop_flip_params(n: int, generator: torch.Generator,
@@ -25,19 +30,21 @@ def crop_flip_params(n: int, generator: torch.Generator,
     return offsets, flips
 
 
-def crop_flip(images: torch.Tensor, generator: torch.Generator,
-              padding: int = CROP_PADDING) -> torch.Tensor:
-    """Random crop (same H, W) from `padding`-pixel zero padding + random horizontal flip.
-
-    images: uint8 (B, C, H, W) on any device; returns a new tensor of the same shape/dtype.
-    """
-    offsets, flips = crop_flip_params(images.shape[0], generator, padding)
-    return crop_flip_at(images, offsets, flips, padding)
+def jitter_params(n: int, generator: torch.Generator,
+                  pixels: int = JITTER_PIXELS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shifts of up to `pixels` in each axis, as crop offsets (n, 2) in 0 .. 2 * pixels into
+    the `pixels`-padded image (offset `pixels` = no shift), and no flips; on CPU."""
+    offsets = torch.randint(0, 2 * pixels + 1, (n, 2), generator=generator)
+    return offsets, torch.zeros(n, dtype=torch.bool)
 
 
 def crop_flip_at(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
                  padding: int = CROP_PADDING) -> torch.Tensor:
-    """`crop_flip` with given parameters: image i is cropped at offsets[i], flipped if flips[i]."""
+    """Crop (same H, W) from `padding`-pixel zero padding, then flip horizontally: image i is
+    cropped at offsets[i] and flipped if flips[i] (from `crop_flip_params`).
+
+    images: uint8 (B, C, H, W) on any device; returns a new tensor of the same shape/dtype.
+    """
     b, c, h, w = images.shape
     dev = images.device
     offsets, flips = offsets.to(dev), flips.to(dev)
@@ -57,13 +64,33 @@ def crop_flip_at(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tenso
 AugmentParams = tuple[torch.Tensor, ...]
 
 
-def draw_params(name: str, n: int, generator: torch.Generator) -> AugmentParams:
-    """Parameters of augmentation `name` (one of bundle.AUGMENTS) for n images, on CPU."""
+def resolve_pixels(name: str, pixels: int | None) -> int:
+    """`pixels` checked for augmentation `name`; None = its default (DEFAULT_PIXELS)."""
     if name not in AUGMENTS:
         raise ValueError(f"unknown augment {name!r}; expected one of {AUGMENTS}")
-    return crop_flip_params(n, generator) if name == "crop_flip" else ()
+    if pixels is None:
+        return DEFAULT_PIXELS[name]
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < (1 if name != "none" else 0):
+        raise ValueError(f"augment pixels for {name!r} must be a positive integer, got {pixels!r}")
+    return pixels
 
 
-def apply_params(name: str, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-    """Augment a batch with its rows of `draw_params` output (already indexed to the batch)."""
-    return crop_flip_at(images, *params) if name == "crop_flip" else images
+def draw_params(name: str, n: int, generator: torch.Generator,
+                pixels: int | None = None) -> AugmentParams:
+    """Parameters of augmentation `name` (one of bundle.AUGMENTS) for n images, on CPU;
+    `pixels`: crop padding (crop_flip) or largest shift (jitter), None = the default."""
+    pixels = resolve_pixels(name, pixels)
+    if name == "crop_flip":
+        return crop_flip_params(n, generator, pixels)
+    if name == "jitter":
+        return jitter_params(n, generator, pixels)
+    return ()
+
+
+def apply_params(name: str, images: torch.Tensor, params: AugmentParams,
+                 pixels: int | None = None) -> torch.Tensor:
+    """Augment a batch with its rows of `draw_params` output (already indexed to the batch);
+    `pixels` must be the value the parameters were drawn with."""
+    if name == "none":
+        return images
+    return crop_flip_at(images, *params, padding=resolve_pixels(name, pixels))

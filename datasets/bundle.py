@@ -5,11 +5,12 @@ shipped to trials through Ray's object store; nothing downstream reads files aga
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
-AUGMENTS = ("none", "crop_flip")
+AUGMENTS = ("none", "crop_flip", "jitter")
 
 
 class DatasetError(ValueError):
@@ -52,9 +53,10 @@ class Split:
 class DatasetBundle:
     """Train / val / test splits plus what a model and a loader need to know about them.
 
-    `test` is touched only by final reports; model selection uses `val` (DESIGN.md).
+    `test` is touched only by final reports; model selection uses `val` (docs/architecture.md).
     `mean` / `std` are per channel in [0, 1] pixel units; `augment` names the batched
-    augmentation `DeviceLoader` applies to training batches.
+    augmentation `DeviceLoader` applies to training batches, `augment_pixels` its crop
+    padding or largest shift (None: that augmentation's default, datasets/augment.py).
     """
 
     name: str
@@ -65,13 +67,22 @@ class DatasetBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str
+    augment_pixels: int | None = None
 
     def __post_init__(self) -> None:
-        if self.augment not in AUGMENTS:
-            raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        from .augment import resolve_pixels  # augment imports AUGMENTS from here
+
+        resolve_pixels(self.augment, self.augment_pixels)  # raises on an unknown name / bad pixels
         channels = self.in_shape[0]
         if len(self.mean) != channels or len(self.std) != channels:
             raise ValueError(f"mean/std need {channels} values, got {self.mean} / {self.std}")
+
+    def with_augment(self, augment: str | None, pixels: int | None = None) -> "DatasetBundle":
+        """The same splits (no copy) under another training augmentation; None keeps this one's
+        (a stage's `augment` config key: e.g. a jittered MNIST teacher, un-jittered students)."""
+        if augment is None:
+            return self
+        return dataclasses.replace(self, augment=augment, augment_pixels=pixels)
 
     @property
     def num_classes(self) -> int:
@@ -92,5 +103,6 @@ class DatasetBundle:
             "mean": [float(m) for m in self.mean],
             "std": [float(s) for s in self.std],
             "augment": self.augment,
+            "augment_pixels": self.augment_pixels,
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
         }

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from .augment import apply_params, draw_params
+from .augment import apply_params, draw_params, resolve_pixels
 from .bundle import AUGMENTS, Split
 
 
@@ -41,17 +41,20 @@ class DeviceLoader:
     x: float32 (B, C, H, W), normalised with `mean` / `std` (per channel, [0, 1] units);
     y: int64 (B,); idx: int64 (B,) keys of the batch's rows in a teacher-logit cache, on
     `device`: the row indices into the split, or with `views` (and an augmentation)
-    (view - 1) * len(split) + row. `augment` is applied to every batch: "none" for eval.
+    (view - 1) * len(split) + row. `augment` is applied to every batch: "none" for eval;
+    `augment_pixels` is its crop padding / largest shift (None: the augmentation's default).
     """
 
     def __init__(self, split: Split, *, batch_size: int, device: str | torch.device = "cpu",
                  mean: Sequence[float], std: Sequence[float], augment: str = "none",
                  shuffle: bool = False, seed: int = 0, drop_last: bool = False,
-                 channels_last: bool = False, views: int | None = None) -> None:
+                 channels_last: bool = False, views: int | None = None,
+                 augment_pixels: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+        self.augment_pixels = resolve_pixels(augment, augment_pixels)
         channels = split.images.shape[1]
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean/std need {channels} values, got {list(mean)} / {list(std)}")
@@ -96,12 +99,12 @@ class DeviceLoader:
         order = order.to(self.device)
         view = self.view(self.epoch)
         params = tuple(p.to(self.device) for p in draw_params(
-            self.augment, n, epoch_generator(self.seed, view, AUGMENT_STREAM)))
+            self.augment, n, epoch_generator(self.seed, view, AUGMENT_STREAM), self.augment_pixels))
         key_offset = (view - 1) * n if self.views else 0
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             u8 = apply_params(self.augment, self.images.index_select(0, idx),
-                              tuple(p.index_select(0, idx) for p in params))
+                              tuple(p.index_select(0, idx) for p in params), self.augment_pixels)
             x = torch.addcmul(self._shift, u8.to(torch.float32), self._scale)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -2,8 +2,8 @@
 
 Teachers and students are both built here, so a config names a model and its kwargs and
 nothing else. Every model built by `create_model` carries a JSON-able `kdtune_spec`;
-checkpoints store it and `create_from_spec` rebuilds the architecture from it (DESIGN.md:
-a teacher is rebuilt from its metadata, never from its checkpoint path).
+checkpoints store it and `create_from_spec` rebuilds the architecture from it (a teacher is
+rebuilt from its metadata, never from its checkpoint path: docs/architecture.md).
 
     from models import create_model, count_params
     net = create_model("resnet20", num_classes=10, in_shape=(3, 32, 32))

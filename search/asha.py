@@ -3,8 +3,8 @@
 Why not Ray's `ASHAScheduler`: it decides a trial's fate the moment the trial reaches a rung,
 from the values recorded there *before* it. The first trial to reach a rung always goes on
 (no cutoff yet), and nothing caps how many trials a rung passes on. On digits, with TPE
-proposing ever better configs, it ran 0.50x the epochs of full-length random search (issue 7;
-a chance-level first trial ran all 18 epochs) where successive halving would run ~0.25x.
+proposing ever better configs, it ran 0.50x the epochs of full-length random search (a
+chance-level first trial ran all 18 epochs; benchmarks/bench_search_efficiency.py) where successive halving would run ~0.25x.
 
 This scheduler keeps the paper's rule instead: a rung holding n trials promotes at most
 floor(n / eta) of them, the best ones, and a trial that cannot be promoted yet is PAUSED
@@ -19,7 +19,11 @@ once none is left every trial still paused is stopped. The epochs spent then mat
 synchronous successive halving; the rungs fill asynchronously, so no worker waits for a full
 rung while trials are left to start.
 
-Two details of Ray it works with:
+Under `--objective pareto` a rung ranks by non-dominated rank on (val_acc, params), ties by
+crowding distance (`size_metric`), so a small-but-good student is not cut for being small.
+
+The Ray internals it relies on are reached through search/ray_adapter.py. Two details of Ray
+it works with:
   - Tune's ConcurrencyLimiter counts a paused trial as running, so with every slot paused
     it would never suggest another trial. `PauseAwareLimiter` frees the slot while a trial is
     paused (the scheduler tells it, as Ray's BOHB does).
@@ -40,6 +44,10 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
+from search.ray_adapter import release_slot, repause_restored_trial, retake_slot, stage_searcher, stop_paused_trial
+from search.nondominated import dominator_counts, pareto_order
+from search.rungs import rung_caps, rung_milestones
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,17 +59,14 @@ class PauseAwareLimiter(ConcurrencyLimiter):
         self.paused_trials: set[str] = set()
 
     def on_pause(self, trial_id: str) -> None:
-        if trial_id in self.live_trials:
-            self.live_trials.remove(trial_id)
-            self.num_unfinished_live_trials -= 1
+        if release_slot(self, trial_id):
             self.paused_trials.add(trial_id)
         # (ConcurrencyLimiter.on_pause would forward to the searcher; OptunaSearch has none.)
 
     def on_unpause(self, trial_id: str) -> None:
         if trial_id in self.paused_trials:
             self.paused_trials.remove(trial_id)
-            self.live_trials.add(trial_id)
-            self.num_unfinished_live_trials += 1
+            retake_slot(self, trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         # A paused trial that is stopped must still reach the searcher (Optuna: PRUNED).
@@ -69,40 +74,31 @@ class PauseAwareLimiter(ConcurrencyLimiter):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def rung_milestones(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
-    """Epochs at which trials are compared: grace * eta^k, below max_t (max_t ends a trial)."""
-    milestones, t = [], grace_period
-    while t < max_t:
-        milestones.append(t)
-        t *= reduction_factor
-    return milestones
-
-
 class CappedASHA(FIFOScheduler):
     """Asynchronous successive halving with promotions capped at floor(n/eta) per rung.
 
     metric/mode: what to compare at a rung; time_attr: the rung clock (epochs);
-    num_samples: the number of trials the search will create (bounds every rung's promotions).
+    num_samples: the number of trials the search will create (bounds every rung's promotions);
+    size_metric: when given (`--objective pareto`: "params"), a rung ranks its trials by
+    non-dominated rank on (metric in its mode, size_metric minimised), ties within a front by
+    crowding distance, larger first (NSGA-II; search/nondominated.py), then by arrival.
     """
 
     def __init__(self, *, metric: str, mode: str, max_t: int, grace_period: int, reduction_factor: int,
-                 num_samples: int, time_attr: str = "training_iteration") -> None:
+                 num_samples: int, time_attr: str = "training_iteration", size_metric: str | None = None) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
         if not (0 < grace_period <= max_t) or reduction_factor < 2 or num_samples < 1:
             raise ValueError("need 0 < grace_period <= max_t, reduction_factor >= 2, num_samples >= 1")
         super().__init__()
-        self._metric, self._mode, self._time_attr = metric, mode, time_attr
+        self._metric, self._mode, self._time_attr, self._size = metric, mode, time_attr, size_metric
         self._sign = 1.0 if mode == "max" else -1.0
         self._max_t, self._eta, self._num_samples = max_t, reduction_factor, num_samples
         self.milestones = rung_milestones(grace_period, reduction_factor, max_t)
-        # The most trials each rung can ever promote: floor(N/eta), then floor(that/eta), ...,
-        # but at least one, so the best trial always trains to max_t (6 trials, eta 3: 2, 1).
-        self.caps, reach = [], num_samples
-        for _ in self.milestones:
-            reach = max(1, reach // reduction_factor)
-            self.caps.append(reach)
-        self.rungs: dict[int, dict[str, float]] = {m: {} for m in self.milestones}  # trial -> score
+        # The most trials each rung can ever promote (search/rungs.py).
+        self.caps = rung_caps(num_samples, reduction_factor, len(self.milestones))
+        # trial -> score, larger is better: (metric,) or, ranking by Pareto, (metric, -size)
+        self.rungs: dict[int, dict[str, tuple[float, ...]]] = {m: {} for m in self.milestones}
         self.promoted: dict[int, set[str]] = {m: set() for m in self.milestones}
         self.waiting: dict[str, int] = {}  # paused trial -> the milestone it waits at
         self._trials: dict[str, Trial] = {}
@@ -112,8 +108,20 @@ class CappedASHA(FIFOScheduler):
     def _ranking(self, m: int) -> list[str]:
         """Trials recorded at milestone m, best first; ties go to the earlier arrival."""
         recorded = self.rungs[m]
-        order = {tid: i for i, tid in enumerate(recorded)}
-        return sorted(recorded, key=lambda tid: (-recorded[tid], order[tid]))
+        tids = list(recorded)  # in arrival order
+        if self._size is not None:
+            return [tids[i] for i in pareto_order([recorded[t] for t in tids])]
+        order = {tid: i for i, tid in enumerate(tids)}
+        return sorted(tids, key=lambda tid: (-recorded[tid][0], order[tid]))
+
+    def _surely_ahead(self, tid: str, m: int) -> int:
+        """How many trials rank ahead of tid at m whatever arrives later. One objective: its
+        rank (a later arrival never passes an equal value). Pareto: the trials that dominate
+        it (front and crowding reshuffle as trials arrive; a dominator always stays ahead)."""
+        if self._size is None:
+            return self._ranking(m).index(tid)
+        points = self.rungs[m]
+        return dominator_counts([points[tid], *(p for t, p in points.items() if t != tid)])[0]
 
     def _to_promote(self, m: int) -> list[str]:
         """Waiting trials at m to promote now: the best of the top floor(n/eta), within the cap."""
@@ -127,10 +135,19 @@ class CappedASHA(FIFOScheduler):
     def _out(self, tid: str, m: int) -> bool:
         """True when the trial can never be promoted from milestone m."""
         cap = self.caps[self.milestones.index(m)]
-        return len(self.promoted[m]) >= cap or self._ranking(m).index(tid) >= cap
+        return len(self.promoted[m]) >= cap or self._surely_ahead(tid, m) >= cap
 
-    def _record(self, tid: str, m: int, value: float) -> None:
-        self.rungs[m].setdefault(tid, self._sign * float(value))
+    def _score(self, result: dict) -> tuple[float, ...]:
+        if result.get("diverged"):  # its metric is a stand-in (val_acc 0.0): worst on every axis
+            return (float("-inf"),) * (1 if self._size is None else 2)
+        score = self._sign * float(result[self._metric])
+        if self._size is None:
+            return (score,)
+        size = result.get(self._size)
+        return score, -float(size) if size is not None else float("-inf")  # no size: the largest
+
+    def _record(self, tid: str, m: int, result: dict) -> None:
+        self.rungs[m].setdefault(tid, self._score(result))
 
     # ---- Ray's scheduler interface ----------------------------------------------------
 
@@ -142,11 +159,11 @@ class CappedASHA(FIFOScheduler):
         if self._trials.get(trial.trial_id) is trial:
             return  # a failed trial requeued for a retry: Ray already filed it as PENDING
         self._trials[trial.trial_id] = trial
-        history = _reported_history(trial, self._time_attr, self._metric)
+        history = _reported_history(trial, self._time_attr, self._metric, self._size)
         if history:
             self._rebuild(tune_controller, trial, history)
 
-    def _rebuild(self, tune_controller, trial: Trial, history: dict[int, float]) -> None:
+    def _rebuild(self, tune_controller, trial: Trial, history: dict[int, dict]) -> None:
         """A restored trial: put its rung values and promotions back, re-pause it if it waited."""
         tid, last = trial.trial_id, max(history)
         for m in self.milestones:
@@ -156,9 +173,8 @@ class CappedASHA(FIFOScheduler):
                     self.promoted[m].add(tid)
         if last in self.rungs and trial.status == Trial.PENDING:
             # It stopped at a rung undecided (paused, or interrupted at the decision): it
-            # waits for a promotion again instead of running on. Ray has not filed it under
-            # a status yet (add_trial does that after this call), so set_status is safe here.
-            trial.set_status(Trial.PAUSED)
+            # waits for a promotion again instead of running on (search/ray_adapter.py).
+            repause_restored_trial(trial)
             self.waiting[tid] = last
             _searcher(tune_controller).on_pause(tid)
 
@@ -173,7 +189,7 @@ class CappedASHA(FIFOScheduler):
         tid = trial.trial_id
         if tid in self.promoted[t]:  # a retried trial reporting this rung again
             return TrialScheduler.CONTINUE
-        self._record(tid, t, result[self._metric])
+        self._record(tid, t, result)
         self.waiting[tid] = t
         if tid in self._to_promote(t):
             self._promote(tid, t)
@@ -232,20 +248,7 @@ class CappedASHA(FIFOScheduler):
         if trial.status != Trial.PAUSED:
             return  # still saving its pause checkpoint: it stays waiting, to be stopped later
         del self.waiting[tid]
-        # Ray marks done=True on the result of a STOP decision; a paused trial has no new
-        # result, so its last one is marked (the pipeline's completeness check and analysis'
-        # "stopped early" read it). The cache drop makes the experiment state save it.
-        trial.run_metadata.last_result = {**trial.last_result, "done": True}
-        trial.run_metadata.invalidate_cache()
-        tune_controller.stop_trial(trial)
-        # Ray 2.60 re-serialises a stopped trial into the experiment state only when it had
-        # an actor; a paused one has none, so the state file would keep it PAUSED (and a
-        # resume would run it again). Mark it for the next save. (The wrapper Tune hands
-        # schedulers does not list this method; the controller behind it has it.)
-        controller = getattr(tune_controller, "_tune_controller", tune_controller)
-        mark = getattr(controller, "_mark_trial_to_checkpoint", None)
-        if mark is not None:
-            mark(trial)
+        stop_paused_trial(tune_controller, trial)  # marked done, the stop saved to disk
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
         self.waiting.pop(trial.trial_id, None)
@@ -265,7 +268,7 @@ class CappedASHA(FIFOScheduler):
 def _searcher(tune_controller):
     """The stage's PauseAwareLimiter, or a no-op stand-in for any other searcher (Ray's own
     ConcurrencyLimiter.on_pause forwards to OptunaSearch, which has no such method)."""
-    searcher = getattr(getattr(tune_controller, "search_alg", None), "searcher", None)
+    searcher = stage_searcher(tune_controller)
     return searcher if isinstance(searcher, PauseAwareLimiter) else _NoSearcher()
 
 
@@ -275,8 +278,8 @@ class _NoSearcher:
     def on_unpause(self, trial_id: str) -> None: ...
 
 
-def _reported_history(trial: Trial, time_attr: str, metric: str) -> dict[int, float]:
-    """{epoch: metric} from a restored trial's result.json; empty for a new trial."""
+def _reported_history(trial: Trial, time_attr: str, metric: str, size_metric: str | None) -> dict[int, dict]:
+    """{epoch: {metric, size_metric}} from a restored trial's result.json; empty for a new trial."""
     if not trial.has_reported_at_least_once:
         return {}
     for folder in (trial.local_path, trial.path):
@@ -289,7 +292,8 @@ def _reported_history(trial: Trial, time_attr: str, metric: str) -> dict[int, fl
                 except json.JSONDecodeError:  # a row cut short by a hard kill
                     continue
                 if time_attr in row and row.get(metric) is not None:
-                    history[int(row[time_attr])] = float(row[metric])
+                    history[int(row[time_attr])] = {k: row[k] for k in (metric, size_metric, "diverged")
+                                                    if k and k in row}
             return history
     logger.warning("trial %s: no result.json to rebuild its ASHA rungs from", trial.trial_id)
     return {}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from search import spaces
+from search.arg_types import non_negative_float, positive_int
 from search.preset_loader import list_presets, load_preset
 from search.spec import OBJECTIVES, SearchSpec, build_spec
 from trainables.losses import list_losses
@@ -24,25 +25,24 @@ EPILOG = """examples:
 dimensions (--alpha --temperature --lr --depth --width): one value pins it, LO:HI bounds it."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _dim(text: str):
     try:
         return spaces.parse_dim(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc))
+
+
+def _augment(text: str) -> tuple[str, int | None]:
+    """NAME or NAME:PIXELS, e.g. jitter:2 (shift up to 2 px) or crop_flip:4 (pad 4 px)."""
+    from datasets.augment import resolve_pixels
+
+    name, _, pixels = text.partition(":")
+    try:
+        value = int(pixels) if pixels else None
+        resolve_pixels(name, value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+    return name, value
 
 
 def _csv(text: str) -> list[str]:
@@ -67,16 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dataset", help="digits (offline default), mnist, fashion_mnist, cifar10, cifar100, image_folder")
     d.add_argument("--data-dir", help="folder holding the dataset files (torchvision layout)")
     d.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
-    d.add_argument("--subset", type=_positive_int, help="train on this many training images (quick runs)")
+    d.add_argument("--subset", type=positive_int, help="train on this many training images (quick runs)")
     d.add_argument("--val-fraction", type=float, help="share of the training set held out for validation")
     d.add_argument("--seed", type=int, help="seed for the data split, the samplers and the trials")
-    d.add_argument("--augment-views", type=_positive_int,
+    d.add_argument("--augment-views", type=positive_int,
                    help="augmented datasets (cifar): students cycle through K fixed augmented views per "
                         "image and the teacher's logits for them are computed once per search, not in "
                         "every trial (FKD; default: a fresh view every epoch, teacher run online)")
+    d.add_argument("--augment", type=_augment, metavar="NAME[:PIXELS]",
+                   help="training augmentation of the students (and of the teacher unless "
+                        "--teacher-augment or the preset's teacher sets one): none, crop_flip[:PAD] or "
+                        "jitter[:SHIFT] (random shift of up to SHIFT px, default 2; default: the dataset's)")
+    d.add_argument("--teacher-augment", type=_augment, metavar="NAME[:PIXELS]",
+                   help="the teacher's training augmentation only, e.g. jitter:2 (Hinton et al. 2015)")
     t = p.add_argument_group("teacher and students")
     t.add_argument("--teacher", help="teacher model name (see models.list_models())")
-    t.add_argument("--teacher-epochs", type=_positive_int, help="epochs of the teacher stage")
+    t.add_argument("--teacher-epochs", type=positive_int, help="epochs of the teacher stage")
     t.add_argument("--teacher-weights", help="local state-dict file for a torchvision teacher (resnet18/resnet50)")
     t.add_argument("--teacher-checkpoint", help="a kdtune checkpoint.pt to use as the teacher (skips its training)")
     t.add_argument("--students", type=_csv, help=f"student families to search, comma-separated ({', '.join(spaces.FAMILIES)})")
@@ -91,14 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
                        ("lr", "learning rate"), ("depth", "student depth"), ("width", "student width")):
         s.add_argument(f"--{name}", type=_dim, help=what)
     r = p.add_argument_group("search budget and resources")
-    r.add_argument("--num-samples", type=_positive_int, help="distillation trials")
-    r.add_argument("--baseline-samples", type=_positive_int, help="undistilled baseline trials")
-    r.add_argument("--max-epochs", type=_positive_int, help="epochs of a trial that ASHA never stops")
-    r.add_argument("--grace-period", type=_positive_int, help="epochs before ASHA may stop a trial")
+    r.add_argument("--num-samples", type=positive_int, help="distillation trials")
+    r.add_argument("--baseline-samples", type=positive_int, help="undistilled baseline trials")
+    r.add_argument("--max-epochs", type=positive_int, help="epochs of a trial that ASHA never stops")
+    r.add_argument("--grace-period", type=positive_int, help="epochs before ASHA may stop a trial")
     r.add_argument("--reduction-factor", type=int, help="ASHA keeps 1/RF of the trials at each rung")
-    r.add_argument("--cpus-per-trial", type=_non_negative_float, help="CPUs per trial (also its torch threads)")
-    r.add_argument("--gpus-per-trial", type=_non_negative_float, help="GPUs per trial; fractions share a card")
-    r.add_argument("--max-concurrent", type=_positive_int, help="trials running at once")
+    r.add_argument("--cpus-per-trial", type=non_negative_float, help="CPUs per trial (also its torch threads)")
+    r.add_argument("--gpus-per-trial", type=non_negative_float, help="GPUs per trial; fractions share a card")
+    r.add_argument("--max-concurrent", type=positive_int, help="trials running at once")
     r.add_argument("--objective", choices=OBJECTIVES, help="accuracy, or pareto (val_acc max, params min)")
     o = p.add_argument_group("run")
     o.add_argument("--storage-path", help="where experiments live (default ./kdtune_results; a shared "

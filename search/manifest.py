@@ -97,12 +97,9 @@ class Manifest:
         return self.stage("teacher").get("best_checkpoint")
 
 
-def latest_experiment(storage_path: Path, preset: str | None = None) -> Path | None:
-    """The most recently modified experiment under storage_path (optionally of one preset)."""
-    candidates = []
-    for manifest in Path(storage_path).glob(f"*/{MANIFEST_NAME}"):
-        if preset is None or manifest.parent.name.startswith(f"{preset}-"):
-            candidates.append(manifest)
+def latest_experiment(storage_path: Path) -> Path | None:
+    """The most recently modified experiment under storage_path."""
+    candidates = list(Path(storage_path).glob(f"*/{MANIFEST_NAME}"))
     if not candidates:
         return None
     return max(candidates, key=lambda p: p.stat().st_mtime).parent

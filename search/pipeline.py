@@ -23,7 +23,7 @@ from datasets import DatasetBundle
 from search import spaces, sweep
 from search.manifest import Manifest
 from search.spec import SearchSpec
-from search.stages import Stage, asha, best_of, optuna_search, run_stage, stage_finished, trial_rows
+from search.stages import Stage, asha, best_of, optuna_search, pareto_set, run_stage, stage_finished, trial_rows
 from search.summary import write_summary
 from search.teacher_cache import cached_teacher_logits
 from trainables.distill import distill_student
@@ -44,7 +44,8 @@ def start_ray(spec: SearchSpec) -> bool:
     if spec.address:
         ray.init(address=spec.address, log_to_driver=True)
     else:
-        # A local run needs no cluster token (STACK_NOTES: every ray.init writes ~/.ray/auth_token).
+        # A local run needs no cluster token (every ray.init writes ~/.ray/auth_token otherwise;
+        # docs/architecture.md, Ray touch points).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # A private instance: a bare ray.init() would join any head started on this machine
         # (`ray start --head`, someone else's) and die when that cluster is stopped.
@@ -67,8 +68,9 @@ def _stage_kwargs(spec: SearchSpec, experiment_dir: Path) -> dict[str, Any]:
 
 
 def _finish(manifest: Manifest, stage: Stage, results, expected: int,
-            max_epochs: int | None = None) -> dict[str, Any]:
-    """Record a finished stage's winner, or raise Interrupted when trials are still open."""
+            max_epochs: int | None = None, pareto: bool = False) -> dict[str, Any]:
+    """Record a finished stage's winner (and, `pareto`, its Pareto set), or raise Interrupted
+    when trials are still open."""
     if not stage_finished(results, expected):
         manifest.mark(stage.name, "interrupted", path=str(stage.path))
         raise Interrupted(stage.name)
@@ -76,7 +78,8 @@ def _finish(manifest: Manifest, stage: Stage, results, expected: int,
     if best is None:
         manifest.mark(stage.name, "failed", path=str(stage.path))
         raise RuntimeError(f"stage {stage.name}: no trial reported a finite val_acc; see {stage.path}")
-    manifest.mark(stage.name, "done", path=str(stage.path), trials=trial_rows(results, max_epochs), **best)
+    extra = {"pareto_set": pareto_set(results)} if pareto else {}
+    manifest.mark(stage.name, "done", path=str(stage.path), trials=trial_rows(results, max_epochs), **best, **extra)
     return best
 
 
@@ -98,8 +101,8 @@ def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -
 def teacher_logits(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
                    teacher_checkpoint: str) -> torch.Tensor | None:
     """The teacher-logit cache every trial of this teacher shares (search/teacher_cache.py)."""
-    return cached_teacher_logits(bundle, teacher_checkpoint, views=spec.augment_views, seed=spec.seed,
-                                 precision=spec.train.get("precision", "auto"),
+    return cached_teacher_logits(spec.student_bundle(bundle), teacher_checkpoint, views=spec.augment_views,
+                                 seed=spec.seed, precision=spec.train.get("precision", "auto"),
                                  cache_dir=manifest.dir / "teacher_logits")
 
 
@@ -122,17 +125,19 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
     define = spaces.make_space(spec.space, spec.students, constants, distill=distill, architecture=architecture,
                                methods=spec.methods)
     searcher = optuna_search(define, seed=spec.seed + SEED_OFFSET[name], objective=spec.objective,
-                             max_concurrent=spec.max_concurrent)
+                             max_concurrent=spec.max_concurrent, max_epochs=spec.max_epochs)
     params = {"data": bundle}
     if distill and logits is not None:
         params["teacher_logits"] = logits
-    scheduler = asha(spec.max_epochs, spec.grace_period, spec.reduction_factor, num_samples=samples)
+    scheduler = asha(spec.max_epochs, spec.grace_period, spec.reduction_factor, num_samples=samples,
+                     objective=spec.objective)
     stage = Stage(name=name, trainable=tune.with_parameters(distill_student, **params), num_samples=samples,
                   search_alg=searcher, scheduler=scheduler,
                   **_stage_kwargs(spec, manifest.dir))
     manifest.mark(name, "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)
-    return _finish(manifest, stage, results, expected=samples, max_epochs=spec.max_epochs)
+    return _finish(manifest, stage, results, expected=samples, max_epochs=spec.max_epochs,
+                   pareto=spec.objective == "pareto")
 
 
 def sweep_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,

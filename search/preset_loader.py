@@ -67,5 +67,4 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     for key in ("train", "teacher", "space"):
         if key in data and not isinstance(data[key], dict):
             raise ValueError(f"preset {path}: {key!r} must be a mapping")
-    data.setdefault("name_hint", path.stem)
     return data

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
-from ray.tune.result import SHOULD_CHECKPOINT
+from search.ray_adapter import RAY_LOGGERS, carries_checkpoint
+
+CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback = RAY_LOGGERS  # the hooks used: ray_adapter.py
 
 
 class _RowAfterCheckpoint:
@@ -31,7 +32,7 @@ class _RowAfterCheckpoint:
         self._held: dict[str, tuple[int, dict]] = {}  # trial_id -> (iteration, result)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get(SHOULD_CHECKPOINT):
+        if carries_checkpoint(result):
             self._held[trial.trial_id] = (iteration, dict(result))
             return
         super().on_trial_result(iteration, trials, trial, result, **info)

@@ -25,12 +25,29 @@ import optuna
 from trainables.losses import list_losses, method_fields
 
 # Student families the search knows how to size; each model takes `depth` and `width`.
-# depth_step: cifar_resnet depth is 6n+2 (He et al. 2016), so it moves in steps of 6.
+# Defaults when neither preset nor flag bounds them:
+#   mlp           depth = hidden layers, 1-4 (a 2x800 net is Hinton et al.'s MNIST student;
+#                 deeper plain MLPs stop training well, see the mlp_depth_sweep preset);
+#                 width = units per hidden layer, 16-1024 (log-sampled: 1200 is their teacher).
+#   cifar_resnet  depth = layers, 6n+2 (He et al. 2016), so it moves in steps of 6: 8-56 spans
+#                 resnet8 .. resnet56, the usual CIFAR teacher; width = channels of the first
+#                 of three stages (16 in the paper's nets, 64 = the "x4" nets of RepDistiller).
 FAMILIES: dict[str, dict[str, Any]] = {
     "mlp": {"depth": (1, 4), "width": (16, 1024), "depth_step": 1, "depth_start": 1},
     "cifar_resnet": {"depth": (8, 56), "width": (8, 64), "depth_step": 6, "depth_start": 2},
 }
-# Continuous dimensions: (default range, sampled on a log scale?).
+# Continuous dimensions: (default range, sampled on a log scale?). Presets narrow them.
+#   lr            peak learning rate of the schedule (cosine decays from it), for SGD with
+#                 Nesterov momentum 0.9 at batch 64-128: the CIFAR ResNet recipe's 0.1 at batch
+#                 128 (He et al. 2016) sits inside, about a decade either side. Scale it with the
+#                 batch size (linear rule, Goyal et al. 2017) when `train.batch_size` changes;
+#                 Adam/AdamW want ~1e-3, so pin or bound `--lr` for them.
+#   weight_decay  L2 coefficient per step (SGD adds wd * w to the gradient; AdamW shrinks w by
+#                 lr * wd): 5e-4 (CIFAR KD recipes) and 1e-4 (He et al.) are inside.
+#   alpha         weight of the soft term in (1 - alpha) * CE + alpha * T^2 * KL, unitless;
+#                 0 is the baseline stage's own, 1 drops the labels.
+#   temperature   softmax temperature T of both teacher and student, unitless; Hinton et al.
+#                 used up to 20 on MNIST, CIFAR recipes use 4; below 1 sharpens (not useful).
 FLOAT_DIMS: dict[str, tuple[tuple[float, float], bool]] = {
     "lr": ((0.005, 0.3), True),
     "weight_decay": ((1e-6, 1e-3), True),

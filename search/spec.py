@@ -68,6 +68,10 @@ class SearchSpec:
         """The config dict of the teacher trial (TeacherConfig keys)."""
         return {**self.data_fields(), **self.train, **self.teacher}
 
+    def student_bundle(self, bundle):
+        """The dataset as the students train on it: under `train.augment` when it is set."""
+        return bundle.with_augment(self.train.get("augment"), self.train.get("augment_pixels"))
+
     @property
     def online(self) -> bool:
         """Online distillation: the teacher trains inside every distillation trial."""
@@ -181,6 +185,10 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         teacher["epochs"] = given["teacher_epochs"]
     if "teacher_weights" in given:
         teacher["model_kwargs"] = {**teacher.get("model_kwargs", {}), "weights_path": given["teacher_weights"]}
+    train = dict(preset.get("train", {}))
+    for section, key in ((train, "augment"), (teacher, "teacher_augment")):
+        if key in given:  # (name, pixels) from the CLI; pixels None = the augmentation's default
+            section["augment"], section["augment_pixels"] = given[key]
     sweep = preset.get("sweep")
     chain = given.get("chain", preset.get("chain"))
     if chain:
@@ -200,7 +208,7 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "seed": given.get("seed", preset.get("seed", 0)),
         "subset": given.get("subset", preset.get("subset")),
         "augment_views": given.get("augment_views", search.get("augment_views")),
-        "train": dict(preset.get("train", {})),
+        "train": train,
         "teacher": teacher,
         "teacher_checkpoint": given.get("teacher_checkpoint", preset.get("teacher_checkpoint")),
         "students": tuple(given.get("students", preset.get("students", ["mlp"]))),

@@ -12,12 +12,14 @@ from typing import Any, Callable
 import optuna
 from ray import tune
 from ray.tune import ResultGrid
-from ray.tune.search.optuna import OptunaSearch
 
 from search.asha import CappedASHA, PauseAwareLimiter
+from search.fidelity import FidelityOptunaSearch
+from search.nondominated import dominator_counts
 from search.result_logging import checkpoint_consistent_loggers
 from search.sweep import VARIANT, merge
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
+from trainables.outcome import best_epoch, diverged, epochs_trained, stopped_early
 from trainables.reporting import METRIC, MODE
 
 
@@ -40,25 +42,31 @@ class Stage:
         return self.experiment_dir / self.name
 
 
-def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concurrent: int) -> PauseAwareLimiter:
-    """Seeded TPE over a define-by-run space; `pareto` makes it multi-objective.
+def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concurrent: int,
+                  max_epochs: int) -> PauseAwareLimiter:
+    """Seeded TPE over a define-by-run space; `pareto` makes it multi-objective. Trials shorter
+    than max_epochs reach Optuna as PRUNED (search/fidelity.py).
 
     No metric goes into TuneConfig: with one there, Ray silently makes the study single-objective
-    (STACK_NOTES). Multi-objective studies use Optuna's default multi-objective TPE.
+    (docs/architecture.md, Ray touch points). Multi-objective studies use Optuna's default multi-objective TPE.
     """
     sampler = optuna.samplers.TPESampler(seed=seed)
     if objective == "pareto":
-        searcher = OptunaSearch(space=define_by_run, metric=[METRIC, "params"], mode=[MODE, "min"],
-                                sampler=sampler)
+        searcher = FidelityOptunaSearch(space=define_by_run, metric=[METRIC, "params"], mode=[MODE, "min"],
+                                        sampler=sampler, max_epochs=max_epochs)
     else:
-        searcher = OptunaSearch(space=define_by_run, metric=METRIC, mode=MODE, sampler=sampler)
+        searcher = FidelityOptunaSearch(space=define_by_run, metric=METRIC, mode=MODE, sampler=sampler,
+                                        max_epochs=max_epochs)
     return PauseAwareLimiter(searcher, max_concurrent=max_concurrent)
 
 
-def asha(max_epochs: int, grace_period: int, reduction_factor: int, num_samples: int) -> CappedASHA:
-    """ASHA on val_acc, one rung unit per reported epoch (training_iteration); search/asha.py."""
+def asha(max_epochs: int, grace_period: int, reduction_factor: int, num_samples: int,
+         objective: str = "accuracy") -> CappedASHA:
+    """ASHA on val_acc (`pareto`: Pareto rank on val_acc and params), one rung unit per reported
+    epoch (training_iteration); search/asha.py."""
     return CappedASHA(metric=METRIC, mode=MODE, time_attr="training_iteration", max_t=max_epochs,
-                      grace_period=grace_period, reduction_factor=reduction_factor, num_samples=num_samples)
+                      grace_period=grace_period, reduction_factor=reduction_factor, num_samples=num_samples,
+                      size_metric="params" if objective == "pareto" else None)
 
 
 def trial_dirname(trial) -> str:
@@ -109,27 +117,46 @@ def best_of(results: ResultGrid) -> dict[str, Any] | None:
     """The best trial by its best epoch: config, metrics of that epoch, checkpoint file."""
     rows = []
     for result in results:
-        df = result.metrics_dataframe
-        if result.error is not None or df is None or METRIC not in df or df[METRIC].isna().all():
-            continue
-        best_row = df.loc[df[METRIC].idxmax()]
-        rows.append((float(best_row[METRIC]), result, best_row))
+        row = best_epoch(result.metrics_dataframe) if result.error is None else None
+        if row is not None:
+            rows.append((float(row[METRIC]), result, row))
     if not rows:
         return None
-    _score, result, row = max(rows, key=lambda item: item[0])
-    # A trial that diverged in its first epoch reported no checkpoint, and Ray's
-    # Result.get_best_checkpoint raises on a trial without any instead of returning None.
-    checkpoint = (result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None) \
-        or result.checkpoint
+    pick = max if MODE == "max" else min
+    _score, result, row = pick(rows, key=lambda item: item[0])
     metrics = {k: _plain(v) for k, v in row.items() if not str(k).startswith("config/")}
     return {
         "trial_id": result.metrics.get("trial_id"),
         "trial_path": result.path,
         "config": {k: _plain(v) for k, v in effective_config(result.config).items()},
         "metrics": metrics,
-        "best_checkpoint": str(Path(checkpoint.path) / CHECKPOINT_FILE) if checkpoint else None,
+        "best_checkpoint": _best_checkpoint_file(result),
         "epochs_run": int(result.metrics.get("training_iteration", 0)),
     }
+
+
+def _best_checkpoint_file(result) -> str | None:
+    # A trial that diverged in its first epoch reported no checkpoint, and Ray's
+    # Result.get_best_checkpoint raises on a trial without any instead of returning None.
+    checkpoint = (result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None) \
+        or result.checkpoint
+    return str(Path(checkpoint.path) / CHECKPOINT_FILE) if checkpoint else None
+
+
+def pareto_set(results: ResultGrid) -> list[dict[str, Any]]:
+    """The stage's trials no other trial beats on both best val_acc (max) and params (min)
+    (search/nondominated.py), most accurate first; errored and diverged trials are no
+    candidates. Each: trial_id, config (what to retrain), val_acc (its best epoch), params,
+    epochs (run; a member ASHA stopped early holds a short-run val_acc), best_checkpoint."""
+    candidates = [(row, result) for row, result in zip(trial_rows(results), results)
+                  if not (row["error"] or row["diverged"]) and row["val_acc"] is not None
+                  and row["params"] is not None]
+    counts = dominator_counts([(row["val_acc"], -float(row["params"])) for row, _ in candidates])
+    members = sorted((c for c, n in zip(candidates, counts) if n == 0), key=lambda c: -c[0]["val_acc"])
+    return [{"trial_id": row["trial_id"],
+             "config": {k: _plain(v) for k, v in effective_config(result.config).items()},
+             "val_acc": row["val_acc"], "params": row["params"], "epochs": row["epochs"],
+             "best_checkpoint": _best_checkpoint_file(result)} for row, result in members]
 
 
 SUMMARY_KEYS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", "model_kwargs",
@@ -144,22 +171,27 @@ def effective_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_rows(results: ResultGrid, max_epochs: int | None = None) -> list[dict[str, Any]]:
-    """One compact row per trial (best val_acc, size, sampled config) for summaries."""
+    """One compact row per trial (best val_acc, size, sampled config) for summaries.
+
+    `max_epochs` is the planned length of a trial whose config does not say (`epochs`)."""
     rows = []
     for result in results:
         df = result.metrics_dataframe
         last = result.metrics or {}
-        best = float(df[METRIC].max()) if df is not None and METRIC in df and not df[METRIC].isna().all() else None
-        epochs = int(last.get("training_iteration", 0) or 0)
+        config = effective_config(result.config)
+        best = best_epoch(df)
+        failed, epochs = diverged(df), epochs_trained(df)
+        ended = bool(last.get("done")) and result.error is None
         rows.append({
             "trial_id": last.get("trial_id"),
-            "val_acc": best,
+            "val_acc": None if best is None else float(best[METRIC]),
             "params": _plain(last.get("params")),
             "epochs": epochs,
-            "stopped_early": bool(max_epochs and epochs < max_epochs and not last.get("diverged")),
-            "diverged": bool(last.get("diverged")),
+            "stopped_early": stopped_early(epochs=epochs, planned=config.get("epochs", max_epochs),
+                                           diverged=failed, ended=ended),
+            "diverged": failed,
             "error": None if result.error is None else str(result.error).splitlines()[0][:200],
-            **{k: _plain(v) for k, v in effective_config(result.config).items() if k in SUMMARY_KEYS},
+            **{k: _plain(v) for k, v in config.items() if k in SUMMARY_KEYS},
         })
     return rows
 

@@ -6,10 +6,12 @@ val_acc minus the best baseline val_acc among baselines no larger than that stud
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from search.manifest import Manifest
+from trainables.outcome import reduction_pct
 
 
 def _pct(x: float | None) -> str:
@@ -53,8 +55,8 @@ def render(manifest: Manifest) -> str:
         model = cfg.get("model", "(given checkpoint)" if stage.get("source") else "n/a")
         if cfg.get("depth") is not None:
             model += f" depth={cfg['depth']} width={cfg.get('width')}"
-        red = (f"{100 * (1 - met['params'] / t_params):.1f}%" if t_params and met.get("params")
-               and label != "teacher" else "")
+        pct = reduction_pct(met.get("params"), t_params) if label != "teacher" else math.nan
+        red = "" if math.isnan(pct) else f"{pct:.1f}%"
         lines.append(f"| {label} | {model} | {_pct(met.get('val_acc'))} | {_params(met.get('params'))} | {red} |")
     cfg = distill.get("config", {})
     if cfg:

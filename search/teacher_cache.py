@@ -69,7 +69,8 @@ def view_logits(bundle: DatasetBundle, teacher_checkpoint: str, *, views: int, s
           f"(once per search) ...", flush=True)
     logits = compute_logits(teacher, bundle.train, _batch(device), device, mean=bundle.mean, std=bundle.std,
                             autocast_dtype=rt.autocast_dtype, channels_last=rt.channels_last,
-                            augment=bundle.augment, views=views, seed=seed, dtype=None)
+                            augment=bundle.augment, augment_pixels=bundle.augment_pixels, views=views,
+                            seed=seed, dtype=None)
     print(f"kdtune: teacher logits for {views} views done in {time.perf_counter() - start:.0f} s",
           flush=True)
     return logits.cpu()
@@ -83,4 +84,6 @@ def _file_name(teacher_checkpoint: str, views: int, seed: int, precision: str,
                bundle: DatasetBundle) -> str:
     """One file per (teacher, views, seed, precision, split): a changed input never matches."""
     key = f"{Path(teacher_checkpoint).resolve()}|{views}|{seed}|{precision}|{len(bundle.train)}"
+    if (bundle.augment, bundle.augment_pixels) != ("crop_flip", None):  # older names stay valid
+        key += f"|{bundle.augment}|{bundle.augment_pixels}"
     return f"view_logits-{views}x{len(bundle.train)}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"

@@ -161,7 +161,7 @@ def _load_data(spec: SearchSpec) -> DatasetBundle:
 
 
 def _check_views(spec: SearchSpec, bundle: DatasetBundle) -> None:
-    if spec.augment_views and bundle.augment == "none":
+    if spec.augment_views and spec.student_bundle(bundle).augment == "none":
         raise UsageError(f"--augment-views applies to augmented datasets (cifar10, cifar100, image_folder); "
                          f"{spec.dataset} is not augmented and its teacher logits are cached already")
 

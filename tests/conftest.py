@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Local test clusters need no token auth (STACK_NOTES: every ray.init writes ~/.ray/auth_token).
+# Local test clusters need no token auth (every ray.init writes ~/.ray/auth_token otherwise).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -15,6 +15,19 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
 import pytest  # noqa: E402  (after the environment above is set)
+
+# Fixtures that start Ray: a test using one (directly or through another fixture) is a `ray`
+# test even without the marker written on it, so the fast tier never starts Ray by accident.
+RAY_FIXTURES = {"small_search", "ray_session", "local_ray"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every `ray` test is also `slow`: `-m "not slow"` is the fast tier (setup.cfg)."""
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

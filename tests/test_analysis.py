@@ -28,6 +28,7 @@ def _results(stage_dir: Path) -> dict[str, list[dict]]:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if rows:
             out[rows[0]["trial_id"]] = rows
+    assert out, f"no trial results in {stage_dir}"  # a loop over them must not pass empty
     return out
 
 

@@ -19,8 +19,9 @@ from search.asha import CappedASHA, PauseAwareLimiter, rung_milestones
 class FakeTrial:
     """What the scheduler reads of a Ray Trial."""
 
-    def __init__(self, trial_id, quality, folder=None):
+    def __init__(self, trial_id, quality, folder=None, params=None):
         self.trial_id, self.quality, self.status = trial_id, quality, Trial.PENDING
+        self.params = params  # reported as "params" when given (Pareto ranking)
         self.epochs, self.local_path, self.path = 0, folder, folder
         self.run_metadata = type("RunMetadata", (), {"last_result": {}, "invalidate_cache": lambda self: None})()
 
@@ -82,7 +83,9 @@ class FakeTune:
             tid = f"t{len(self.trials):02d}"
             if self.limiter.suggest(tid) is None:
                 break
-            trial = FakeTrial(tid, self.qualities[len(self.trials)])
+            quality = self.qualities[len(self.trials)]  # a value, or (value, params)
+            trial = FakeTrial(tid, quality[0], params=quality[1]) if isinstance(quality, tuple) \
+                else FakeTrial(tid, quality)
             self.trials.append(trial)
             self.scheduler.on_trial_add(self, trial)
         running = [t for t in self.trials if t.status == Trial.RUNNING]
@@ -96,6 +99,8 @@ class FakeTune:
             trial.epochs += 1
             self.epochs_run += 1
             result = {"training_iteration": trial.epochs, "val_acc": trial.val_acc(trial.epochs)}
+            if trial.params is not None:
+                result["params"] = trial.params
             trial.run_metadata.last_result = result
             decision = self.scheduler.on_trial_result(self, trial, result)
             self.decisions.append((trial.trial_id, trial.epochs, decision))
@@ -263,3 +268,50 @@ def test_bad_settings_are_refused():
         _scheduler(12, grace=20)
     with pytest.raises(ValueError):
         CappedASHA(metric="val_acc", mode="best", max_t=4, grace_period=1, reduction_factor=2, num_samples=2)
+
+
+# ---- --objective pareto: a rung ranks by non-dominated rank on (val_acc, params) -----------
+
+# Six students (quality, params): three large accurate ones (each larger one slightly worse:
+# dominated by t00), one small good one (t03), two poor mid-sized ones. Rung 0 (epoch 1) of a
+# 6-trial search with eta 3 promotes 2.
+PARETO_TRIALS = [(0.90, 1_000_000), (0.88, 1_100_000), (0.86, 1_200_000), (0.80, 10_000),
+                 (0.50, 500_000), (0.55, 600_000)]
+
+
+def _survivors(size_metric):
+    scheduler = CappedASHA(metric="val_acc", mode="max", max_t=3, grace_period=1, reduction_factor=3,
+                           num_samples=6, size_metric=size_metric)
+    tune = FakeTune(scheduler, PARETO_TRIALS).run()
+    return {t.trial_id for t in tune.trials if t.epochs > 1}, tune
+
+
+def test_pareto_rung_keeps_the_small_good_student_that_accuracy_ranking_cuts():
+    by_accuracy, _ = _survivors(None)
+    assert by_accuracy == {"t00", "t01"}  # the two most accurate, both large
+    by_pareto, tune = _survivors("params")
+    assert by_pareto == {"t00", "t03"}  # the front: most accurate and small-but-good
+    assert {t.trial_id: t.epochs for t in tune.trials}["t03"] == 3
+    assert tune.epochs_run == 6 * 1 + 2 * 2  # the same budget as ranking by accuracy
+
+
+def test_pareto_ties_within_a_front_go_to_the_larger_crowding_distance():
+    # Four points on one front and one behind it, recorded at rung 1 directly: the front's two
+    # extremes (infinite crowding) first in arrival order, then the interior by crowding distance.
+    scheduler = CappedASHA(metric="val_acc", mode="max", max_t=9, grace_period=1, reduction_factor=3,
+                           num_samples=9, size_metric="params")
+    points = {"a": (0.9, 100), "b": (0.85, 80), "c": (0.8, 50), "d": (0.7, 10), "e": (0.6, 60)}
+    for tid, (acc, params) in points.items():
+        scheduler._record(tid, 1, {"val_acc": acc, "params": params})
+    # crowding (hand-computed): b = 0.1/0.2 + 50/90 = 1.06, c = 0.15/0.2 + 70/90 = 1.53; e is dominated.
+    assert scheduler._ranking(1) == ["a", "d", "c", "b", "e"]
+    # e is dominated by c and d: with a cap of 3 it can never be promoted, whatever comes.
+    assert scheduler._surely_ahead("e", 1) == 2
+
+
+def test_a_diverged_trial_ranks_last_even_when_smallest():
+    scheduler = CappedASHA(metric="val_acc", mode="max", max_t=9, grace_period=1, reduction_factor=3,
+                           num_samples=9, size_metric="params")
+    scheduler._record("tiny", 1, {"val_acc": 0.0, "params": 10, "diverged": 1})
+    scheduler._record("big", 1, {"val_acc": 0.5, "params": 10_000, "diverged": 0})
+    assert scheduler._ranking(1) == ["big", "tiny"]

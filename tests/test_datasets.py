@@ -1,7 +1,8 @@
 """Tests of datasets/: every registered dataset through its real decode path, and DeviceLoader.
 
 Files are written by tests/fakedata.py in the real formats; only the real-MNIST test reads
-../shared/data and it is skipped where that folder is absent. Run:
+real files, from $KDTUNE_MNIST_DIR or else ../shared/data beside the checkout, and it is
+skipped where neither holds them. Run:
     python -m pytest -q tests/test_datasets.py
 """
 from __future__ import annotations
@@ -16,9 +17,7 @@ import torch
 from tests import fakedata
 from datasets import DatasetError, DeviceLoader, Split, create_dataset, list_datasets
 
-REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not (REAL_MNIST / "MNIST" / "raw").is_dir():
-    REAL_MNIST = Path("/work/shared/data")
+REAL_MNIST = Path(os.environ.get("KDTUNE_MNIST_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 @pytest.fixture(scope="module")
@@ -220,10 +219,10 @@ def test_crop_flip_changes_pixels_keeps_shape(cifar):
 
 
 def test_crop_flip_matches_reference():
-    from datasets.augment import crop_flip
+    from datasets.augment import apply_params, draw_params
     imgs = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
     gen = torch.Generator().manual_seed(0)
-    out = crop_flip(imgs, gen)
+    out = apply_params("crop_flip", imgs, draw_params("crop_flip", 16, gen))
     gen = torch.Generator().manual_seed(0)  # replay the draws to build the reference
     offs = torch.randint(0, 9, (16, 2), generator=gen)
     flips = torch.randint(0, 2, (16,), generator=gen)

@@ -325,3 +325,39 @@ def test_register_model_checks_signature():
     with pytest.raises(TypeError):
         register_model(bad)
     assert "bad" not in list_models()
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a loaded 2-core machine 2 threads are several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_and_backward_every_model(name, one_thread):
+    # Tiny 3x8x8 inputs (4 stages take 8x8 to 1x1), batch 2 in train mode (BatchNorm needs
+    # two values per channel): every parameter that trains gets a finite gradient that is
+    # not zero everywhere, i.e. it is on the path from input to loss.
+    torch.manual_seed(0)
+    model = create_model(name, 5, (3, 8, 8), **SMALL.get(name, {})).train()
+    out = model(torch.randn(2, 3, 8, 8))
+    assert out.shape == (2, 5)
+    nn.functional.cross_entropy(out, torch.tensor([0, 3])).backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable, f"{name} has no trainable parameters"
+    missing = [n for n, p in trainable if p.grad is None]
+    assert not missing, f"{name}: no gradient reached {missing[:5]}"
+    not_finite = [n for n, p in trainable if not torch.isfinite(p.grad).all()]
+    assert not not_finite, f"{name}: non-finite gradients in {not_finite[:5]}"
+    zero = [n for n, p in trainable if not p.grad.any()]
+    assert not zero, f"{name}: gradient zero everywhere in {zero[:5]}"
+
+
+def test_frozen_backbone_gets_no_gradient_and_its_head_does(one_thread):
+    model = create_model("resnet18", 5, (3, 8, 8), freeze_backbone=True).train()
+    nn.functional.cross_entropy(model(torch.randn(2, 3, 8, 8)), torch.tensor([0, 3])).backward()
+    learned = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.any()}
+    assert learned == {n for n, p in model.named_parameters() if p.requires_grad} == {"fc.weight", "fc.bias"}

@@ -121,12 +121,11 @@ def test_config_rejects(bad, match):
         DistillConfig.from_dict({**ONLINE, **bad})
 
 
-def test_config_round_trip_and_baseline_flag():
+def test_config_round_trip():
     cfg = DistillConfig.from_dict(ONLINE)
     assert cfg.to_dict()["online_teacher_kwargs"] == {"width": 256}
     assert DistillConfig.from_dict(cfg.to_dict()) == cfg
     hash(cfg)
-    assert not cfg.is_baseline and DistillConfig.from_dict({**ONLINE, "alpha": 0.0}).is_baseline
     assert DistillConfig().online_teacher is None and DistillConfig().online_teacher_kwargs == ()
 
 

@@ -4,7 +4,7 @@ inputs and concurrent runs. Every scenario runs the real CLI as a subprocess on 
     ~/.venvs/kdtune/bin/python -m pytest -q tests/test_reliability.py
 
 Budgets are tiny (few trials, few epochs) and at most 2 trials run at once per Ray
-(STACK_NOTES: ~840 MiB per trial actor). Each scenario polls the experiment folder (manifest
+(~840 MiB per trial actor: docs/architecture.md). Each scenario polls the experiment folder (manifest
 stage status, trial result.json rows) with a timeout and kills what it started in `finally`.
 """
 from __future__ import annotations
@@ -59,6 +59,14 @@ def _trial_dirs(stage_dir: Path) -> list[Path]:
     if not stage_dir.is_dir():
         return []
     return sorted(p for p in stage_dir.iterdir() if p.is_dir() and (p / "result.json").exists())
+
+
+def _every_trial(stage_dir: Path) -> list[Path]:
+    """`_trial_dirs` for checks that loop over a finished stage: none is a failure, so the
+    loop cannot pass without checking anything."""
+    dirs = _trial_dirs(stage_dir)
+    assert dirs, f"no trial folders with results in {stage_dir}"
+    return dirs
 
 
 def _manifest(exp: Path) -> dict:
@@ -182,6 +190,7 @@ def teacher_ckpt(tmp_path_factory) -> str:
 
 
 # ---- trial faults ----------------------------------------------------------------------------
+@pytest.mark.ray
 def test_sigkilled_trial_worker_is_retried_from_its_checkpoint(tmp_path, teacher_ckpt):
     epochs = 4
     args = _cli(tmp_path, "fault", "--teacher-checkpoint", teacher_ckpt, "--max-failures", "2",
@@ -213,13 +222,14 @@ def test_sigkilled_trial_worker_is_retried_from_its_checkpoint(tmp_path, teacher
     last_killed = max(i for i, pid in enumerate(pids) if pid == victim)
     assert rows[last_killed + 1]["training_iteration"] == rows[last_killed]["training_iteration"] + 1, \
         "the retried trial did not continue from its last checkpoint"
-    for other in _trial_dirs(exp / "distill"):
+    for other in _every_trial(exp / "distill"):
         _assert_continuous(other, epochs)
     trials = _manifest(exp)["stages"]["distill"]["trials"]
     assert all(t["error"] is None and t["epochs"] == epochs for t in trials), trials
 
 
 # ---- driver interrupts -----------------------------------------------------------------------
+@pytest.mark.ray
 def test_sigterm_during_teacher_stage_then_resume_continues_the_teacher(tmp_path):
     # SIGTERM (cluster schedulers, `kill`) takes the graceful Ctrl-C path, also after ray.init
     # replaced the driver's handler: state saved, exit 130, the resume hint.
@@ -257,6 +267,7 @@ def test_sigterm_during_teacher_stage_then_resume_continues_the_teacher(tmp_path
         "best_checkpoint"]
 
 
+@pytest.mark.ray
 def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_path, teacher_ckpt):
     epochs, samples = 3, 3
     args = _cli(tmp_path, "cut", "--teacher-checkpoint", teacher_ckpt, *SLOW_STUDENTS,
@@ -282,7 +293,7 @@ def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_pa
 
     _resume(tmp_path, "cut", tmp_path / "cut-resume.log")
     _assert_all_done(exp, teacher=0, baseline=1, distill=samples)
-    for trial in _trial_dirs(exp / "distill"):
+    for trial in _every_trial(exp / "distill"):
         # Every epoch once: no trial restarted, and none reports the epoch in flight at the
         # interrupt twice (search/result_logging.py).
         _assert_continuous(trial, epochs)
@@ -291,6 +302,7 @@ def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_pa
 
 
 # ---- numerical faults ------------------------------------------------------------------------
+@pytest.mark.ray
 def test_diverging_trials_are_recorded_and_the_search_finishes(tmp_path, teacher_ckpt):
     # lr 1e4 on an MLP overflows in the first epoch (lr 10 does not: BatchNorm absorbs it).
     samples = 2
@@ -305,7 +317,7 @@ def test_diverging_trials_are_recorded_and_the_search_finishes(tmp_path, teacher
     assert code == 0, out[-4000:]
     exp = tmp_path / "nan"
     manifest = _assert_all_done(exp, teacher=0, baseline=1, distill=samples)
-    for trial in _trial_dirs(exp / "distill"):
+    for trial in _every_trial(exp / "distill"):
         last = _rows(trial)[-1]
         assert last["diverged"] == 1 and last["val_acc"] == 0.0, (trial.name, last)
         assert "diverged at epoch" in last["stop_reason"], last
@@ -372,6 +384,7 @@ def test_preset_with_python_tag_is_refused_unexecuted(tmp_path):
 
 
 # ---- concurrent runs -------------------------------------------------------------------------
+@pytest.mark.ray
 def test_two_concurrent_runs_in_one_storage_path_do_not_interfere(tmp_path):
     names = ("left", "right")
     runs = []
@@ -398,13 +411,13 @@ def test_two_concurrent_runs_in_one_storage_path_do_not_interfere(tmp_path):
             info = manifest["stages"][stage]
             assert Path(info["path"]) == exp / stage
             assert Path(info["best_checkpoint"]).is_relative_to(exp), (name, stage, info["best_checkpoint"])
-            for trial in _trial_dirs(exp / stage):  # every row in a run's folder is that trial's own
+            for trial in _every_trial(exp / stage):  # every row in a run's folder is that trial's own
                 assert all(trial.name.endswith("_" + r["trial_id"]) for r in _rows(trial)), trial
                 ids |= {r["trial_id"] for r in _rows(trial)}
             assert {r["trial_id"] for r in info.get("trials", [])} <= ids
         trial_ids[name] = ids
         teacher_ckpt = manifest["stages"]["teacher"]["best_checkpoint"]
-        for trial in _trial_dirs(exp / "distill"):
+        for trial in _every_trial(exp / "distill"):
             params = json.loads((trial / "params.json").read_text())
             assert params["teacher_checkpoint"] == teacher_ckpt, "a run distilled from the other run's teacher"
     assert not trial_ids["left"] & trial_ids["right"]

@@ -1,6 +1,7 @@
 """End-to-end: the search service on digits, read back through Ray's own result classes.
 
-These start Ray (4 s) and run real trials, at most 2 at a time (24 GiB CI machine, STACK_NOTES).
+These start Ray (4 s) and run real trials, at most 2 at a time (~840 MiB per trial actor on a
+24 GiB CI machine: docs/architecture.md).
 Interrupts and `--resume` are covered in test_reliability.py.
 """
 import json
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 from ray import tune
 
+pytestmark = pytest.mark.ray
+
 
 def _rows(trial_dir: Path) -> list[dict]:
     path = trial_dir / "result.json"
@@ -16,7 +19,10 @@ def _rows(trial_dir: Path) -> list[dict]:
 
 
 def _trial_dirs(stage_dir: Path) -> list[Path]:
-    return sorted(p for p in stage_dir.iterdir() if p.is_dir() and (p / "result.json").exists())
+    """The stage's trial folders; none is a failure, so a check looping over them cannot pass empty."""
+    dirs = sorted(p for p in stage_dir.iterdir() if p.is_dir() and (p / "result.json").exists())
+    assert dirs, f"no trial folders with results in {stage_dir}"
+    return dirs
 
 
 @pytest.fixture(scope="module")

@@ -52,8 +52,5 @@ def test_sampler_types_are_coerced():
     assert type(cfg.lr) is float and type(cfg.depth) is int and cfg.epochs == 4
 
 
-def test_baseline_flag():
-    assert DistillConfig().is_baseline  # no teacher
-    assert DistillConfig(alpha=0.0, teacher_checkpoint="x").is_baseline
-    assert not DistillConfig(alpha=0.5, teacher_checkpoint="x").is_baseline
+def test_config_hierarchy():
     assert issubclass(TeacherConfig, TrainConfig) and issubclass(DistillConfig, TrainConfig)

@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "step", "onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 TEACHER_LOGITS = ("auto", "cached", "online")
 
@@ -76,6 +74,12 @@ class TrainConfig:
     # a fresh one every epoch, so a frozen teacher's logits can be cached per view (FKD,
     # Shen & Xing 2022). None = a fresh view every epoch. Ignored without augmentation.
     augment_views: int | None = None
+    # Training augmentation of this stage: none, crop_flip or jitter (datasets/augment.py);
+    # None = the dataset's own (crop_flip for CIFAR, none for MNIST). augment_pixels is its
+    # crop padding / largest shift in pixels, None = that augmentation's default (4 / 2).
+    # Hinton et al. (2015) jitter the MNIST teacher's inputs, not the students'.
+    augment: str | None = None
+    augment_pixels: int | None = None
     # model: create_model(model, num_classes, in_shape, depth=, width=, **model_kwargs)
     model: str = "mlp"
     depth: int | None = None
@@ -94,6 +98,10 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global L2 norm of the gradients
+    # Max-norm weight constraint (Srivastava et al. 2014, used with dropout): after every
+    # optimiser step each unit's incoming weight vector (a row of a Linear weight, one
+    # output channel of a conv) is rescaled to L2 norm <= max_norm. None = unconstrained.
+    max_norm: float | None = None
     # execution
     precision: str = "auto"  # auto = bf16 autocast where the hardware has it
     channels_last: bool | None = None  # None = on for conv nets
@@ -109,6 +117,15 @@ class TrainConfig:
         set_("subset", _int("subset", self.subset, 1, optional=True))
         set_("seed", _int("seed", self.seed, 0))
         set_("augment_views", _int("augment_views", self.augment_views, 1, optional=True))
+        if self.augment is not None:
+            from datasets.augment import AUGMENTS, resolve_pixels
+
+            _choice("augment", self.augment, AUGMENTS)
+            set_("augment_pixels", _int("augment_pixels", self.augment_pixels, 1, optional=True))
+            resolve_pixels(self.augment, self.augment_pixels)
+        elif self.augment_pixels is not None:
+            raise ValueError("augment_pixels is set but augment is not: name the augmentation "
+                             "(crop_flip or jitter) the pixels are for")
         set_("depth", _int("depth", self.depth, 1, optional=True))
         set_("width", _int("width", self.width, 1, optional=True))
         if not isinstance(self.model_kwargs, (Mapping, tuple, list)):
@@ -119,7 +136,6 @@ class TrainConfig:
             raise ValueError(f"model_kwargs must not set {sorted(clash)}: use the top-level keys")
         set_("epochs", _int("epochs", self.epochs, 1))
         set_("batch_size", _int("batch_size", self.batch_size, 1))
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
         set_("lr", _float("lr", self.lr))
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
@@ -129,7 +145,6 @@ class TrainConfig:
         set_("weight_decay", _float("weight_decay", self.weight_decay))
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        _choice("schedule", self.schedule, SCHEDULES)
         set_("milestones", tuple(_int("milestones", m, 1) for m in self.milestones))
         if list(self.milestones) != sorted(set(self.milestones)):
             raise ValueError(f"milestones must be increasing epochs, got {self.milestones}")
@@ -142,6 +157,9 @@ class TrainConfig:
         set_("grad_clip", _float("grad_clip", self.grad_clip, optional=True))
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        set_("max_norm", _float("max_norm", self.max_norm, optional=True))
+        if self.max_norm is not None and not self.max_norm > 0:
+            raise ValueError(f"max_norm must be > 0 or None, got {self.max_norm}")
         _choice("precision", self.precision, PRECISIONS)
         set_("num_threads", _int("num_threads", self.num_threads, 1, optional=True))
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
@@ -157,9 +175,12 @@ class TrainConfig:
     def _check_registries(self) -> None:
         import datasets  # lazy: the registries import torch and the architectures
         import models
+        from trainables import optim
 
         _choice("model", self.model, list(models.list_models()))
         _choice("dataset", self.dataset, list(datasets.list_datasets()))
+        _choice("optimizer", self.optimizer, optim.list_optimizers())
+        _choice("schedule", self.schedule, optim.list_schedules())
 
     @classmethod
     def keys(cls) -> list[str]:

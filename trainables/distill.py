@@ -66,7 +66,8 @@ def distill_student(config: dict, data=None, teacher_logits: torch.Tensor | None
             if teacher_logits is not None:
                 cache = _check_cache(teacher_logits, bundle, views)
             else:  # views: their logits in the teacher's own dtype, as the driver keeps them
-                per_view = dict(augment=bundle.augment, views=views, seed=cfg.seed, dtype=None)
+                per_view = dict(augment=bundle.augment, augment_pixels=bundle.augment_pixels, views=views,
+                                seed=cfg.seed, dtype=None)
                 cache = compute_logits(teacher, bundle.train, EVAL_BATCH, rt.device, **common,
                                        **(per_view if views else {}))
             cache = cache.to(rt.device)  # the loss upcasts bf16 view logits itself

@@ -68,8 +68,10 @@ class Diverged(Exception):
 def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
                 optimizer: torch.optim.Optimizer, schedule: Schedule, rt: Runtime, *,
                 teacher: TeacherSource | None = None, grad_clip: float | None = None,
-                probes: Sequence[tuple[str, nn.Module]] = ()) -> dict[str, float]:
-    """One pass over `loader`; returns train_loss, train_acc, images, seconds, grad norms."""
+                probes: Sequence[tuple[str, nn.Module]] = (),
+                constraint: Callable[[], None] | None = None) -> dict[str, float]:
+    """One pass over `loader`; returns train_loss, train_acc, images, seconds, grad norms.
+    `constraint` (e.g. constraints.max_norm_constraint) runs after every optimiser step."""
     model.train()
     dev = rt.device
     loss_sum = torch.zeros((), device=dev)  # sum of per-batch mean loss x batch size
@@ -86,14 +88,8 @@ def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
         with rt.autocast():
             out = model(x)
         loss = loss_fn(out, y, t_logits)  # float32 inside every trainables.losses loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if probes:
-            grad_sum += torch.stack([_grad_norm(m) for _, m in probes])
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-        schedule.after_batch()
+        optimizer_step(loss, optimizer, schedule, params, grad_clip=grad_clip, probes=probes,
+                       grad_sum=grad_sum, constraint=constraint)
         loss_sum += loss.detach() * y.shape[0]
         correct += (out.detach().argmax(1) == y).sum()
         n_images += y.shape[0]
@@ -113,6 +109,28 @@ def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
     for (name, _), total in zip(probes, stats[2:]):
         out_metrics[f"grad_norm/{name}"] = total / max(n_batches, 1)
     return out_metrics
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, schedule: Schedule,
+                   params: Sequence[nn.Parameter], *, grad_clip: float | None = None,
+                   probes: Sequence[tuple[str, nn.Module]] = (),
+                   grad_sum: torch.Tensor | None = None,
+                   constraint: Callable[[], None] | None = None) -> None:
+    """One training step on `loss`: back-propagate, clip the global L2 norm of `params`'
+    gradients to `grad_clip`, step the optimiser, apply a weight `constraint` (max-norm,
+    trainables/constraints.py) and a per-batch schedule. With `probes`, their gradient norms
+    (before clipping) are added into `grad_sum` in place. The student's loop and the online
+    teacher (online_teacher.py) both step through here."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if probes:
+        grad_sum += torch.stack([_grad_norm(m) for _, m in probes])
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    if constraint is not None:
+        constraint()
+    schedule.after_batch()
 
 
 def _grad_norm(module: nn.Module) -> torch.Tensor:
@@ -156,7 +174,7 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module,
         optimizer: torch.optim.Optimizer, schedule: Schedule, rt: Runtime, *, epochs: int,
         start_epoch: int = 0, teacher: TeacherSource | None = None,
         grad_clip: float | None = None, probes: Sequence[tuple[str, nn.Module]] = (),
-        static_metrics: dict | None = None,
+        constraint: Callable[[], None] | None = None, static_metrics: dict | None = None,
         on_epoch: Callable[[dict], None] = lambda m: None) -> dict:
     """Train epochs start_epoch+1 .. epochs; `on_epoch(metrics)` after each (and once on
     divergence, with diverged=1). Returns the last metrics ({} when nothing was left)."""
@@ -170,7 +188,8 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module,
         start = time.perf_counter()
         try:
             train = train_epoch(model, train_loader, loss_fn, optimizer, schedule, rt,
-                                teacher=teacher, grad_clip=grad_clip, probes=probes)
+                                teacher=teacher, grad_clip=grad_clip, probes=probes,
+                                constraint=constraint)
             teacher_metrics = teacher.end_epoch(val_loader) if teacher is not None else {}
             val = evaluate(model, val_loader, rt,
                            teacher.val_logits if teacher is not None else None)

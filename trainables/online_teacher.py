@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from trainables import checkpoint
-from trainables.loop import Diverged, evaluate
-from trainables.optim import Schedule, build_optimizer, build_schedule
+from trainables.loop import Diverged, evaluate, optimizer_step
+from trainables.optim import Schedule, create_optimizer, create_schedule
 from trainables.runtime import Runtime
 from trainables.teacher_logits import LOGITS_DTYPE
 
@@ -55,8 +55,8 @@ class OnlineTeacher:
         model = models.create_model(cfg.online_teacher, bundle.num_classes, bundle.in_shape,
                                     **cfg.online_teacher_kwargs_dict())
         model = rt.prepare(model)
-        optimizer = build_optimizer(cfg, model)
-        schedule = build_schedule(cfg, optimizer, steps_per_epoch)
+        optimizer = create_optimizer(cfg, model)
+        schedule = create_schedule(cfg, optimizer, steps_per_epoch)
         # Plain cross-entropy on the labels, the same loss as the teacher stage.
         loss = supervised_loss(cfg.label_smoothing)
         return cls(model, optimizer, schedule, loss, rt, num_val=len(bundle.val),
@@ -68,12 +68,7 @@ class OnlineTeacher:
         with self.rt.autocast():
             out = self.model(x)
         loss = self.loss_fn(out, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-        self.optimizer.step()
-        self.schedule.after_batch()
+        optimizer_step(loss, self.optimizer, self.schedule, self.params, grad_clip=self.grad_clip)
         self._loss_sum += loss.detach() * y.shape[0]
         self._images += y.shape[0]
         return out.detach().to(LOGITS_DTYPE)

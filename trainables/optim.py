@@ -1,33 +1,29 @@
-"""Optimiser and learning-rate schedule from a config.
+"""Optimisers and learning-rate schedules: two registries, like the model and dataset ones.
 
 Optimisers sgd (momentum, nesterov), adam, adamw; schedules cosine, step, onecycle, constant.
+A config names one of each (`optimizer`, `schedule`); `create_optimizer(cfg, model)` and
+`create_schedule(cfg, optimizer, steps_per_epoch)` build them, and an unknown name is a
+ValueError listing the known ones. A new optimiser is one decorated function:
 
-`build_optimizer(cfg, model)` and `build_schedule(cfg, optimizer, steps_per_epoch)`; the
-returned `Schedule` says whether to step after every batch (cosine, onecycle: smooth in
+    @register_optimizer
+    def rmsprop(cfg, params):
+        return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+The returned `Schedule` says whether to step after every batch (cosine, onecycle: smooth in
 the step count, so the last partial epoch is not a cliff) or after every epoch (step: its
 milestones are epochs). `constant` has no scheduler at all.
 """
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-
-def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimiser over every trainable parameter, weight decay on all of them
-    (as in the classic KD recipes the seeds reproduce)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        nesterov = cfg.nesterov and cfg.momentum > 0  # torch rejects nesterov without momentum
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov,
-                               weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+OptimizerFn = Callable[..., torch.optim.Optimizer]  # (cfg, params) -> optimiser
+_OPTIMIZERS: dict[str, OptimizerFn] = {}
 
 
 @dataclass
@@ -51,18 +47,95 @@ class Schedule:
             self.scheduler.load_state_dict(state)
 
 
-def build_schedule(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Schedule:
-    total = max(1, cfg.epochs * steps_per_epoch)  # optimiser steps in the whole run
-    sched = torch.optim.lr_scheduler
-    if cfg.schedule == "cosine":
-        return Schedule(sched.CosineAnnealingLR(optimizer, T_max=total), per_batch=True)
-    if cfg.schedule == "onecycle":
-        # Momentum is not cycled: it is a searched hyperparameter and must keep its value.
-        return Schedule(sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
-                                         cycle_momentum=False), per_batch=True)
-    if cfg.schedule == "step":
-        return Schedule(sched.MultiStepLR(optimizer, milestones=list(cfg.milestones),
-                                          gamma=cfg.gamma), per_batch=False)
-    if cfg.schedule == "constant":
-        return Schedule(None, per_batch=False)
-    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+ScheduleFn = Callable[..., Schedule]  # (cfg, optimizer, total_steps) -> Schedule
+_SCHEDULES: dict[str, ScheduleFn] = {}
+
+
+def _register(registry: dict, kind: str, fn: Callable) -> Callable:
+    if fn.__name__ in registry and registry[fn.__name__] is not fn:
+        raise ValueError(f"{kind} {fn.__name__!r} is already registered")
+    registry[fn.__name__] = fn
+    return fn
+
+
+def _lookup(registry: dict, kind: str, name: str) -> Callable:
+    if name not in registry:
+        hint = difflib.get_close_matches(str(name), list(registry), n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(f"unknown {kind} {name!r}{extra}; known: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+def register_optimizer(fn: OptimizerFn) -> OptimizerFn:
+    """Decorator: register `fn(cfg, params)` under its own name; returns `fn` unchanged."""
+    return _register(_OPTIMIZERS, "optimizer", fn)
+
+
+def register_schedule(fn: ScheduleFn) -> ScheduleFn:
+    """Decorator: register `fn(cfg, optimizer, total_steps)` under its own name."""
+    return _register(_SCHEDULES, "schedule", fn)
+
+
+def list_optimizers() -> list[str]:
+    return sorted(_OPTIMIZERS)
+
+
+def list_schedules() -> list[str]:
+    return sorted(_SCHEDULES)
+
+
+def create_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimiser `cfg.optimizer` over every trainable parameter of `model`, weight decay
+    on all of them (as in the classic KD recipes the presets reproduce)."""
+    fn = _lookup(_OPTIMIZERS, "optimizer", cfg.optimizer)
+    return fn(cfg, [p for p in model.parameters() if p.requires_grad])
+
+
+def create_schedule(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Schedule:
+    """The schedule `cfg.schedule` over the whole run (cfg.epochs x steps_per_epoch steps)."""
+    fn = _lookup(_SCHEDULES, "schedule", cfg.schedule)
+    return fn(cfg, optimizer, max(1, cfg.epochs * steps_per_epoch))
+
+
+# ---- optimisers: fn(cfg, params) ------------------------------------------------------------
+@register_optimizer
+def sgd(cfg, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    nesterov = cfg.nesterov and cfg.momentum > 0  # torch rejects nesterov without momentum
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+@register_optimizer
+def adam(cfg, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@register_optimizer
+def adamw(cfg, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+# ---- schedules: fn(cfg, optimizer, total_steps), total_steps = optimiser steps of the run -----
+@register_schedule
+def cosine(cfg, optimizer: torch.optim.Optimizer, total_steps: int) -> Schedule:
+    return Schedule(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps),
+                    per_batch=True)
+
+
+@register_schedule
+def onecycle(cfg, optimizer: torch.optim.Optimizer, total_steps: int) -> Schedule:
+    # Momentum is not cycled: it is a searched hyperparameter and must keep its value.
+    return Schedule(torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
+                                                        cycle_momentum=False), per_batch=True)
+
+
+@register_schedule
+def step(cfg, optimizer: torch.optim.Optimizer, total_steps: int) -> Schedule:
+    # Milestones are epochs: stepped once per epoch.
+    return Schedule(torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones),
+                                                         gamma=cfg.gamma), per_batch=False)
+
+
+@register_schedule
+def constant(cfg, optimizer: torch.optim.Optimizer, total_steps: int) -> Schedule:
+    return Schedule(None, per_batch=False)

@@ -16,6 +16,7 @@ Inside a Tune trial these call `ray.tune.report` / `ray.tune.get_checkpoint` (Ra
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -40,17 +41,26 @@ class LocalSession:
 
     root: str | None = None
     resume_from: str | None = None
+    keep_last: int | None = None  # checkpoints kept on disk (None: all); a long run's disk cap
+    log: str | None = None  # a JSON-lines file every report is appended to (survives a kill)
     results: list[dict] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
 
     def record(self, metrics: dict, checkpoint_dir: str | None) -> None:
         self.results.append(dict(metrics))
+        if self.log is not None:
+            with open(self.log, "a") as f:
+                f.write(json.dumps(metrics, default=float) + "\n")
         if checkpoint_dir is None or self.root is None:
             return
         # Copy, as Ray does: the caller may delete its directory after report() returns.
         dest = os.path.join(self.root, f"checkpoint_{len(self.results):06d}")
         shutil.copytree(checkpoint_dir, dest)
         self.checkpoints.append(dest)
+        if self.keep_last is not None:
+            for old in self.checkpoints[:-self.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+            self.checkpoints = self.checkpoints[-self.keep_last:]
 
 
 _ACTIVE: LocalSession | None = None  # set by local_session()
@@ -58,9 +68,10 @@ _IMPLICIT = LocalSession()  # bare calls outside Tune and outside local_session(
 
 
 @contextlib.contextmanager
-def local_session(resume_from: str | None = None, root: str | None = None
-                  ) -> Iterator[LocalSession]:
-    """Record reports of plain (non-Tune) calls; checkpoints go under `root`.
+def local_session(resume_from: str | None = None, root: str | None = None,
+                  keep_last: int | None = None, log: str | None = None) -> Iterator[LocalSession]:
+    """Record reports of plain (non-Tune) calls; checkpoints go under `root` (only the
+    `keep_last` newest stay on disk when it is given), metrics also to the JSON-lines `log`.
 
     Without `root` a temporary directory is created and removed on exit, so copy what
     must outlive the block. `resume_from` is what `resume_checkpoint()` then returns.
@@ -71,7 +82,8 @@ def local_session(resume_from: str | None = None, root: str | None = None
         root = tempfile.mkdtemp(prefix="kdtune-session-")
     else:
         os.makedirs(root, exist_ok=True)
-    previous, _ACTIVE = _ACTIVE, LocalSession(root=root, resume_from=resume_from)
+    previous, _ACTIVE = _ACTIVE, LocalSession(root=root, resume_from=resume_from, keep_last=keep_last,
+                                              log=log)
     try:
         yield _ACTIVE
     finally:

@@ -3,7 +3,7 @@
 `Runtime.from_config(cfg)` resolves the config's "auto" choices once per trial:
 - device "auto" -> cuda when available, else cpu;
 - precision "auto" -> bf16 autocast on CUDA and on CPUs with native bf16 (AMX or
-  avx512_bf16: about 1.7-2.3x faster than fp32 on these machines, STACK_NOTES), fp32 else;
+  avx512_bf16: 1.7-2.3x the fp32 images/s on a 2-core Xeon, docs/architecture.md), fp32 else;
 - channels_last None -> on for conv nets (the fast layout for bf16 and fp32 convolutions);
 - threads: cfg.num_threads, else the CPUs Tune reserved for the trial.
 """

@@ -17,8 +17,9 @@ import torch
 
 from trainables import checkpoint, reporting
 from trainables.config import TrainConfig
+from trainables.constraints import max_norm_constraint
 from trainables.loop import TeacherSource, fit
-from trainables.optim import build_optimizer, build_schedule
+from trainables.optim import create_optimizer, create_schedule
 from trainables.runtime import Runtime
 
 EVAL_BATCH = 512  # eval has no gradients: bigger batches, fewer kernel launches
@@ -29,17 +30,18 @@ TeacherFactory = Callable[[Runtime, object, int], TeacherSource]
 
 
 def load_data(cfg: TrainConfig, data=None):
-    """The bundle passed by the driver (checked against cfg.dataset), else decode it here."""
+    """The bundle passed by the driver (checked against cfg.dataset), else decode it here;
+    under the config's own training augmentation when it sets one."""
     import datasets
 
     if data is None:
-        return datasets.create_dataset(cfg.dataset, cfg.data_dir, download=cfg.download,
+        data = datasets.create_dataset(cfg.dataset, cfg.data_dir, download=cfg.download,
                                        val_fraction=cfg.val_fraction, seed=cfg.seed,
                                        subset=cfg.subset)
-    if data.name != cfg.dataset:
+    elif data.name != cfg.dataset:
         raise ValueError(f"the trial was given dataset {data.name!r} but its config says "
                          f"dataset={cfg.dataset!r}; put the dataset name in the param space")
-    return data
+    return data.with_augment(cfg.augment, cfg.augment_pixels)
 
 
 def train_views(cfg: TrainConfig, data) -> int | None:
@@ -54,6 +56,7 @@ def loaders(cfg: TrainConfig, data, rt: Runtime):
                   channels_last=rt.channels_last)
     # drop_last keeps BatchNorm away from a 1-image final batch, when there is data to spare
     train = DeviceLoader(data.train, batch_size=cfg.batch_size, augment=data.augment,
+                         augment_pixels=data.augment_pixels,
                          shuffle=True, drop_last=len(data.train) > cfg.batch_size,
                          views=train_views(cfg, data), **common)
     val = DeviceLoader(data.val, batch_size=max(cfg.batch_size, EVAL_BATCH), augment="none",
@@ -76,8 +79,8 @@ def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
               "flops": models.flops_per_image(model, data.in_shape)}
     model = rt.prepare(model)
     train_loader, val_loader = loaders(cfg, data, rt)
-    optimizer = build_optimizer(cfg, model)
-    schedule = build_schedule(cfg, optimizer, len(train_loader))
+    optimizer = create_optimizer(cfg, model)
+    schedule = create_schedule(cfg, optimizer, len(train_loader))
     teacher = make_teacher(rt, data, len(train_loader)) if make_teacher is not None else None
     probes = models.gradient_probes(model) if cfg.track_grad_norms else ()
 
@@ -101,7 +104,8 @@ def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
 
     metrics = fit(model, train_loader, val_loader, loss_fn, optimizer, schedule, rt,
                   epochs=cfg.epochs, start_epoch=start_epoch, teacher=teacher,
-                  grad_clip=cfg.grad_clip, probes=probes, static_metrics=static,
+                  grad_clip=cfg.grad_clip, probes=probes,
+                  constraint=max_norm_constraint(model, cfg.max_norm), static_metrics=static,
                   on_epoch=on_epoch)
     return metrics or last
 

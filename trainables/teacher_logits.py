@@ -74,7 +74,8 @@ def for_inference(teacher: nn.Module, dtype: torch.dtype | None = None) -> nn.Mo
 def compute_logits(teacher: nn.Module, split, batch_size: int, device: str | torch.device, *,
                    mean, std, autocast_dtype: torch.dtype | None = None,
                    channels_last: bool = False, augment: str = "none", views: int | None = None,
-                   seed: int = 0, dtype: torch.dtype | None = LOGITS_DTYPE) -> torch.Tensor:
+                   seed: int = 0, dtype: torch.dtype | None = LOGITS_DTYPE,
+                   augment_pixels: int | None = None) -> torch.Tensor:
     """Teacher logits on `device`, one row per key of the training loader.
 
     Without `views` (or without augmentation): (len(split), classes), row i = split row i,
@@ -90,7 +91,7 @@ def compute_logits(teacher: nn.Module, split, batch_size: int, device: str | tor
     freeze(teacher)
     loader = DeviceLoader(split, batch_size=batch_size, device=device, mean=mean, std=std,
                           augment=augment, shuffle=False, seed=seed, drop_last=False,
-                          channels_last=channels_last, views=views)
+                          channels_last=channels_last, views=views, augment_pixels=augment_pixels)
     views = loader.views  # None without augmentation: every view is the same image
     out: torch.Tensor | None = None
     with torch.inference_mode():
@@ -126,10 +127,6 @@ class TeacherLogits:
         self.train_cache = train_cache
         self.val_logits = val_logits
         self.autocast_dtype = autocast_dtype
-
-    @property
-    def mode(self) -> str:
-        return "cached" if self.train_cache is not None else "online"
 
     def train_logits(self, x: torch.Tensor, idx: torch.Tensor,
                      y: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,140 @@
+"""Hinton, Vinyals & Dean (2015), section 3, run as the paper ran it: `--protocol hinton` of
+bench_accuracy_anchor.py.
+
+Three models per seed, all trained on the 60,000 MNIST training images (the validation split
+is folded back into training, as in the paper, so nothing is held out and nothing is
+selected: each model is taken at its LAST epoch, and the 10,000 test images are evaluated
+once, at the end):
+- teacher: the `hinton_mnist` preset's teacher (2x1200 ReLU, dropout 0.2 on inputs and 0.5
+  on hidden units, max-norm weights, inputs jittered by up to 2 pixels);
+- student 2x800, no KD: no regularisation at all (no dropout, no weight decay, no jitter);
+- student 2x800, KD: the same net with the soft-target term at T = 20 (the paper's), alpha the
+  weight of that term.
+
+Each (seed, model) run lives in <out>/seed<S>/<model>/: a killed run resumes from its last
+checkpoint (only that one is kept: a 2x1200 checkpoint with momentum is ~19 MB), and a
+finished one is read back from its result.json, so the whole protocol can run in pieces:
+
+    python benchmarks/bench_accuracy_anchor.py --protocol hinton --storage-path runs/hinton
+    python benchmarks/bench_accuracy_anchor.py --protocol hinton --storage-path runs/hinton  # continues
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from common import count_test_errors
+
+PAPER = {"teacher 2x1200": 67, "student 2x800, no KD": 146, "student 2x800, KD": 74}
+ROLES = {"teacher 2x1200": "teacher", "student 2x800, no KD": "student", "student 2x800, KD": "kd"}
+
+
+def full_train_bundle(bundle):
+    """All training images in `train` (train + val); `val` stays, for progress only: it is
+    no longer held out, so its accuracy is a training figure and picks nothing."""
+    from datasets.bundle import Split
+
+    train = Split(torch.cat([bundle.train.images, bundle.val.images]),
+                  torch.cat([bundle.train.labels, bundle.val.labels]))
+    return dataclasses.replace(bundle, train=train)
+
+
+def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, alpha: float,
+            temperature: float, student_lr: float, threads: int) -> dict[str, dict]:
+    """The three configs of one seed; the KD config gets its teacher checkpoint later."""
+    teacher = {**spec.teacher_config(), "seed": seed, "num_threads": threads}
+    if teacher_epochs is not None:
+        teacher["epochs"] = teacher_epochs
+    student = {**spec.student_constants(None), "model": "mlp", "depth": 2, "width": 800,
+               "model_kwargs": {}, "weight_decay": 0.0, "augment": "none", "epochs": student_epochs,
+               "seed": seed, "lr": student_lr, "num_threads": threads}
+    return {"teacher": teacher, "student": {**student, "alpha": 0.0},
+            "kd": {**student, "alpha": alpha, "temperature": temperature}}
+
+
+def run_resumable(fn, config: dict, bundle, folder: Path, **kw) -> dict:
+    """Train to the end (resuming a killed run), then return {errors, params, epochs, seconds}."""
+    from trainables import reporting
+
+    done = folder / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    parts = sorted(folder.glob("part*"))
+    last = _last_checkpoint(parts)
+    root = folder / f"part{len(parts):03d}"
+    log = folder / "epochs.jsonl"  # one line per epoch, across parts: the budget survives a kill
+    with reporting.local_session(resume_from=last, root=str(root), keep_last=1, log=str(log)) as rec:
+        fn(config, data=bundle, **kw)
+    by_epoch = {r["epoch"]: r for r in map(json.loads, log.read_text().splitlines())}
+    epochs = [by_epoch[e] for e in sorted(by_epoch)]  # an epoch redone after a kill counts once
+    final = rec.checkpoints[-1] if rec.checkpoints else last  # killed after its last epoch
+    errors, params = count_test_errors(final, bundle)
+    result = {"errors": errors, "params": params, "epochs": epochs[-1]["epoch"],
+              "seconds": sum(r["epoch_time_s"] for r in epochs), "checkpoint": final,
+              "last_train_acc": epochs[-1]["train_acc"]}
+    done.write_text(json.dumps(result))
+    return result
+
+
+def _last_checkpoint(parts: list[Path]) -> str | None:
+    for part in reversed(parts):
+        found = sorted(part.glob("checkpoint_*"))
+        if found:
+            return str(found[-1])
+    return None
+
+
+def run_seed(spec, bundle, out: Path, seed: int, **kw) -> dict[str, dict]:
+    from search.teacher_cache import cached_teacher_logits
+    from trainables.distill import distill_student
+    from trainables.teacher import train_teacher
+
+    cfg = configs(spec, seed, **kw)
+    folder = out / f"seed{seed}"
+    rows = {"teacher": run_resumable(train_teacher, cfg["teacher"], bundle, folder / "teacher")}
+    rows["student"] = run_resumable(distill_student, cfg["student"], bundle, folder / "student")
+    teacher = rows["teacher"]["checkpoint"]
+    logits = cached_teacher_logits(bundle, teacher)  # un-jittered students: one row per image
+    rows["kd"] = run_resumable(distill_student, {**cfg["kd"], "teacher_checkpoint": teacher}, bundle,
+                               folder / "kd", teacher_logits=logits)
+    for name, role in ROLES.items():
+        r = rows[role]
+        print(f"  seed {seed} {name:22s} {r['errors']:5d} test errors  ({r['params']:,} params, "
+              f"{r['epochs']} epochs, {r['seconds'] / 60:.1f} min)", flush=True)
+    return rows
+
+
+def main(args, spec, bundle, out: Path) -> None:
+    """The paper's three rows over `args.seeds`, beside its 67 / 146 / 74."""
+    from common import print_table
+
+    full = full_train_bundle(bundle)
+    print(f"Hinton et al. 2015 protocol: {len(full.train)} training images, {len(full.test)} test "
+          f"images (touched once, last epoch); teacher {args.teacher_epochs or spec.teacher['epochs']} "
+          f"epochs, students {args.epochs}; KD T {args.temperature} alpha {args.alpha}; "
+          f"seeds {args.seeds}; runs in {out}", flush=True)
+    start = time.perf_counter()
+    per_seed = [run_seed(spec, full, out, s, teacher_epochs=args.teacher_epochs,
+                         student_epochs=args.epochs, alpha=args.alpha, temperature=args.temperature,
+                         student_lr=args.student_lr, threads=args.threads)
+                for s in args.seeds]
+    rows = []
+    for name, role in ROLES.items():
+        errs = [r[role]["errors"] for r in per_seed]
+        spread = f" ± {statistics.stdev(errs):.1f}" if len(errs) > 1 else ""
+        minutes = statistics.median(r[role]["seconds"] for r in per_seed) / 60
+        rows.append((name, f"{statistics.mean(errs):.1f}{spread}", PAPER[name],
+                     f"{per_seed[0][role]['params']:,}", f"{per_seed[0][role]['epochs']} epochs, "
+                                                          f"{minutes:.0f} min"))
+    print()
+    print_table(["model", f"test errors /10k (mean ± sd, {len(per_seed)} seeds)", "paper", "params",
+                 "budget (median wall)"], rows)
+    base = statistics.mean(r["student"]["errors"] for r in per_seed)
+    kd = statistics.mean(r["kd"]["errors"] for r in per_seed)
+    print(f"ratio errors KD / no KD: {kd / base:.2f} ({base:.1f} -> {kd:.1f}; paper 146 -> 74 = 0.51); "
+          f"targets: teacher <= 70, KD <= 80, ratio <= 0.6; this call {time.perf_counter() - start:.0f} s")
