@@ -2,10 +2,13 @@
 
     python analysis/best_trials.py kdtune_results/<name> [--top 10] [--out DIR]
 
-Per stage (teacher, baseline, distill), the top-k trials by their best val_acc, with alpha,
-T, lr, weight decay, model, depth, width, val_acc, val_loss, params, reduction vs the
-teacher, epochs run and whether ASHA stopped the trial early. Writes best_trials.md and
-best_trials.csv (every trial, ranked) to <experiment>/analysis/. Works on a running search.
+Per stage (teacher, baseline, distill), the top-k trials by their best val_acc, with the KD
+method, alpha, T, lr, weight decay, model, depth, width, val_acc, val_loss, params, reduction
+vs the teacher, epochs run and whether ASHA stopped the trial early; for every stage that
+distils, the best trial of each KD method with that method's own settings (a search over
+`--methods` answers "which method, with which settings"). Writes best_trials.md,
+best_trials.csv (every trial, ranked) and best_per_method.csv to <experiment>/analysis/.
+Works on a running search.
 """
 from __future__ import annotations
 
@@ -22,12 +25,18 @@ from analysis.experiment import STAGES, Experiment  # noqa: E402
 from analysis.report import (fmt_bool, fmt_float, fmt_int, fmt_pct, fmt_points,  # noqa: E402
                              markdown_table, notes_block, write_text)
 from search.arg_types import positive_int  # noqa: E402
+from trainables.losses import method_fields  # noqa: E402
 from trainables.reporting import METRIC, MODE  # noqa: E402
 
-COLUMNS = ("rank", "trial_id", "model", "depth", "width", "alpha", "temperature", "lr",
+COLUMNS = ("rank", "trial_id", "model", "depth", "width", "kd_method", "alpha", "temperature", "lr",
            "weight_decay", METRIC, "val_loss", "params", "reduction_pct", "epochs", "stopped_early")
 HEADERS = {"temperature": "T", "weight_decay": "wd", "reduction_pct": "reduction", "epochs": "epochs run",
-           "stopped_early": "stopped early", "trial_id": "trial"}
+           "stopped_early": "stopped early", "trial_id": "trial", "kd_method": "method"}
+METHOD_TABLE = ("stage", "kd_method", "trials", METRIC, "median_val_acc", "settings", "model", "depth", "width",
+                "params", "trial_id")
+METHOD_HEADERS = {"kd_method": "method", METRIC: f"best {METRIC}", "median_val_acc": "median",
+                  "trial_id": "best trial"}
+SHORT = {"temperature": "T", "logit_standardize": "std"}  # names in the settings column
 FORMATS = {METRIC: fmt_pct, "val_loss": fmt_float, "params": fmt_int, "reduction_pct": fmt_points,
            "depth": fmt_int, "width": fmt_int, "epochs": fmt_int, "stopped_early": fmt_bool,
            "alpha": fmt_float, "temperature": fmt_float, "lr": fmt_float, "weight_decay": fmt_float}
@@ -39,6 +48,44 @@ def ranked(trials: pd.DataFrame) -> pd.DataFrame:
     out = out.reset_index(drop=True)
     out.insert(0, "rank", range(1, len(out) + 1))
     return out
+
+
+def settings(row: pd.Series) -> str:
+    """A trial's own KD-method hyperparameters, e.g. "dkd_alpha=1, dkd_beta=4.2, T=3.1"."""
+    parts = []
+    for field in method_fields(row["kd_method"]):
+        value = row.get(field)
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            continue  # pinned at the config's default, not recorded in the trial's config
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(f"{SHORT.get(field, field)}={shown}")
+    return ", ".join(parts)
+
+
+def best_per_method(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per (distilling stage, KD method): its best trial, the method's trial count and
+    the median of their best val_acc. Best method first within a stage."""
+    rows = []
+    kd = trials[trials["kd_method"].notna() & trials[METRIC].notna()]
+    for (stage, method), group in kd.groupby(["stage", "kd_method"], sort=False):
+        best = group.loc[group[METRIC].idxmax()]
+        rows.append({"stage": stage, "kd_method": method, "trials": len(group), METRIC: best[METRIC],
+                     "median_val_acc": group[METRIC].median(), "settings": settings(best),
+                     **{k: best[k] for k in ("model", "depth", "width", "params", "trial_id")}})
+    out = pd.DataFrame(rows, columns=list(METHOD_TABLE))
+    order = {s: i for i, s in enumerate(STAGES)}
+    return out.sort_values(["stage", METRIC], key=lambda c: c.map(order) if c.name == "stage" else -c,
+                           kind="stable").reset_index(drop=True)
+
+
+def method_section(stage: str, table: pd.DataFrame) -> str:
+    rows = table[table["stage"] == stage].drop(columns="stage")
+    if rows.empty:
+        return ""
+    formats = {METRIC: fmt_pct, "median_val_acc": fmt_pct, "params": fmt_int, "depth": fmt_int,
+               "width": fmt_int, "trials": fmt_int}
+    return "\n".join([f"### {stage}: best trial per KD method", "",
+                      markdown_table(rows, formats, METHOD_HEADERS), ""])
 
 
 def stage_section(exp: Experiment, stage: str, trials: pd.DataFrame, top: int) -> str:
@@ -64,12 +111,14 @@ def main(argv: list[str] | None = None) -> int:
 
     all_trials = exp.trials()
     teacher = exp.teacher_params()
+    methods = best_per_method(all_trials)
     sections, tables = [], []
     for stage in STAGES:
         rows = ranked(all_trials[all_trials["stage"] == stage])
         if exp.analysis(stage) is None:
             continue
         sections.append(stage_section(exp, stage, rows, args.top))
+        sections.append(method_section(stage, methods))
         tables.append(rows)
 
     head = [f"# Best trials: {exp.title}", "",
@@ -79,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     write_text(exp.output("best_trials.md"), text)
     csv = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["rank", *all_trials.columns])
     csv.to_csv(exp.output("best_trials.csv"), index=False)
-    print(f"wrote {exp.output('best_trials.md')} and {exp.output('best_trials.csv')}")
+    methods.to_csv(exp.output("best_per_method.csv"), index=False)
+    print(f"wrote {exp.output('best_trials.md')}, {exp.output('best_trials.csv')} and "
+          f"{exp.output('best_per_method.csv')}")
     return 0
 
 

@@ -27,8 +27,11 @@ from trainables.outcome import best_epoch, epoch_number, epochs_trained, finite,
 from trainables.outcome import diverged as trial_diverged
 from trainables.reporting import METRIC, MODE
 
-# The sampled (or pinned) config keys shown in every table, in this order.
-CONFIG_COLUMNS = ("model", "depth", "width", "alpha", "temperature", "lr", "weight_decay")
+# The sampled (or pinned) config keys shown in every table, in this order. kd_method: the KD
+# method of a trial that distils ("kd" for runs from before methods existed), None otherwise.
+CONFIG_COLUMNS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay")
+# Hyperparameters of one KD method each (search.spaces.METHOD_DIMS); NaN in other methods' rows.
+METHOD_COLUMNS = ("logit_standardize", "dkd_alpha", "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma")
 # Metrics taken from a trial's best epoch (by METRIC), not from its last one.
 BEST_EPOCH_COLUMNS = ("val_loss", "train_acc", "train_loss", "params", "flops", "agreement")
 
@@ -170,7 +173,7 @@ class Experiment:
         return self._analyses["_teacher_params"]
 
 
-_ROW_COLUMNS = ("stage", "trial_id", "status", *CONFIG_COLUMNS, "residual", "val_acc",
+_ROW_COLUMNS = ("stage", "trial_id", "status", *CONFIG_COLUMNS, *METHOD_COLUMNS, "residual", "val_acc",
                 *BEST_EPOCH_COLUMNS, "best_epoch", "epochs", "planned_epochs", "stopped_early",
                 "diverged", "error", "path")
 
@@ -179,7 +182,8 @@ def _trial_row(stage: str, trial, df: pd.DataFrame | None) -> dict[str, Any]:
     cfg = dict(trial.config or {})
     last = dict(trial.last_result or {})
     row: dict[str, Any] = {"stage": stage, "trial_id": trial.trial_id, "status": trial.status,
-                           **{k: cfg.get(k) for k in CONFIG_COLUMNS}, "residual": is_residual(cfg),
+                           **{k: cfg.get(k) for k in (*CONFIG_COLUMNS, *METHOD_COLUMNS)},
+                           "kd_method": kd_method(cfg), "residual": is_residual(cfg),
                            "path": str(trial.path)}
     best = best_epoch(df)  # the epoch the stage's checkpoint keeps
     if best is not None:
@@ -195,6 +199,25 @@ def _trial_row(stage: str, trial, df: pd.DataFrame | None) -> dict[str, Any]:
                stopped_early=stopped_early(epochs=epochs, planned=planned, diverged=diverged, ended=ended),
                error=None if trial.status != "ERROR" else "error")
     return row
+
+
+def kd_method(cfg: dict[str, Any]) -> str | None:
+    """The trial's KD method: its config's, "kd" when it distils without naming one (runs
+    from before methods existed), None when it has no teacher (teacher, baseline)."""
+    if cfg.get("kd_method"):
+        return str(cfg["kd_method"])
+    return "kd" if cfg.get("teacher_checkpoint") or cfg.get("online_teacher") else None
+
+
+def distils(cfg: dict[str, Any]) -> bool:
+    """Did this trial train a soft term? (kd, mse: alpha > 0; dkd, dist: nonzero weights)"""
+    from trainables.config import DistillConfig
+
+    known = set(DistillConfig.keys())
+    try:
+        return not DistillConfig.from_dict({k: v for k, v in cfg.items() if k in known}).is_baseline
+    except ValueError:  # a config this tree cannot build: fall back on the Hinton weight
+        return bool(cfg.get("alpha"))
 
 
 def is_residual(cfg: dict[str, Any]) -> bool | None:

@@ -39,7 +39,7 @@ import datasets  # noqa: E402
 import models  # noqa: E402
 from analysis import exporters  # noqa: E402
 from analysis.cli import fail, make_parser, parse  # noqa: E402
-from analysis.experiment import Experiment  # noqa: E402
+from analysis.experiment import Experiment, distils  # noqa: E402
 from analysis.final_report import rebuild_dataset  # noqa: E402
 from search.arg_types import positive_int  # noqa: E402
 from search.manifest import git_revision  # noqa: E402
@@ -136,7 +136,7 @@ def mean_sd(values: list[float]) -> dict[str, Any]:
 def teacher_card(exp: Experiment, config: dict[str, Any]) -> dict[str, Any] | None:
     """The model the student was distilled from (its config's teacher checkpoint: the
     search's teacher, or an assistant in a chain); None for an undistilled student."""
-    if not config.get("alpha"):
+    if not distils(config):
         return None
     path = config.get("teacher_checkpoint") or exp.stage_info("teacher").get("best_checkpoint")
     card: dict[str, Any] = {"checkpoint": path}
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                      "seeds": seeds, "best_epoch": payload.get("epoch"),
                      "split": {"seed": exp.spec.get("seed"), "val_fraction": exp.spec.get("val_fraction"),
                                "subset": exp.spec.get("subset"), "sizes": bundle.meta()["sizes"]}},
-        "distillation": {**parts["distillation"], "distilled": bool(config.get("alpha"))},
+        "distillation": {**parts["distillation"], "distilled": distils(config)},
         "training": parts["training"],
         "teacher": teacher_card(exp, config),
         "git_revision": {"search": exp.manifest.get("git_revision"), "export": git_revision()},

@@ -6,9 +6,12 @@ The distill stage's own Optuna study (<experiment>/distill/optuna.db) is read, a
 COMPLETE trials (value = the val_acc the search told Optuna; pruned, failed and running ones
 left out, and counted) are ranked by `optuna.importance.get_param_importances` (fANOVA,
 seeded) over the sampled alpha, T, lr, weight_decay, depth, width (and model when several
-families were searched), each on one range spanning what was sampled (kdtune's depth range
+families were searched, kd_method and each method's own hyperparameters when several KD
+methods were), each on one range spanning what was sampled (kdtune's depth range
 depends on the family, which fANOVA cannot take as it is). Dimensions pinned in the search
-are left out. An experiment without a study file falls back to the trials' result rows
+are left out; so are the hyperparameters of one method when several were searched (fANOVA
+ranks the dimensions every trial has: kd_method stands for the choice of method and its
+settings together). An experiment without a study file falls back to the trials' result rows
 (value = best val_acc). Writes importance.md / .csv,
 importance.png (bar chart) and importance_alpha_T.png (val_acc vs alpha and vs T, the
 baseline students at alpha = 0 for reference) to <experiment>/analysis/.
@@ -31,19 +34,24 @@ import pandas as pd  # noqa: E402
 from analysis.cli import make_parser, parse  # noqa: E402
 from analysis.experiment import Experiment  # noqa: E402
 from analysis.report import fmt_float, markdown_table, notes_block, save_figure, write_text  # noqa: E402
-from search.spaces import FLOAT_DIMS  # noqa: E402  (which dimensions are sampled on a log scale)
+from search.spaces import FLOAT_DIMS, METHOD_DIMS  # noqa: E402  (which dimensions are sampled log)
 from search.study import load_study  # noqa: E402
 from trainables.reporting import METRIC, MODE  # noqa: E402
 
 PARAMS = ("alpha", "temperature", "lr", "weight_decay", "depth", "width")
-INT_PARAMS = {"depth": False, "width": True}  # name -> log scale (search/spaces.py samples width log)
+# Numeric hyperparameters of one KD method each (absent from other methods' trials).
+METHOD_PARAMS = ("dkd_alpha", "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma")
+INT_PARAMS = {"depth": False, "width": True, "dkd_warmup": False}  # name -> log (spaces samples width log)
+CATEGORICAL = ("model", "kd_method", "logit_standardize")
 MIN_TRIALS = 3  # fANOVA on fewer complete trials says nothing
 
 
 def distributions(trials: pd.DataFrame) -> dict[str, optuna.distributions.BaseDistribution]:
     """One distribution per dimension that varied across the trials, spanning what was sampled."""
     out: dict[str, optuna.distributions.BaseDistribution] = {}
-    for name in PARAMS:
+    for name in PARAMS + METHOD_PARAMS:
+        if name not in trials:
+            continue
         values = pd.to_numeric(trials[name], errors="coerce").dropna()
         if values.nunique() < 2:  # pinned (or one trial): nothing to attribute to it
             continue
@@ -51,9 +59,12 @@ def distributions(trials: pd.DataFrame) -> dict[str, optuna.distributions.BaseDi
         if name in INT_PARAMS:
             out[name] = optuna.distributions.IntDistribution(int(lo), int(hi), log=INT_PARAMS[name] and lo > 0)
         else:
-            out[name] = optuna.distributions.FloatDistribution(lo, hi, log=FLOAT_DIMS[name][1] and lo > 0)
-    if trials["model"].nunique() > 1:
-        out["model"] = optuna.distributions.CategoricalDistribution(sorted(trials["model"].unique()))
+            log = (FLOAT_DIMS.get(name) or METHOD_DIMS[name])[1]
+            out[name] = optuna.distributions.FloatDistribution(lo, hi, log=log and lo > 0)
+    for name in CATEGORICAL:
+        values = trials[name].dropna() if name in trials else pd.Series(dtype=object)
+        if values.nunique() > 1:
+            out[name] = optuna.distributions.CategoricalDistribution(sorted(values.unique(), key=str))
     return out
 
 
@@ -63,10 +74,13 @@ def build_study(trials: pd.DataFrame) -> optuna.Study:
     study = optuna.create_study(direction="maximize" if MODE == "max" else "minimize")
     dists = distributions(trials)
     for _, row in trials.iterrows():
+        # A method's own hyperparameters are absent (NaN) in other methods' trials.
+        present = {k: d for k, d in dists.items() if not _missing(row[k])}
         params = {k: (int(row[k]) if isinstance(d, optuna.distributions.IntDistribution) else
-                      row[k] if isinstance(d, optuna.distributions.CategoricalDistribution) else float(row[k]))
-                  for k, d in dists.items()}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(row[METRIC])))
+                      _plain(row[k]) if isinstance(d, optuna.distributions.CategoricalDistribution)
+                      else float(row[k]))
+                  for k, d in present.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=present, value=float(row[METRIC])))
     return study
 
 
@@ -79,14 +93,23 @@ def study_trials(exp: Experiment) -> tuple[pd.DataFrame, str] | None:
         return None
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    rows = [{**{k: t.params.get(k) for k in PARAMS}, "model": t.params.get("model"), METRIC: t.values[0]}
-            for t in complete]
+    columns = [*PARAMS, *METHOD_PARAMS, *CATEGORICAL]
+    rows = [{**{k: t.params.get(k) for k in columns}, METRIC: t.values[0]} for t in complete]
     states = pd.Series([t.state.name.lower() for t in trials]).value_counts()
     warm = sum("warm_start_from" in t.user_attrs for t in complete)
     said = (f"the distill study's {len(complete)} COMPLETE trials of {len(trials)} "
             f"({', '.join(f'{n} {s}' for s, n in states.items())}"
             + (f"; {warm} of them copied by --warm-start" if warm else "") + f"; value = the {METRIC} told to Optuna)")
-    return pd.DataFrame(rows, columns=[*PARAMS, "model", METRIC]), said
+    return pd.DataFrame(rows, columns=[*columns, METRIC]), said
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _plain(value):
+    """numpy scalars (a bool column read back from CSV-like frames) -> Python values."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
@@ -152,15 +175,18 @@ def main(argv: list[str] | None = None) -> int:
                  f"in {source}: no importance computed")
     else:
         study = build_study(scored)
-        dists = study.trials[0].distributions
+        dists = {k: d for t in study.trials for k, d in t.distributions.items()}  # union
         imp = importances(study) if dists else {}
-        pinned = [p for p in PARAMS if p not in dists]
+        pinned = [p for p in PARAMS + METHOD_PARAMS if p not in dists and p in kd and kd[p].notna().any()]
+        conditional = [k for k in dists if k not in imp]  # some methods' settings only
         rows = [{"param": k, "importance": v, "low": getattr(dists[k], "low", None),
                  "high": getattr(dists[k], "high", None), "varied": True} for k, v in imp.items()]
         rows += [{"param": p, "importance": math.nan, "low": kd[p].min(), "high": kd[p].max(), "varied": False}
                  for p in pinned if p in kd]
         table = pd.DataFrame(rows, columns=table.columns)
-        lines += [f"fANOVA over {source}; pinned or unvaried (left out): {', '.join(pinned) or 'none'}.", ""]
+        lines += [f"fANOVA over {source}; pinned or unvaried (left out): {', '.join(pinned) or 'none'}"
+                  + (f"; set by some KD methods only (not ranked): {', '.join(conditional)}" if conditional else "")
+                  + ".", ""]
         print(f"importance: fANOVA over {source}")
         if imp:
             save_figure(plot_bars(exp, imp, len(scored)), exp.output("importance.png"))

@@ -49,14 +49,16 @@ def plot(exp: Experiment, df: pd.DataFrame, cost: str, color: str) -> plt.Figure
     """Scatter of all students, the front connected, the teacher as a star; log cost axis."""
     fig, ax = plt.subplots(figsize=(8, 5.2))
     base = df[df["alpha"] == 0]
-    kd = df[df["alpha"] > 0]
+    # Distilled: alpha > 0, or a KD method without alpha (dkd, dist; drawn hollow when
+    # coloured by alpha).
+    kd = df[(df["stage"] != "baseline") & ~(df["alpha"] == 0)]
     # Undistilled students are grey squares whatever the colour key: alpha = 0 and T unused.
     ax.scatter(base[cost], 100 * base[METRIC], marker="s", s=46, c="0.55", edgecolors="black",
                linewidths=0.5, label=f"baseline, alpha = 0 ({len(base)})", zorder=3)
     if len(kd):
         cmap = "viridis" if color == "alpha" else "plasma"
         sc = ax.scatter(kd[cost], 100 * kd[METRIC], c=kd[color], cmap=cmap, s=50, edgecolors="black",
-                        linewidths=0.5, zorder=3)
+                        linewidths=0.5, zorder=3, plotnonfinite=True)
         # Legend proxy in a neutral colour: the colour bar, not one point's colour, explains hue.
         ax.scatter([], [], s=50, c="white", edgecolors="black", linewidths=0.5,
                    label=f"distilled, coloured by {color} ({len(kd)})")

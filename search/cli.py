@@ -15,12 +15,14 @@ from search.arg_types import non_negative_float, positive_int
 from search.preset_loader import list_presets, load_preset
 from search.spec import OBJECTIVES, SearchSpec, build_spec, parse_views
 from search.trackers import TRACKERS
+from trainables.losses import list_losses
 
 EPILOG = """examples:
   python search/run_kd_search.py                       # quick offline search on digits
   python search/run_kd_search.py --dataset mnist --data-dir ../shared/data
   python search/run_kd_search.py --dataset cifar10 --gpus-per-trial 0.25 --max-concurrent 4
   python search/run_kd_search.py --alpha 0.5 --temperature 2:8 --depth 1:2
+  python search/run_kd_search.py --methods kd,dkd,dist      # the KD method as a searched dimension
   python search/run_kd_search.py --resume --name digits-20261122-101500
 dimensions (--alpha --temperature --lr --depth --width): one value pins it, LO:HI bounds it;
   --depth/--width also take one setting per student family: --depth mlp=1:3,cifar_resnet=8:20"""
@@ -108,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher-weights", help="local state-dict file for a torchvision teacher (resnet18/resnet50)")
     t.add_argument("--teacher-checkpoint", help="a kdtune checkpoint.pt to use as the teacher (skips its training)")
     t.add_argument("--students", type=_csv, help=f"student families to search, comma-separated ({', '.join(spaces.FAMILIES)})")
+    t.add_argument("--methods", type=_csv, help=f"KD methods searched, comma-separated ({', '.join(list_losses())}; "
+                                                "several: the method is a searched dimension with its own "
+                                                "hyperparameters; default: the preset's, else kd)")
     t.add_argument("--chain", type=_csv, help="teacher-assistant distillation (Mirzadeh et al. 2020): "
                                               "TEACHER,ASSISTANT,STUDENT, each a model name or FAMILY:DEPTH:WIDTH "
                                               "(e.g. resnet56,resnet32,resnet20 or mlp:2:512,mlp:2:128,mlp:1:32)")

@@ -18,7 +18,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 SECTIONS: dict[str, set[str] | None] = {
     "dataset": None, "data_dir": None, "image_size": None, "val_fraction": None, "seed": None, "subset": None,
     "description": None, "train": None, "teacher": None, "teacher_checkpoint": None,
-    "students": None, "space": None, "chain": None, "sweep": None,
+    "students": None, "methods": None, "space": None, "chain": None, "sweep": None,
     "search": {"num_samples", "baseline_samples", "max_epochs", "grace_period",
                "reduction_factor", "max_concurrent", "objective", "augment_views"},
     "resources": {"cpus_per_trial", "gpus_per_trial"},

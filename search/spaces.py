@@ -7,7 +7,14 @@ ResNet's 6n+2 layers), so their ranges depend on the sampled `model`.
 
 A dimension in a preset or on the command line is either one value (pinned: passed as a
 constant, never sampled) or a `[lo, hi]` range. `depth` and `width` may also be a mapping
-family -> value/range.
+family -> value/range; `logit_standardize` is false, true or `[false, true]` (searched).
+
+KD methods (`methods`, names from trainables.losses.list_losses()): with several, the
+distillation stage samples `kd_method` first and then only that method's own hyperparameters
+(the DistillConfig fields its loss declares: kd alpha, temperature, logit_standardize; dkd
+dkd_alpha, dkd_beta, temperature, dkd_warmup, logit_standardize; dist dist_beta, dist_gamma,
+temperature; mse alpha). With the one method `kd` the calls to Optuna are exactly those of a
+search without methods, so a seeded search samples the same configs as before.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import optuna
 
 from search.errors import UsageError
+from trainables.losses import list_losses, method_fields
 
 # Student families the search knows how to size; each model takes `depth` and `width`.
 # Defaults when neither preset nor flag bounds them:
@@ -50,7 +58,28 @@ FLOAT_DIMS: dict[str, tuple[tuple[float, float], bool]] = {
 }
 KD_DIMS = ("alpha", "temperature")
 SIZE_DIMS = ("depth", "width")
-DIMENSIONS = tuple(FLOAT_DIMS) + SIZE_DIMS
+# Hyperparameters of one KD method each: (default range or pinned value, log scale?). The
+# defaults bracket the reference settings (trainables/losses/*.py docstrings cite them);
+# presets narrow or pin them per teacher/student pair.
+METHOD_DIMS: dict[str, tuple[Any, bool]] = {
+    # DKD TCKD weight: mdistiller's 1.0 for every CIFAR-100 pair.
+    "dkd_alpha": ((0.5, 2.0), False),
+    # DKD NCKD weight: mdistiller's CIFAR-100 configs use 2 (resnet56 -> resnet20) to 8
+    # (default, resnet32x4 -> resnet8x4); log scale, the ratio is what matters.
+    "dkd_beta": ((1.0, 10.0), True),
+    # DKD warm-up in epochs: pinned, mdistiller's 20 fits 240-epoch runs; presets set ~1/12
+    # of their max_epochs.
+    "dkd_warmup": (20, False),
+    # DIST inter/intra weights: official 1 (ImageNet), CIFAR-100 ports 2.
+    "dist_beta": ((0.5, 4.0), True),
+    "dist_gamma": ((0.5, 4.0), True),
+    # Logit standardisation (kd, dkd): off = the original losses; [false, true] searches it.
+    "logit_standardize": (False, False),
+}
+INT_METHOD_DIMS = ("dkd_warmup",)
+BOOL_DIMS = ("logit_standardize",)
+DIMENSIONS = tuple(FLOAT_DIMS) + SIZE_DIMS + tuple(METHOD_DIMS)
+DEFAULT_METHODS = ("kd",)
 
 Dim = Any  # a pinned number, or a (lo, hi) pair
 
@@ -107,11 +136,39 @@ def family_dim(space: Mapping[str, Any], name: str, family: str) -> Dim:
     return FAMILIES[family][name] if value is None else value
 
 
+def check_methods(methods: Sequence[str]) -> None:
+    """Every name must be a registered KD method, each given once."""
+    if isinstance(methods, str) or not methods:
+        raise ValueError(f"methods must be a non-empty list of KD methods; known: {', '.join(list_losses())}")
+    unknown = [m for m in methods if m not in list_losses()]
+    if unknown:
+        raise ValueError(f"unknown KD method(s) {', '.join(map(repr, unknown))}; known: {', '.join(list_losses())}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods lists a KD method twice: {', '.join(methods)}")
+
+
+def method_dims(methods: Sequence[str]) -> set[str]:
+    """The search dimensions some method of `methods` reads."""
+    return {name for m in methods for name in method_fields(m)}
+
+
 def check_space(space: Mapping[str, Any], students: Sequence[str]) -> None:
     """Reject ranges that cannot be sampled, with a message naming the dimension."""
     unknown = set(space) - set(DIMENSIONS)
     if unknown:
         raise ValueError(f"unknown search dimension(s) {sorted(unknown)}; known: {list(DIMENSIONS)}")
+    for name, (_default, log) in METHOD_DIMS.items():
+        if name not in space:
+            continue
+        if name in BOOL_DIMS:
+            value = space[name]
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            if not values or not all(isinstance(v, bool) for v in values):
+                raise ValueError(f"{name}: expected true, false or [false, true], got {value!r}")
+            continue
+        _check_dim(name, space[name], log, integer=name in INT_METHOD_DIMS)
+        if _bounds(space[name])[0] < 0:
+            raise ValueError(f"{name} must be >= 0, got {space[name]}")
     for family in students:
         if family not in FAMILIES:
             raise ValueError(f"unknown student family {family!r}; searchable families: {sorted(FAMILIES)}")
@@ -174,10 +231,14 @@ class DefineByRun:
     `constants` (dataset, epochs, teacher checkpoint, ...) are returned unchanged; pinned
     dimensions join them. With distill=False the KD dimensions are fixed to alpha = 0: the
     undistilled baseline over the same student architectures and optimiser ranges.
+    `methods`: the KD methods of the distillation stage (see the module docstring).
     """
 
+    methods: Sequence[str] = DEFAULT_METHODS  # searchers pickled before methods existed
+
     def __init__(self, space: Mapping[str, Any], students: Sequence[str], constants: Mapping[str, Any],
-                 distill: bool, architecture: Mapping[str, Any] | None = None):
+                 distill: bool, architecture: Mapping[str, Any] | None = None,
+                 methods: Sequence[str] = DEFAULT_METHODS):
         # architecture: a pinned student (a teacher-assistant chain link); only the optimiser
         # and KD dimensions are then searched.
         check_space({k: v for k, v in space.items() if not architecture or k not in SIZE_DIMS},
@@ -185,6 +246,8 @@ class DefineByRun:
         self.space, self.families = dict(space), list(students)
         self.constants, self.distill = dict(constants), distill
         self.architecture = dict(architecture) if architecture else None
+        check_methods(list(methods))
+        self.methods = list(methods)
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         fixed: dict[str, Any] = dict(self.constants)
@@ -216,23 +279,53 @@ class DefineByRun:
                 trial.suggest_int("width", int(value[0]), int(value[1]), log=True)
 
     def _sample_training(self, trial: optuna.Trial, fixed: dict[str, Any]) -> None:
-        space = self.space
-        for name, (default, log) in FLOAT_DIMS.items():
-            if name in KD_DIMS and not self.distill:
-                continue
-            value = space.get(name, default)
-            if is_range(value) and value[0] != value[1]:
-                trial.suggest_float(name, float(value[0]), float(value[1]), log=log)
-            else:
-                fixed[name] = float(value[0] if is_range(value) else value)
+        for name in FLOAT_DIMS:
+            if name not in KD_DIMS:  # lr, weight_decay: every stage
+                self._sample_dim(trial, name, fixed)
         if not self.distill:
             fixed["alpha"] = 0.0
+            return
+        if len(self.methods) > 1:
+            method = trial.suggest_categorical("kd_method", self.methods)
+        else:
+            method = fixed["kd_method"] = self.methods[0]
+        # Only the sampled method's own hyperparameters, in its loss's declared order
+        # (kd: alpha then temperature, the order of a search without methods).
+        for name in method_fields(method):
+            self._sample_dim(trial, name, fixed)
+
+    def _sample_dim(self, trial: optuna.Trial, name: str, fixed: dict[str, Any]) -> None:
+        """Suggest one dimension, or pin it in `fixed`. A method dimension the space does not
+        mention is sampled over its default range, or, when its default is one value (the
+        config's own default), left out of the config."""
+        if name in FLOAT_DIMS:
+            default, log = FLOAT_DIMS[name]
+        else:
+            default, log = METHOD_DIMS[name]
+            if name not in self.space and not is_range(default):
+                return
+        value = self.space.get(name, default)
+        if name in BOOL_DIMS:
+            choices = sorted(set(value)) if isinstance(value, (list, tuple)) else [value]
+            if len(choices) > 1:
+                trial.suggest_categorical(name, choices)
+            else:
+                fixed[name] = bool(choices[0])
+        elif is_range(value) and value[0] != value[1]:
+            if name in INT_METHOD_DIMS:
+                trial.suggest_int(name, int(value[0]), int(value[1]))
+            else:
+                trial.suggest_float(name, float(value[0]), float(value[1]), log=log)
+        else:
+            pinned = value[0] if is_range(value) else value
+            fixed[name] = int(pinned) if name in INT_METHOD_DIMS else float(pinned)
 
 
 def make_space(space: Mapping[str, Any], students: Sequence[str], constants: Mapping[str, Any],
-               distill: bool, architecture: Mapping[str, Any] | None = None) -> DefineByRun:
+               distill: bool, architecture: Mapping[str, Any] | None = None,
+               methods: Sequence[str] = DEFAULT_METHODS) -> DefineByRun:
     """Build the define-by-run sampler of one stage (see DefineByRun)."""
-    return DefineByRun(space, students, constants, distill, architecture)
+    return DefineByRun(space, students, constants, distill, architecture, methods)
 
 
 def parse_link(text: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class SearchSpec:
     teacher: dict[str, Any] = field(default_factory=dict)    # TeacherConfig fields
     teacher_checkpoint: str | None = None                    # skip the teacher stage
     students: tuple[str, ...] = ("mlp",)
+    methods: tuple[str, ...] = ("kd",)                       # KD methods searched (trainables.losses)
     space: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, Any] | None = None                      # grid sweep instead of a search
     chain: tuple[str, ...] | None = None                     # teacher, assistant, student (TAKD)
@@ -113,6 +114,7 @@ class SearchSpec:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["students"] = list(self.students)
+        out["methods"] = list(self.methods)
         out["chain"] = list(self.chain) if self.chain else None
         return out
 
@@ -121,6 +123,7 @@ class SearchSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["students"] = tuple(values.get("students", ("mlp",)))
+        values["methods"] = tuple(values.get("methods", ("kd",)))
         if values.get("chain"):
             values["chain"] = tuple(values["chain"])
         return cls(**values)
@@ -162,6 +165,27 @@ def _local_gpus() -> int:
     import torch
 
     return torch.cuda.device_count()
+
+
+def _methods(methods: Any, given: Mapping[str, Any]) -> tuple[str, ...]:
+    """The KD methods, checked; a KD flag that none of them reads is refused, not ignored."""
+    from search import spaces
+
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    spaces.check_methods(methods)
+    reads = spaces.method_dims(methods)
+    for dim in ("alpha", "temperature"):
+        if dim in given and dim not in reads:
+            users = [m for m in _all_methods() if dim in spaces.method_dims([m])]
+            raise ValueError(f"--{dim} applies to KD methods {', '.join(users)}; "
+                             f"--methods {','.join(methods)} uses none of them")
+    return tuple(methods)
+
+
+def _all_methods() -> list[str]:
+    from trainables.losses import list_losses
+
+    return list_losses()
 
 
 def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, Any]) -> SearchSpec:
@@ -217,6 +241,7 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "teacher": teacher,
         "teacher_checkpoint": given.get("teacher_checkpoint", preset.get("teacher_checkpoint")),
         "students": tuple(given.get("students", preset.get("students", ["mlp"]))),
+        "methods": _methods(given.get("methods", preset.get("methods", ["kd"])), given),
         "space": space,
         "sweep": sweep,
         "chain": tuple(chain) if chain else None,

@@ -168,7 +168,8 @@ def pareto_set(results: ResultGrid) -> list[dict[str, Any]]:
              "best_checkpoint": _best_checkpoint_file(result)} for row, result in members]
 
 
-SUMMARY_KEYS = ("model", "depth", "width", "alpha", "temperature", "lr", "weight_decay", "model_kwargs", "seed")
+SUMMARY_KEYS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", "model_kwargs",
+                "seed", "logit_standardize", "dkd_alpha", "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma")
 
 
 def effective_config(config: dict[str, Any]) -> dict[str, Any]:

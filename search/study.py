@@ -67,7 +67,8 @@ def stage_space(spec, name: str, teacher_checkpoint: str | None = None,
 
     distill = name != "baseline"
     constants = spec.student_constants(teacher_checkpoint, distill=distill)
-    return spaces.make_space(spec.space, spec.students, constants, distill=distill, architecture=architecture)
+    return spaces.make_space(spec.space, spec.students, constants, distill=distill, architecture=architecture,
+                             methods=spec.methods)
 
 
 def search_spaces(spec) -> dict[str, Any]:

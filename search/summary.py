@@ -60,7 +60,7 @@ def render(manifest: Manifest) -> str:
         lines.append(f"| {label} | {model} | {_pct(met.get('val_acc'))} | {_params(met.get('params'))} | {red} |")
     cfg = distill.get("config", {})
     if cfg:
-        keys = ("model", "depth", "width", "alpha", "temperature", "lr", "weight_decay")
+        keys = ("model", "depth", "width", "kd_method", *_method_keys(cfg), "lr", "weight_decay")
         shown = ", ".join(f"{k}={cfg[k]:.4g}" if isinstance(cfg.get(k), float) else f"{k}={cfg.get(k)}"
                           for k in keys if k in cfg)
         lines += ["", f"Best distilled config: {shown}", f"Checkpoint: `{distill.get('best_checkpoint')}`"]
@@ -74,12 +74,41 @@ def render(manifest: Manifest) -> str:
         early = sum(t.get("stopped_early", False) for t in trials)
         lines.append(f"Distillation trials: {len(trials)}, stopped early by ASHA: {early}, "
                      f"diverged: {sum(t.get('diverged', False) for t in trials)}.")
+    lines += method_table(trials)
     lines += chain_table(stages)
     lines += sweep_table(stages.get("sweep", {}))
     lines += ["", "Validation accuracy on a seeded split of the training set; the test set is used "
                   "only by `python analysis/final_report.py " + str(manifest.dir) + "`.",
               "", f"TensorBoard: `tensorboard --logdir {manifest.dir}`", ""]
     return "\n".join(lines)
+
+
+def _method_keys(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """The config keys the trial's KD method reads (kd for runs from before methods existed)."""
+    from trainables.losses import method_fields
+
+    return method_fields(cfg.get("kd_method", "kd"))
+
+
+def method_table(trials: list[dict[str, Any]]) -> list[str]:
+    """A search over several KD methods: each method's best distillation trial."""
+    scored = [t for t in trials if t.get("val_acc") is not None]
+    methods = sorted({t.get("kd_method", "kd") for t in scored})
+    if len(methods) < 2:
+        return []
+    lines = ["", "## KD methods (best distillation trial of each)", "",
+             "| method | trials | best val_acc | settings | model | params |", "|---|---|---|---|---|---|"]
+    best = []
+    for m in methods:
+        mine = [t for t in scored if t.get("kd_method", "kd") == m]
+        best.append((max(mine, key=lambda t: t["val_acc"]), len(mine)))
+    for top, n in sorted(best, key=lambda item: -item[0]["val_acc"]):
+        shown = ", ".join(f"{k}={top[k]:.3g}" if isinstance(top[k], float) else f"{k}={top[k]}"
+                          for k in _method_keys(top) if top.get(k) is not None)
+        size = f" depth={top['depth']} width={top.get('width')}" if top.get("depth") is not None else ""
+        lines.append(f"| {top.get('kd_method', 'kd')} | {n} | {_pct(top['val_acc'])} | {shown} | "
+                     f"{top.get('model')}{size} | {_params(top.get('params'))} |")
+    return lines
 
 
 def _row(label: str, stage: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from search.trackers import check_tracker
 from search.warm_start import check_same_space
 from trainables.checkpoint import CheckpointError, check_compatible, load_payload
 from trainables.config import DistillConfig, TeacherConfig
+from trainables.losses import method_fields
 
 
 def resolve_resume(spec: SearchSpec, name_given: bool) -> SearchSpec:
@@ -97,6 +98,7 @@ def _check_configs(spec: SearchSpec) -> None:
             _check_chain(spec)
             return
         spaces.check_space(spec.space, spec.students)
+        spaces.check_methods(list(spec.methods))
         if spec.needs_teacher() and not spec.teacher_checkpoint:
             TeacherConfig.from_dict(spec.teacher_config())
         for family in spec.students:
@@ -106,12 +108,14 @@ def _check_configs(spec: SearchSpec) -> None:
             for name in ("depth", "width"):
                 value = spaces.family_dim(spec.space, name, family)
                 sample[name] = int(value[0] if spaces.is_range(value) else value)
-            for name in ("alpha", "temperature", "lr", "weight_decay"):
-                if name in spec.space:
-                    value = spec.space[name]
-                    for bound in (value if spaces.is_range(value) else (value,)):
-                        DistillConfig.from_dict({**sample, name: bound})
-            DistillConfig.from_dict(sample)
+            for method in spec.methods:  # every method with every bound of its own dimensions
+                per_method = {**sample, "kd_method": method}
+                for name in ("lr", "weight_decay", *method_fields(method)):
+                    if name in spec.space:
+                        value = spec.space[name]
+                        for bound in (value if spaces.is_range(value) else (value,)):
+                            DistillConfig.from_dict({**per_method, name: bound})
+                DistillConfig.from_dict(per_method)
     except ValueError as exc:
         raise UsageError(str(exc).splitlines()[0])
 
@@ -134,8 +138,8 @@ def _check_chain(spec: SearchSpec) -> None:
     spaces.check_space({k: v for k, v in spec.space.items() if k not in spaces.SIZE_DIMS}, [])
     TeacherConfig.from_dict(spec.teacher_config())
     for link in links[1:]:
-        sample = {**spec.student_constants("(teacher)"), **link}
-        for name in ("alpha", "temperature", "lr", "weight_decay"):
+        sample = {**spec.student_constants("(teacher)"), **link, "kd_method": spec.methods[0]}
+        for name in ("lr", "weight_decay", *method_fields(spec.methods[0])):
             value = spec.space.get(name)
             if value is not None:
                 sample[name] = value[0] if spaces.is_range(value) else value

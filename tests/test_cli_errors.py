@@ -52,6 +52,19 @@ def _bad_yaml(tmp: Path) -> str:
     return str(path)
 
 
+def _preset_with(tmp: Path, space: dict) -> str:
+    """The digits preset with `space` entries added."""
+    import yaml
+
+    from search.preset_loader import PRESET_DIR
+
+    preset = yaml.safe_load((PRESET_DIR / "digits.yaml").read_text())
+    preset["space"].update(space)
+    path = tmp / "custom.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    return str(path)
+
+
 def _file_as_storage(tmp: Path) -> str:
     (tmp / "afile").write_text("x")
     return str(tmp / "afile" / "runs")
@@ -162,6 +175,11 @@ CASES = [
     ("storage-in-sysfs", lambda t: ["--storage-path", "/sys/kdtune-runs"], "not writable"),
     ("teacher-saw-val-images", lambda t: ["--teacher-checkpoint", _digits_teacher(t, 1)],
      "trained on 221 of this run's 288 validation images"),  # 221: see test_inputs
+    ("unknown-kd-method", lambda t: ["--methods", "kd,crd"], "unknown KD method(s) 'crd'; known: dist, dkd, kd, mse"),
+    ("alpha-unused-by-methods", lambda t: ["--methods", "dkd,dist", "--alpha", "0.5"],
+     "--alpha applies to KD methods kd, mse; --methods dkd,dist uses none of them"),
+    ("bad-method-range", lambda t: ["--preset", _preset_with(t, {"dkd_beta": [4.0, 1.0]}), "--methods", "dkd"],
+     "dkd_beta: empty range"),
 ]
 
 

@@ -1,4 +1,6 @@
 """Search spaces, presets and flag merging: pure Python, no Ray."""
+import re
+
 import optuna
 import pytest
 
@@ -112,3 +114,92 @@ def test_sampled_dimensions_are_not_shadowed_by_constants():
     assert "weight_decay" not in fixed and "lr" not in fixed
     merged = {**trial.params, **fixed}  # how Ray's OptunaSearch builds the config
     assert merged["weight_decay"] == trial.params["weight_decay"] != 5e-4
+
+
+# ---- KD methods --------------------------------------------------------------------------
+def _tpe_params(define, n=14, seed=0):
+    """Params of n trials of a seeded TPE study (past its 10 random start-up trials), each told
+    a value computed from its params, so the sampler's later picks depend on earlier ones."""
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        fixed = define(trial)
+        out.append((dict(trial.params), fixed))
+        study.tell(trial, sum(hash(str(v)) % 97 for v in trial.params.values()) / 97.0)
+    return out
+
+
+def _search_without_methods(trial):
+    """The distillation space as it was sampled before KD methods existed (written out)."""
+    trial.suggest_int("depth", 1, 3)
+    trial.suggest_int("width", 16, 64, log=True)
+    trial.suggest_float("lr", 0.01, 0.3, log=True)
+    trial.suggest_float("weight_decay", 1e-5, 1e-3, log=True)
+    trial.suggest_float("alpha", 0.1, 0.95)
+    trial.suggest_float("temperature", 1.0, 10.0)
+    return {}
+
+
+SPACE = {"depth": (1, 3), "width": (16, 64), "lr": (0.01, 0.3), "weight_decay": (1e-5, 1e-3),
+         "alpha": (0.1, 0.95), "temperature": (1.0, 10.0)}
+
+
+def test_kd_alone_samples_the_same_configs_as_a_search_without_methods():
+    define = spaces.make_space({**SPACE, "dkd_beta": (1.0, 8.0)}, ["mlp"], {}, distill=True, methods=["kd"])
+    new = _tpe_params(define)
+    old = _tpe_params(_search_without_methods)
+    assert [p for p, _ in new] == [p for p, _ in old]
+    assert all(fixed["kd_method"] == "kd" and "dkd_beta" not in fixed for _, fixed in new)
+
+
+def test_methods_are_a_categorical_dimension_with_conditional_hyperparameters():
+    from trainables.config import DistillConfig
+
+    space = {**SPACE, "dkd_beta": (1.0, 8.0), "dkd_warmup": 2, "dist_gamma": (0.5, 4.0),
+             "logit_standardize": (False, True)}
+    define = spaces.make_space(space, ["mlp"], {"dataset": "digits"}, distill=True,
+                               methods=["kd", "dkd", "dist"])
+    configs = [{**p, **f} for p, f in _tpe_params(define, n=30, seed=1)]
+    assert {c["kd_method"] for c in configs} == {"kd", "dkd", "dist"}
+    own = {"kd": {"alpha", "temperature", "logit_standardize"},
+           "dkd": {"dkd_alpha", "dkd_beta", "temperature", "dkd_warmup", "logit_standardize"},
+           "dist": {"dist_beta", "dist_gamma", "temperature"}}
+    every = set().union(*own.values())
+    for c in configs:
+        method = c["kd_method"]
+        assert every & set(c) == own[method], c  # its own hyperparameters, nobody else's
+        assert 1.0 <= c["temperature"] <= 10.0
+        if method == "dkd":
+            assert 1.0 <= c["dkd_beta"] <= 8.0 and c["dkd_warmup"] == 2 and 0.5 <= c["dkd_alpha"] <= 2.0
+        if method == "dist":
+            assert 0.5 <= c["dist_gamma"] <= 4.0 and 0.5 <= c["dist_beta"] <= 4.0
+        DistillConfig.from_dict(c)  # every sampled key is a config field with a valid value
+    assert {c["logit_standardize"] for c in configs if c["kd_method"] != "dist"} == {False, True}
+    # Seeded: the same study twice samples the same configs.
+    assert configs == [{**p, **f} for p, f in _tpe_params(define, n=30, seed=1)]
+
+
+def test_one_other_method_is_pinned_not_sampled():
+    define = spaces.make_space(SPACE, ["mlp"], {}, distill=True, methods=["dist"])
+    params, fixed = _tpe_params(define, n=1)[0]
+    assert fixed["kd_method"] == "dist" and "kd_method" not in params
+    assert "alpha" not in params and "alpha" not in fixed and "dist_beta" in params
+
+
+@pytest.mark.parametrize("methods, space, message", [
+    (["kd", "crd"], {}, "unknown KD method(s) 'crd'; known: dist, dkd, kd, mse"),
+    (["kd", "kd"], {}, "twice"),
+    (["dkd"], {"logit_standardize": "yes"}, "logit_standardize: expected true, false or [false, true]"),
+    (["dkd"], {"dkd_warmup": (1.5, 3)}, "dkd_warmup: expected whole numbers"),
+])
+def test_bad_methods_and_method_ranges_are_rejected(methods, space, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        spaces.make_space(space, ["mlp"], {}, distill=True, methods=methods)
+
+
+def test_methods_flag_and_preset_key():
+    spec, _ = parse_args(["--methods", "kd,dkd", "--name", "x"])
+    assert spec.methods == ("kd", "dkd")
+    assert parse_args(["--name", "x"])[0].methods == ("kd",)
+    assert type(spec).from_dict(spec.to_dict()).methods == ("kd", "dkd")

@@ -251,8 +251,21 @@ class TeacherConfig(TrainConfig):
 class DistillConfig(TrainConfig):
     """Student stage; the undistilled baseline when alpha == 0 or there is no teacher."""
 
-    alpha: float = 0.5  # weight of the soft (teacher) term; 1 - alpha on the labels
-    temperature: float = 4.0
+    # KD method: a name from trainables.losses.list_losses(); each reads the fields below
+    # that its loss declares (kd: alpha, temperature, logit_standardize; dkd: dkd_*,
+    # temperature, logit_standardize; dist: dist_*, temperature; mse: alpha).
+    kd_method: str = "kd"
+    alpha: float = 0.5  # kd, mse: weight of the soft (teacher) term; 1 - alpha on the labels
+    temperature: float = 4.0  # kd, dkd, dist: softmax temperature
+    logit_standardize: bool = False  # kd, dkd: z-score logits before T (Sun et al. 2024)
+    # DKD (Zhao et al. 2022); defaults are mdistiller's CFG.DKD: TCKD and NCKD weights, and
+    # the epochs over which the KD term warms up linearly (20 of mdistiller's 240).
+    dkd_alpha: float = 1.0
+    dkd_beta: float = 8.0
+    dkd_warmup: int = 20
+    # DIST (Huang et al. 2022): inter- and intra-class relation weights (official defaults).
+    dist_beta: float = 1.0
+    dist_gamma: float = 1.0
     teacher_checkpoint: str | None = None  # path to a kdtune checkpoint file or directory
     teacher_logits: str = "auto"  # auto = cached when the dataset is not augmented
     # Online distillation (Zhang et al. 2018): a model name from models.list_models(), trained
@@ -272,8 +285,19 @@ class DistillConfig(TrainConfig):
         if self.teacher_checkpoint is not None and not isinstance(self.teacher_checkpoint, str):
             object.__setattr__(self, "teacher_checkpoint", str(self.teacher_checkpoint))
         _choice("teacher_logits", self.teacher_logits, TEACHER_LOGITS)
+        self._check_method_fields()
         self._check_online_teacher()
         super().__post_init__()
+
+    def _check_method_fields(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        for name in ("dkd_alpha", "dkd_beta", "dist_beta", "dist_gamma"):
+            set_(name, _float(name, getattr(self, name)))
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        set_("dkd_warmup", _int("dkd_warmup", self.dkd_warmup, 0))
+        if not isinstance(self.logit_standardize, bool):
+            raise ValueError(f"logit_standardize must be true or false, got {self.logit_standardize!r}")
 
     def _check_online_teacher(self) -> None:
         kw = self.online_teacher_kwargs
@@ -298,6 +322,13 @@ class DistillConfig(TrainConfig):
 
     def _check_registries(self) -> None:
         super()._check_registries()
+        from trainables.losses import list_losses, method_fields
+
+        _choice("kd_method", self.kd_method, list_losses())
+        if self.logit_standardize and "logit_standardize" not in method_fields(self.kd_method):
+            takes = [m for m in list_losses() if "logit_standardize" in method_fields(m)]
+            raise ValueError(f"logit_standardize applies to KD methods {', '.join(takes)}, "
+                             f"not to {self.kd_method!r}")
         if self.online_teacher is None:
             return
         import models
@@ -313,3 +344,12 @@ class DistillConfig(TrainConfig):
 
     def online_teacher_kwargs_dict(self) -> dict[str, Any]:
         return dict(self.online_teacher_kwargs)
+
+    @property
+    def is_baseline(self) -> bool:
+        """True when no soft term is trained (no teacher, or the method's soft weights are 0:
+        alpha == 0 for kd and mse)."""
+        from trainables.losses import loss_from_config
+
+        no_teacher = self.teacher_checkpoint is None and self.online_teacher is None
+        return no_teacher or not loss_from_config(self).uses_teacher

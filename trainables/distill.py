@@ -1,4 +1,4 @@
-"""Student stage trainable: Hinton distillation from a checkpointed teacher, or the baseline.
+"""Student stage trainable: distillation (cfg.kd_method) from a checkpointed teacher, or the baseline.
 
 A DistillConfig with alpha == 0 or no teacher_checkpoint trains the undistilled baseline
 (plain cross-entropy). With a teacher, its logits come from a cache or from the teacher run
@@ -23,7 +23,7 @@ from __future__ import annotations
 from trainables import reporting
 from trainables.config import DistillConfig
 from trainables.logit_cache import LogitCache, as_cache
-from trainables.losses import KDLoss
+from trainables.losses import loss_from_config
 from trainables.online_teacher import OnlineTeacher
 from trainables.runtime import Runtime
 from trainables.stage import EVAL_BATCH, run_stage, train_views
@@ -44,7 +44,7 @@ def distill_student(config: dict, data=None, teacher_logits=None) -> dict:
     if cfg.teacher_checkpoint is None and teacher_logits is not None and cfg.alpha > 0:
         raise ValueError("teacher_logits were given but the config has no teacher_checkpoint: "
                          "set teacher_checkpoint (it is recorded with the student)")
-    loss = KDLoss(cfg.alpha, cfg.temperature, label_smoothing=cfg.label_smoothing)
+    loss = loss_from_config(cfg)  # cfg.kd_method (kd, dkd, dist, mse) with its fields
     if cfg.online_teacher is not None:
         def make_online(rt: Runtime, bundle, steps_per_epoch: int) -> OnlineTeacher:
             return OnlineTeacher.build(cfg, rt, bundle, steps_per_epoch)

@@ -1,6 +1,7 @@
 """THE train/eval loop shared by every stage (teacher, baseline, distilled student).
 
-Stages differ only in the loss they pass (`KDLoss`; alpha == 0 is plain cross-entropy) and
+Stages differ only in the loss they pass (trainables.losses; without a teacher it is plain
+cross-entropy) and
 an optional teacher-logit source: a frozen teacher (teacher_logits.TeacherLogits) or one
 trained in the same pass (online_teacher.OnlineTeacher, online distillation). Hot-path
 statistics stay on the device and are read once per epoch (one host sync), plus a cheap
@@ -86,7 +87,7 @@ def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
         t_logits = teacher.train_logits(x, idx, y) if want_teacher else None
         with rt.autocast():
             out = model(x)
-        loss = loss_fn(out, y, t_logits)  # float32 inside KDLoss
+        loss = loss_fn(out, y, t_logits)  # float32 inside every trainables.losses loss
         optimizer_step(loss, optimizer, schedule, params, grad_clip=grad_clip, probes=probes,
                        grad_sum=grad_sum, constraint=constraint)
         loss_sum += loss.detach() * y.shape[0]
@@ -181,6 +182,8 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module,
     for epoch in range(start_epoch + 1, epochs + 1):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)  # reshuffle / re-augment reproducibly per epoch
+        if hasattr(loss_fn, "set_epoch"):
+            loss_fn.set_epoch(epoch)  # epoch-dependent weights (DKD's warm-up), resumes included
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         try:

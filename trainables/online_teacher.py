@@ -50,15 +50,15 @@ class OnlineTeacher:
     def build(cls, cfg, rt: Runtime, bundle, steps_per_epoch: int) -> "OnlineTeacher":
         """The teacher `cfg.online_teacher` for `bundle`, optimised with the student's settings."""
         import models
-        from trainables.losses import KDLoss
+        from trainables.losses import supervised_loss
 
         model = models.create_model(cfg.online_teacher, bundle.num_classes, bundle.in_shape,
                                     **cfg.online_teacher_kwargs_dict())
         model = rt.prepare(model)
         optimizer = create_optimizer(cfg, model)
         schedule = create_schedule(cfg, optimizer, steps_per_epoch)
-        # alpha = 0: plain cross-entropy, the same loss module as the teacher stage.
-        loss = KDLoss(alpha=0.0, temperature=1.0, label_smoothing=cfg.label_smoothing)
+        # Plain cross-entropy on the labels, the same loss as the teacher stage.
+        loss = supervised_loss(cfg.label_smoothing)
         return cls(model, optimizer, schedule, loss, rt, num_val=len(bundle.val),
                    grad_clip=cfg.grad_clip)
 

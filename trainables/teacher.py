@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from trainables import reporting
 from trainables.config import TeacherConfig
-from trainables.losses import KDLoss
+from trainables.losses import supervised_loss
 from trainables.stage import run_stage
 
 
@@ -19,6 +19,6 @@ def train_teacher(config: dict, data=None) -> dict:
     `data`: a DatasetBundle, or None to load it from the config. Returns the last epoch's
     metrics (None inside Tune: see reporting.final)."""
     cfg = TeacherConfig.from_dict(config)
-    # alpha = 0: KDLoss is plain cross-entropy, the same module the students use.
-    loss = KDLoss(alpha=0.0, temperature=1.0, label_smoothing=cfg.label_smoothing)
+    # Plain cross-entropy: the Hinton loss with alpha = 0, the module the baseline uses.
+    loss = supervised_loss(cfg.label_smoothing)
     return reporting.final(run_stage(cfg, data, loss))

@@ -1,0 +1,106 @@
+"""`dkd`: Decoupled Knowledge Distillation (Zhao et al., CVPR 2022).
+
+The KL of Hinton KD splits per example into a target-class term and a non-target term,
+
+    KL(p^T || q^T) = TCKD + (1 - p_t^T) * NCKD,
+    TCKD = KL([p_t, 1 - p_t] || [q_t, 1 - q_t])                 (binary: target vs the rest)
+    NCKD = KL(p^T over the non-target classes, renormalised || q^T likewise)
+
+(p teacher, q student, t the label, all at temperature T). DKD drops the (1 - p_t) factor that
+suppresses NCKD for confident teachers and weights the two terms freely:
+
+    loss = CE(s, y) + w(epoch) * T^2 * (alpha * mean TCKD + beta * mean NCKD),
+    w(epoch) = min(epoch / warmup_epochs, 1)        (epoch 1-based; warmup 0: w = 1)
+
+as mdistiller's DKD (megvii-research/mdistiller, mdistiller/distillers/DKD.py, whose trainer
+counts epochs from 1). Computed in log space on the gathered non-target columns, so it is
+exact and finite for extreme logits (the reference masks the target with -1000 and takes
+log(softmax), which overflows to -inf there). With `standardize`, logits are z-scored first
+(Sun et al. 2024 apply it to DKD the same way).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from trainables.losses.registry import DistillationLoss, register_loss
+from trainables.losses.standardize import standardize as zscore
+
+
+def _split_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 2) log [p_target, 1 - p_target] and (N, C-1) log-softmax over the non-target classes."""
+    n, c = logits.shape
+    target = logits.gather(1, labels.view(-1, 1))
+    keep = torch.ones_like(logits, dtype=torch.bool).scatter_(1, labels.view(-1, 1), False)
+    others = logits[keep].view(n, c - 1)
+    lse_all = torch.logsumexp(logits, dim=1, keepdim=True)
+    lse_others = torch.logsumexp(others, dim=1, keepdim=True)
+    binary = torch.cat([target - lse_all, lse_others - lse_all], dim=1)
+    return binary, others - lse_others
+
+
+@register_loss
+class DKDLoss(DistillationLoss):
+    """Decoupled KD; defaults are mdistiller's (mdistiller/engine/cfg.py, CFG.DKD).
+
+    alpha: TCKD weight (CFG.DKD.ALPHA = 1.0).
+    beta: NCKD weight (CFG.DKD.BETA = 8.0; its per-pair CIFAR-100 configs change it, e.g.
+        2.0 for resnet56 -> resnet20 in configs/cifar100/dkd/res56_res20.yaml).
+    temperature: T (CFG.DKD.T = 4.0).
+    warmup_epochs: epochs over which the KD term ramps linearly up to full weight
+        (CFG.DKD.WARMUP = 20, of 240 training epochs; shorter runs want a shorter warm-up).
+    standardize: z-score both logit vectors before T (Sun et al. 2024).
+    The CE weight is 1 (CFG.DKD.CE_WEIGHT = 1.0).
+    """
+
+    name = "dkd"
+    config_fields = (("dkd_alpha", "alpha"), ("dkd_beta", "beta"), ("temperature", "temperature"),
+                     ("dkd_warmup", "warmup_epochs"), ("logit_standardize", "standardize"))
+
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
+                 warmup_epochs: int = 20, label_smoothing: float = 0.0,
+                 standardize: bool = False) -> None:
+        super().__init__(label_smoothing)
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"DKD weights must be >= 0, got alpha={alpha}, beta={beta}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.temperature = float(temperature)
+        self.warmup_epochs = int(warmup_epochs)
+        self.standardize = bool(standardize)
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.alpha > 0.0 or self.beta > 0.0
+
+    def warmup_weight(self) -> float:
+        """min(epoch / warmup_epochs, 1) for the current (1-based) epoch."""
+        if self.warmup_epochs == 0:
+            return 1.0
+        return min(self.epoch / self.warmup_epochs, 1.0)
+
+    def decoupled_terms(self, student: torch.Tensor, teacher: torch.Tensor,
+                        labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example TCKD and NCKD (N,) at temperature T, without the T^2 factor."""
+        s, t = student.float(), teacher.detach().float()
+        if self.standardize:
+            s, t = zscore(s), zscore(t)
+        temp = self.temperature
+        bin_s, rest_s = _split_log_probs(s / temp, labels)
+        bin_t, rest_t = _split_log_probs(t / temp, labels)
+        tckd = F.kl_div(bin_s, bin_t, reduction="none", log_target=True).sum(1)
+        nckd = F.kl_div(rest_s, rest_t, reduction="none", log_target=True).sum(1)
+        return tckd, nckd
+
+    def combine(self, ce, student, teacher, labels):
+        tckd, nckd = self.decoupled_terms(student, teacher, labels)
+        temp2 = self.temperature ** 2
+        kd = temp2 * (self.alpha * tckd.mean() + self.beta * nckd.mean())
+        return ce + self.warmup_weight() * kd
+
+    def extra_repr(self) -> str:
+        return (f"alpha={self.alpha}, beta={self.beta}, temperature={self.temperature}, "
+                f"warmup_epochs={self.warmup_epochs}, standardize={self.standardize}")

@@ -1,0 +1,125 @@
+"""The loss registry (timm style) and the base class every distillation loss derives from.
+
+    @register_loss
+    class MyLoss(DistillationLoss):
+        name = "my"
+        config_fields = (("alpha", "alpha"), ("temperature", "temperature"))
+        ...
+
+    create_loss("dkd", beta=2.0)         # an instance; unknown names list the known ones
+    list_losses()                        # ['dist', 'dkd', 'kd', 'mse']
+    loss_from_config(distill_config)     # the loss a trial trains with (cfg.kd_method + fields)
+
+Every loss is called as `loss(student_logits, labels, teacher_logits=None)`: class logits only,
+so a loss works unchanged with the driver's cached logits, the fixed-views cache, an online
+teacher and a teacher-assistant chain (each is just a different source of teacher logits).
+Without teacher logits, or when its soft weights are zero (`uses_teacher` False), a loss is
+plain cross-entropy on the labels, so the teacher and the baseline use the same module.
+
+A loss whose weights change with training progress (DKD's warm-up) reads `self.epoch`, which
+the loop sets with `set_epoch(epoch)` (1-based) before every epoch, resumed runs included.
+
+`needs_features`: a later method that matches the teacher's penultimate features (CRD, RKD,
+PKT) declares it True; no teacher source provides features yet, so such a loss is refused by
+`loss_from_config` with a message instead of silently training on logits only.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_REGISTRY: dict[str, type["DistillationLoss"]] = {}
+
+
+class DistillationLoss(nn.Module):
+    """CE on the labels plus a method's soft term; subclasses implement `combine`."""
+
+    name: ClassVar[str] = ""
+    # (DistillConfig field, __init__ keyword): what a trial's config sets for this method.
+    config_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
+    needs_features: ClassVar[bool] = False
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+        self.epoch = 1  # 1-based training epoch, set by the loop
+
+    @property
+    def uses_teacher(self) -> bool:
+        """False when the soft term has zero weight: the loop then skips teacher logits."""
+        return True
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def forward(self, student_logits: torch.Tensor, labels: torch.Tensor,
+                teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+        # float32 throughout: bf16 logits from autocast (or a bf16 view cache) are upcast first.
+        s = student_logits.float()
+        ce = F.cross_entropy(s, labels, label_smoothing=self.label_smoothing)
+        if teacher_logits is None or not self.uses_teacher:
+            return ce
+        # The teacher never receives gradients (frozen, cached, or an online teacher's
+        # detached logits): detached here as well, whatever the caller passed.
+        return self.combine(ce, s, teacher_logits.detach().float(), labels)
+
+    def combine(self, ce: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor,
+                labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def register_loss(cls: type[DistillationLoss]) -> type[DistillationLoss]:
+    """Class decorator: register `cls` under `cls.name`."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no `name`")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"loss {cls.name!r} is registered twice "
+                         f"({_REGISTRY[cls.name].__name__} and {cls.__name__})")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_losses() -> list[str]:
+    """Names of the registered losses, sorted."""
+    return sorted(_REGISTRY)
+
+
+def loss_class(name: str) -> type[DistillationLoss]:
+    """The registered class of `name`; an unknown name lists the known ones."""
+    if name not in _REGISTRY:
+        hint = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(f"unknown KD method {name!r}{extra}; known: {', '.join(list_losses())}")
+    return _REGISTRY[name]
+
+
+def create_loss(name: str, **kwargs: Any) -> DistillationLoss:
+    """An instance of the loss registered as `name`, built with `kwargs`."""
+    return loss_class(name)(**kwargs)
+
+
+def method_fields(name: str) -> tuple[str, ...]:
+    """The DistillConfig fields method `name` reads (its searchable hyperparameters)."""
+    return tuple(field for field, _ in loss_class(name).config_fields)
+
+
+def loss_from_config(cfg) -> DistillationLoss:
+    """The loss of a DistillConfig: `cfg.kd_method` built from the fields it declares."""
+    cls = loss_class(cfg.kd_method)
+    if cls.needs_features:
+        raise ValueError(f"KD method {cls.name!r} needs the teacher's penultimate features, "
+                         "which no teacher source provides yet; use a logit method: "
+                         + ", ".join(n for n in list_losses() if not _REGISTRY[n].needs_features))
+    kwargs = {kw: getattr(cfg, field) for field, kw in cls.config_fields}
+    return cls(label_smoothing=cfg.label_smoothing, **kwargs)
+
+
+def supervised_loss(label_smoothing: float = 0.0) -> DistillationLoss:
+    """Plain cross-entropy (the Hinton loss with alpha = 0): teachers and baselines."""
+    return create_loss("kd", alpha=0.0, temperature=1.0, label_smoothing=label_smoothing)
