@@ -171,13 +171,18 @@ def _methods(methods: Any, given: Mapping[str, Any]) -> tuple[str, ...]:
     """The KD methods, checked; a KD flag that none of them reads is refused, not ignored."""
     from search import spaces
 
+    from search.errors import UsageError
+
     methods = [methods] if isinstance(methods, str) else list(methods)
-    spaces.check_methods(methods)
+    try:
+        spaces.check_methods(methods)
+    except ValueError as exc:  # a user's --methods / preset value: the one-line refusal
+        raise UsageError(str(exc)) from None
     reads = spaces.method_dims(methods)
     for dim in ("alpha", "temperature"):
         if dim in given and dim not in reads:
             users = [m for m in _all_methods() if dim in spaces.method_dims([m])]
-            raise ValueError(f"--{dim} applies to KD methods {', '.join(users)}; "
+            raise UsageError(f"--{dim} applies to KD methods {', '.join(users)}; "
                              f"--methods {','.join(methods)} uses none of them")
     return tuple(methods)
 
