@@ -29,6 +29,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -95,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gpus-per-trial", type=_non_negative_float, help="GPUs per trial; fractions share a card")
     r.add_argument("--max-concurrent", type=_positive_int, help="trials running at once")
     r.add_argument("--objective", choices=OBJECTIVES, help="accuracy, or pareto (val_acc max, params min)")
+    r.add_argument("--final-top-k", type=_positive_int,
+                   help="final stage: distinct distilled configs retrained (the Pareto set's cap under "
+                        "--objective pareto), beside the best baseline")
+    r.add_argument("--final-seeds", type=_non_negative_int,
+                   help="final stage: seeds per retrained config, each tested once (0 turns it off)")
     o = p.add_argument_group("run")
     o.add_argument("--storage-path", help="where experiments live (default ./kdtune_results; a shared "
                                           "filesystem path for multi-node runs)")

@@ -20,7 +20,7 @@ import torch
 from ray import tune
 
 from datasets import DatasetBundle
-from search import spaces, sweep
+from search import final, spaces, sweep
 from search.manifest import Manifest
 from search.spec import SearchSpec
 from search.stages import Stage, asha, best_of, optuna_search, run_stage, stage_finished, trial_rows
@@ -163,6 +163,26 @@ def chain_stages(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, te
     search_stage(spec, bundle, manifest, "ta_distill", assistant_checkpoint, assistant_logits, links[-1])
 
 
+def final_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, teacher_checkpoint: str | None,
+                logits: torch.Tensor | None) -> None:
+    """The searches' winners retrained over --final-seeds seeds, each tested once (search/final.py)."""
+    if "final" not in spec.planned_stages() or manifest.is_done("final"):
+        return
+    candidates = final.candidates_for(spec, manifest)
+    if not candidates:
+        manifest.mark("final", "failed", reason="no finished, non-diverged search trial to retrain")
+        return
+    stage, expected = final.build_stage(spec, bundle, manifest, candidates, teacher_checkpoint, logits,
+                                        max_concurrent=spec.max_concurrent, **_stage_kwargs(spec, manifest.dir))
+    manifest.mark("final", "running", path=str(stage.path), candidates=candidates)
+    results = run_stage(stage, resume=spec.resume)
+    if not stage_finished(results, expected):
+        manifest.mark("final", "interrupted", path=str(stage.path))
+        raise Interrupted("final")
+    seeds = final.final_seeds(spec.seed, spec.final_seeds)
+    manifest.mark("final", "done", path=str(stage.path), **final.summarize(results, candidates, seeds))
+
+
 def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
     """Run (or resume) all stages; returns the experiment directory."""
     experiment_dir = spec.experiment_dir
@@ -183,6 +203,7 @@ def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
             search_stage(spec, bundle, manifest, "distill", teacher_checkpoint, logits, student)
             if links:
                 chain_stages(spec, bundle, manifest, teacher_checkpoint, logits, links)
+            final_stage(spec, bundle, manifest, teacher_checkpoint, logits)
     finally:
         if started:
             ray.shutdown()

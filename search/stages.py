@@ -34,6 +34,7 @@ class Stage:
     param_space: dict[str, Any] | None = None  # fixed config (teacher); None when searched
     search_alg: Any = None
     scheduler: Any = None
+    max_concurrent: int | None = None  # trials at once (a searched stage caps it in its searcher)
 
     @property
     def path(self) -> Path:
@@ -81,6 +82,7 @@ def run_stage(stage: Stage, resume: bool) -> ResultGrid:
             param_space=stage.param_space or {},
             tune_config=tune.TuneConfig(search_alg=stage.search_alg, scheduler=stage.scheduler,
                                         num_samples=stage.num_samples, reuse_actors=True,
+                                        max_concurrent_trials=stage.max_concurrent,
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=stage.name, storage_path=str(stage.experiment_dir), verbose=1,

@@ -30,7 +30,8 @@ def small_search(tmp_path_factory):
     """One small finished search on digits (real CLI, in-process), shared by the end-to-end and
     analysis tests: teacher 3 epochs, 3 baselines, 6 distillation trials under ASHA (grace 1,
     rf 3, 4 epochs at most, so it has rungs to cut at), per-layer gradient norms on (for
-    learning_curves' second plot). Tests read the budget back from manifest.json's spec."""
+    learning_curves' second plot), and the final stage: the best baseline and the best distilled
+    config retrained over 2 seeds. Tests read the budget back from manifest.json's spec."""
     import yaml
 
     from search.preset_loader import PRESET_DIR
@@ -43,6 +44,7 @@ def small_search(tmp_path_factory):
     code = main(["--num-samples", "6", "--baseline-samples", "3", "--max-epochs", "4", "--grace-period", "1",
                  "--reduction-factor", "3", "--teacher-epochs", "3", "--max-concurrent", "2",
                  "--width", "16:64", "--depth", "1:2", "--preset", str(tmp / "digits_grads.yaml"),
+                 "--final-seeds", "2", "--final-top-k", "1",
                  "--storage-path", str(tmp), "--name", "small"])
     assert code == 0
     return tmp / "small"

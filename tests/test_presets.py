@@ -89,10 +89,14 @@ def test_cifar100_recipe_preset_runs_all_stages(data_root, tmp_path, ray_session
     stages = _manifest(tmp_path / "r")["stages"]
     assert all(stages[s]["status"] == "done" for s in ("teacher", "baseline", "distill"))
     assert stages["distill"]["config"]["temperature"] == 4.0 and stages["distill"]["config"]["alpha"] == 0.9
-    # Baseline and students train on the same 2 views; one cache file of 2 x N rows.
+    # Baseline and students train on the same 2 views; one cache file of 2 x N rows for the
+    # search, and one per final-stage seed (a seed draws its own views).
     assert stages["distill"]["config"]["augment_views"] == stages["baseline"]["config"]["augment_views"] == 2
-    (cache,) = (tmp_path / "r" / "teacher_logits").iterdir()
-    assert tuple(torch.load(cache).shape) == (2 * 256, 100)  # --smoke-test trains on 256 images
+    assert stages["final"]["status"] == "done"
+    caches = sorted((tmp_path / "r" / "teacher_logits").iterdir())
+    assert len(caches) == 1 + len(stages["final"]["seeds"])
+    for cache in caches:
+        assert tuple(torch.load(cache).shape) == (2 * 256, 100)  # --smoke-test trains on 256 images
 
 
 def test_pretrained_teacher_from_local_weights_is_linear_probed(data_root, tmp_path, ray_session):
