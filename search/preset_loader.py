@@ -19,7 +19,7 @@ SECTIONS: dict[str, set[str] | None] = {
     "students": None, "space": None, "chain": None, "sweep": None,
     "search": {"num_samples", "baseline_samples", "max_epochs", "grace_period",
                "reduction_factor", "max_concurrent", "objective", "teacher_samples", "grid",
-               "augment_views"},
+               "augment_views", "final_top_k", "final_seeds"},
     "resources": {"cpus_per_trial", "gpus_per_trial"},
 }
 

@@ -52,6 +52,12 @@ def _bad_yaml(tmp: Path) -> str:
     return str(path)
 
 
+def _preset_with(tmp: Path, search: str) -> str:
+    path = tmp / "p.yaml"
+    path.write_text(f"dataset: digits\nsearch: {{{search}}}\n")
+    return str(path)
+
+
 def _file_as_storage(tmp: Path) -> str:
     (tmp / "afile").write_text("x")
     return str(tmp / "afile" / "runs")
@@ -82,6 +88,12 @@ CASES = [
     ("malformed-preset", lambda t: ["--preset", _bad_yaml(t)], "not valid YAML"),
     ("views-without-augmentation", lambda t: ["--augment-views", "4"], "digits is not augmented"),
     ("zero-views", lambda t: ["--augment-views", "0"], "must be >= 1"),
+    ("negative-final-seeds", lambda t: ["--final-seeds", "-1"], "--final-seeds: must be >= 0"),
+    ("zero-final-top-k", lambda t: ["--final-top-k", "0"], "--final-top-k: must be >= 1"),
+    ("preset-final-seeds-negative", lambda t: ["--preset", _preset_with(t, "final_seeds: -2")],
+     "--final-seeds must be an integer >= 0"),
+    ("preset-final-top-k-fraction", lambda t: ["--preset", _preset_with(t, "final_top_k: 1.5")],
+     "--final-top-k must be an integer >= 1, got 1.5"),
 ]
 
 
