@@ -6,6 +6,8 @@
 (search/teacher_cache.py: inputs not augmented, or `augment_views` fixed augmented views).
 Each finished stage is recorded in manifest.json, so `--resume` skips it (the teacher is never
 re-trained) and continues an interrupted stage through `Tuner.restore`.
+After the searches, the final stage (search/final.py) retrains their winners over seeds and
+tests each retrained model once.
 """
 from __future__ import annotations
 
