@@ -90,6 +90,8 @@ CASES = [
     ("zero-views", lambda t: ["--augment-views", "0"], "must be >= 1"),
     ("negative-final-seeds", lambda t: ["--final-seeds", "-1"], "--final-seeds: must be >= 0"),
     ("zero-final-top-k", lambda t: ["--final-top-k", "0"], "--final-top-k: must be >= 1"),
+    ("final-top-k-above-samples", lambda t: ["--final-top-k", "5", "--num-samples", "4"],
+     "--final-top-k 5 is larger than --num-samples 4"),
     ("preset-final-seeds-negative", lambda t: ["--preset", _preset_with(t, "final_seeds: -2")],
      "--final-seeds must be an integer >= 0"),
     ("preset-final-top-k-fraction", lambda t: ["--preset", _preset_with(t, "final_top_k: 1.5")],
