@@ -99,6 +99,19 @@ def build_stage(spec, bundle, manifest, candidates: list[dict], teacher_checkpoi
     return stage, len(candidates) * len(seeds)
 
 
+def finished(results, expected: int) -> bool:
+    """True when every retraining run ended: errored, or reported its test metrics.
+
+    A run reports test_acc with its last epoch and then returns; `done` alone is not enough
+    here: a Ctrl-C in the instant a run returns can leave it saved as finished without Ray's
+    closing `done` result, and a resume would then never see the stage end.
+    """
+    if len(results) < expected:
+        return False
+    return all(r.error is not None or bool((r.metrics or {}).get("done")) or "test_acc" in (r.metrics or {})
+               for r in results)
+
+
 def _run_row(result) -> dict[str, Any]:
     """One retraining run as the manifest records it (None values when it errored)."""
     m = result.metrics or {}

@@ -178,7 +178,7 @@ def final_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, tea
                                         max_concurrent=spec.max_concurrent, **_stage_kwargs(spec, manifest.dir))
     manifest.mark("final", "running", path=str(stage.path), candidates=candidates)
     results = run_stage(stage, resume=spec.resume)
-    if not stage_finished(results, expected):
+    if not final.finished(results, expected):
         manifest.mark("final", "interrupted", path=str(stage.path))
         raise Interrupted("final")
     seeds = final.final_seeds(spec.seed, spec.final_seeds)
