@@ -112,6 +112,12 @@ def finished(results, expected: int) -> bool:
                for r in results)
 
 
+def unfinished(results) -> list[str]:
+    """Trial ids of the runs still to finish (for the manifest of an interrupted stage)."""
+    return [str((r.metrics or {}).get("trial_id", r.path)) for r in results
+            if not (r.error is not None or (r.metrics or {}).get("done") or "test_acc" in (r.metrics or {}))]
+
+
 def _run_row(result) -> dict[str, Any]:
     """One retraining run as the manifest records it (None values when it errored)."""
     m = result.metrics or {}

@@ -179,7 +179,10 @@ def final_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, tea
     manifest.mark("final", "running", path=str(stage.path), candidates=candidates)
     results = run_stage(stage, resume=spec.resume)
     if not final.finished(results, expected):
-        manifest.mark("final", "interrupted", path=str(stage.path))
+        left = final.unfinished(results)
+        print(f"kdtune: final stage: {len(results)} of {expected} runs started, unfinished: {', '.join(left)}",
+              flush=True)
+        manifest.mark("final", "interrupted", path=str(stage.path), unfinished=left)
         raise Interrupted("final")
     seeds = final.final_seeds(spec.seed, spec.final_seeds)
     manifest.mark("final", "done", path=str(stage.path), **final.summarize(results, candidates, seeds))
