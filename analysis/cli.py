@@ -29,11 +29,13 @@ def positive_int(text: str) -> int:
     return value
 
 
-def make_parser(doc: str | None, script: str) -> argparse.ArgumentParser:
+def make_parser(doc: str | None, script: str, out_default: str = "<experiment_dir>/analysis"
+                ) -> argparse.ArgumentParser:
     """Parser with the shared arguments; the script's docstring is its help text.
 
     `script` is the caller's __file__: its name is the program name in usage and error lines,
     also when main() is called in-process (tests), where sys.argv[0] is someone else's.
+    `out_default` only words the --out help; the script resolves a missing --out itself.
     """
     lines = (doc or "").strip().splitlines()
     parser = argparse.ArgumentParser(
@@ -44,7 +46,7 @@ def make_parser(doc: str | None, script: str) -> argparse.ArgumentParser:
     parser.add_argument("experiment_dir", type=Path,
                         help="a kdtune experiment folder (<storage-path>/<name>, holding manifest.json)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="where to write tables and figures (default: <experiment_dir>/analysis)")
+                        help=f"where to write tables and figures (default: {out_default})")
     return parser
 
 
