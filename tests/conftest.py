@@ -48,3 +48,17 @@ def small_search(tmp_path_factory):
                  "--storage-path", str(tmp), "--name", "small"])
     assert code == 0
     return tmp / "small"
+
+
+@pytest.fixture(scope="session")
+def search_only(small_search, tmp_path_factory):
+    """small_search as a run without a final stage (--final-seeds 0) would have left it."""
+    import json
+    import shutil
+
+    copy = tmp_path_factory.mktemp("search_only") / small_search.name
+    shutil.copytree(small_search, copy, ignore=shutil.ignore_patterns("final", "analysis*", "export"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["stages"]["final"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy

@@ -119,17 +119,6 @@ def test_tradeoffs_front_is_non_dominated_and_complete(exp, teacher_params, caps
         _png_ok(exp / folder / "tradeoffs_flops.png")
 
 
-@pytest.fixture(scope="module")
-def search_only(exp, tmp_path_factory) -> Path:
-    """The small search as a run without a final stage (--final-seeds 0) would have left it."""
-    copy = tmp_path_factory.mktemp("search_only") / exp.name
-    shutil.copytree(exp, copy, ignore=shutil.ignore_patterns("final", "analysis*"))
-    manifest = json.loads((copy / "manifest.json").read_text())
-    del manifest["stages"]["final"]
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    return copy
-
-
 def test_final_report_teacher_matches_an_independent_test_evaluation(search_only, teacher_params):
     import datasets
     from trainables.checkpoint import load_model
