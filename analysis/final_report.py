@@ -2,8 +2,12 @@
 
     python analysis/final_report.py kdtune_results/<name> [--top 1] [--repeats 50] [--out DIR]
 
-The winners were chosen on the validation split during the search; this is the only place
-the TEST split is touched. The dataset is rebuilt from the manifest's spec (same name, seed,
+The winners were chosen on the validation split during the search. When the run has a
+finished final stage, the models measured are its retrained ones (every config x seed, at
+the best-val epoch the stage tested; analysis/final_seeds.py) and a second table gives each
+config's test accuracy mean ± sd over seeds and the KD gain with its 95% interval; without
+one, the searches' single best trials. The test split is touched only here and by the
+final stage. The dataset is rebuilt from the manifest's spec (same name, seed,
 val fraction and subset), so the test split is the one the search held out. Each model is
 rebuilt from its checkpoint (weights-only load) and reports test accuracy and loss (fp32),
 params, reduction vs the teacher, FLOPs per image, CPU latency per image (median, batch 1,
@@ -22,6 +26,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: the repo root 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import matplotlib.pyplot as plt  # noqa: E402  (analysis.report selects the Agg backend)
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -31,6 +36,7 @@ import datasets  # noqa: E402
 import models  # noqa: E402
 from analysis.cli import fail, make_parser, parse  # noqa: E402
 from analysis.experiment import Experiment  # noqa: E402
+from analysis import final_seeds  # noqa: E402
 from analysis.report import (fmt_float, fmt_int, fmt_pct, fmt_points, markdown_table,  # noqa: E402
                              notes_block, save_figure, write_text)
 from search.arg_types import positive_int  # noqa: E402
@@ -158,8 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # DatasetError: missing files, with the fix in the message
         fail(parser, f"cannot rebuild the run's dataset: {exc}")
 
+    todo = candidates(exp, args.top)
+    final = final_seeds.final_stage(exp)
+    if final is not None:  # the retrained models replace the searches' single best trials
+        todo = [c for c in todo if c["role"] == "teacher"] + final_seeds.candidates(exp)
+    groups = {c["role"]: c["group"] for c in todo if "group" in c}
     rows, preds = [], {}
-    for c in candidates(exp, args.top):
+    for c in todo:
         try:
             row, preds[c["role"]] = measure(c, bundle, args.repeats)
             rows.append(row)
@@ -195,21 +206,40 @@ def main(argv: list[str] | None = None) -> int:
              markdown_table(seeds.reset_index(names=""), {}), ""]
     best = next((r for r in table["role"] if r.startswith("student distilled")),
                 "student baseline" if "student baseline" in preds else None)
+    pooled = [best] if best is not None else []
+    if groups:
+        configs = final_seeds.per_config(table, groups)
+        configs.to_csv(exp.output("final_seeds.csv"), index=False)
+        shown = configs.assign(val=[final_seeds.mean_sd_text(m, s) for m, s in zip(configs["val_acc_mean"], configs["val_acc_sd"])],
+                               test=[final_seeds.mean_sd_text(m, s) for m, s in zip(configs["test_acc_mean"], configs["test_acc_sd"])],
+                               gain=[final_seeds.gain_text(r) for _, r in configs.iterrows()])
+        lines += [f"## Final stage: each config over {len(final.get('seeds', []))} seeds", "",
+                  markdown_table(shown[["config", "model", "seeds", "val", "test", "params", "flops", "cpu_ms", "gain"]],
+                                 {"params": fmt_int, "flops": fmt_int, "cpu_ms": _ms},
+                                 {"val": "val_acc (mean ± sd)", "test": "test_acc (mean ± sd)", "cpu_ms": "CPU ms/img",
+                                  "gain": "KD gain on test, 95% CI (Welch's t)"}), ""]
+        # Per-class report and confusion matrix: the stage's headline config, pooled over its seeds.
+        best = final.get("headline")
+        pooled = [r for r in table["role"] if groups.get(r) == best and r in preds]
+        if not pooled:
+            best = None
     if best is not None:
         names = [str(n) for n in (exp.dataset.get("class_names") or bundle.class_names)]
-        y = bundle.test.labels.numpy()
-        report = classification_report(y, preds[best].numpy(), labels=list(range(len(names))), target_names=names,
+        y = np.tile(bundle.test.labels.numpy(), len(pooled))
+        pred = torch.cat([preds[r] for r in pooled]).numpy()
+        report = classification_report(y, pred, labels=list(range(len(names))), target_names=names,
                                        output_dict=True, zero_division=0)
         accuracy = report.pop("accuracy")  # a bare number in sklearn's dict: its own row below
         per_class = pd.DataFrame(report).T.reset_index(names="class")
         per_class.loc[len(per_class)] = {"class": "accuracy", "f1-score": accuracy, "support": len(y)}
         per_class.to_csv(exp.output("classification_report.csv"), index=False)
-        lines += [f"## Per-class report: {best}", "",
+        over = f", pooled over {len(pooled)} seeds" if groups else ""
+        lines += [f"## Per-class report: {best}{over}", "",
                   markdown_table(per_class, {"precision": fmt_float, "recall": fmt_float, "f1-score": fmt_float,
                                              "support": fmt_int}), ""]
-        who = table.set_index("role").loc[best]
-        title = f"{best} {who['model']} (trial {who['trial']})"
-        save_figure(confusion_png(exp, y, preds[best].numpy(), names, title), exp.output("confusion_matrix.png"))
+        who = table.set_index("role").loc[pooled[0]]
+        title = f"{best} {who['model']}" + (over if groups else f" (trial {who['trial']})")
+        save_figure(confusion_png(exp, y, pred, names, title), exp.output("confusion_matrix.png"))
     write_text(exp.output("final_report.md"), "\n".join(lines))
     return 0
 

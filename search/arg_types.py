@@ -21,3 +21,11 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0 (0 turns a stage off, e.g. --final-seeds 0)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from search import spaces
 from search.flag_rules import check_flags
-from search.arg_types import non_negative_float, positive_int
+from search.arg_types import non_negative_float, non_negative_int, positive_int
 from search.preset_loader import list_presets, load_preset
 from search.spec import OBJECTIVES, SearchSpec, build_spec, parse_views
 from search.trackers import TRACKERS
@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gpus-per-trial", type=non_negative_float, help="GPUs per trial; fractions share a card")
     r.add_argument("--max-concurrent", type=positive_int, help="trials running at once")
     r.add_argument("--objective", choices=OBJECTIVES, help="accuracy, or pareto (val_acc max, params min)")
+    r.add_argument("--final-top-k", type=positive_int,
+                   help="final stage: distinct distilled configs retrained (the Pareto set's cap under "
+                        "--objective pareto), beside the best baseline")
+    r.add_argument("--final-seeds", type=non_negative_int,
+                   help="final stage: seeds per retrained config, each tested once (0 turns it off)")
     o = p.add_argument_group("run")
     o.add_argument("--storage-path", help="where experiments live (default ./kdtune_results; a shared "
                                           "filesystem path for multi-node runs)")

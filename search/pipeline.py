@@ -8,6 +8,8 @@ inputs are not augmented, else `augment_views` fixed augmented views, plus the v
 split's logits).
 Each finished stage is recorded in manifest.json, so `--resume` skips it (the teacher is never
 re-trained) and continues an interrupted stage through `Tuner.restore`.
+After the searches, the final stage (search/final.py) retrains their winners over seeds and
+tests each retrained model once.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import ray
 from ray import tune
 
 from datasets import DatasetBundle
-from search import study, sweep
+from search import final, study, sweep
 from search.console import StageProgress, console_settings, planned_epochs
 from search.manifest import Manifest
 from search.spec import SearchSpec
@@ -211,6 +213,31 @@ def chain_stages(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, te
     search_stage(spec, bundle, manifest, "ta_distill", assistant_checkpoint, assistant_logits, links[-1])
 
 
+def final_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, teacher_checkpoint: str | None,
+                logits: SharedLogitCache | None) -> None:
+    """The searches' winners retrained over --final-seeds seeds, each tested once (search/final.py)."""
+    if "final" not in spec.planned_stages() or manifest.is_done("final"):
+        return
+    candidates = final.candidates_for(spec, manifest)
+    if not candidates:
+        manifest.mark("final", "failed", reason="no finished, non-diverged search trial to retrain")
+        return
+    runs = len(candidates) * spec.final_seeds
+    stage, expected = final.build_stage(spec, bundle, manifest, candidates, teacher_checkpoint, logits,
+                                        max_concurrent=spec.max_concurrent,
+                                        **_stage_kwargs(spec, manifest.dir, "final", runs, spec.max_epochs))
+    manifest.mark("final", "running", path=str(stage.path), candidates=candidates)
+    results = run_stage(stage, resume=spec.resume)
+    if not final.finished(results, expected):
+        left = final.unfinished(results)
+        print(f"kdtune: final stage: {len(results)} of {expected} runs started, unfinished: {', '.join(left)}",
+              flush=True)
+        manifest.mark("final", "interrupted", path=str(stage.path), unfinished=left)
+        raise Interrupted("final")
+    seeds = final.final_seeds(spec.seed, spec.final_seeds)
+    manifest.mark("final", "done", path=str(stage.path), **final.summarize(results, candidates, seeds))
+
+
 def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
     """Run (or resume) all stages; returns the experiment directory."""
     experiment_dir = spec.experiment_dir
@@ -231,6 +258,7 @@ def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
             search_stage(spec, bundle, manifest, "distill", teacher_checkpoint, logits, student)
             if links:
                 chain_stages(spec, bundle, manifest, teacher_checkpoint, logits, links)
+            final_stage(spec, bundle, manifest, teacher_checkpoint, logits)
     finally:
         if started:
             ray.shutdown()

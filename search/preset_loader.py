@@ -20,7 +20,8 @@ SECTIONS: dict[str, set[str] | None] = {
     "description": None, "train": None, "teacher": None, "teacher_checkpoint": None,
     "students": None, "methods": None, "space": None, "chain": None, "sweep": None,
     "search": {"num_samples", "baseline_samples", "max_epochs", "grace_period",
-               "reduction_factor", "max_concurrent", "objective", "augment_views"},
+               "reduction_factor", "max_concurrent", "objective", "augment_views", "final_top_k",
+               "final_seeds"},
     "resources": {"cpus_per_trial", "gpus_per_trial"},
 }
 

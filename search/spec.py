@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 # --smoke-test: every stage runs, on a slice of the data, for seconds.
 SMOKE = {"subset": 256, "num_samples": 2, "baseline_samples": 2, "max_epochs": 2,
-         "grace_period": 1, "teacher_epochs": 1, "max_concurrent": 2}
+         "grace_period": 1, "teacher_epochs": 1, "max_concurrent": 2, "final_top_k": 1, "final_seeds": 2}
 OBJECTIVES = ("accuracy", "pareto")
 ONLINE_KEYS = ("online_teacher", "online_teacher_kwargs")
 
@@ -48,6 +48,8 @@ class SearchSpec:
     reduction_factor: int = 3
     max_concurrent: int = 2
     objective: str = "accuracy"
+    final_top_k: int = 3                                     # distilled configs the final stage retrains
+    final_seeds: int = 3                                     # seeds per retrained config (0: no final stage)
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     storage_path: str = "kdtune_results"
@@ -109,7 +111,8 @@ class SearchSpec:
         stages = ("teacher",) if self.needs_teacher() else ()
         if self.sweep:
             return stages + ("sweep",)
-        return stages + ("baseline", "distill") + (("assistant", "ta_distill") if self.chain else ())
+        stages += ("baseline", "distill") + (("assistant", "ta_distill") if self.chain else ())
+        return stages + (("final",) if self.final_seeds > 0 else ())
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -261,7 +264,7 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "verbose": bool(given.get("verbose", False)),
     }
     for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "reduction_factor",
-                "max_concurrent", "objective"):
+                "max_concurrent", "objective", "final_top_k", "final_seeds"):
         if key in given or key in search:
             values[key] = given.get(key, search.get(key))
     for key in ("cpus_per_trial", "gpus_per_trial"):
@@ -281,7 +284,8 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         if "cpus_per_trial" not in given and "cpus_per_trial" in values:
             values["cpus_per_trial"] = min(values["cpus_per_trial"], os.cpu_count() or 1)
     if values["smoke_test"]:
-        for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "max_concurrent"):
+        for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "max_concurrent",
+                    "final_top_k", "final_seeds"):
             values[key] = min(values.get(key, SMOKE[key]), SMOKE[key])
         values["subset"] = min(values["subset"] or SMOKE["subset"], SMOKE["subset"])
         values["teacher"] = {**values["teacher"], "epochs": SMOKE["teacher_epochs"]}

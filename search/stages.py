@@ -38,6 +38,7 @@ class Stage:
     scheduler: Any = None
     progress: Any = None  # the stage's progress line (search/console.py StageProgress)
     callbacks: list = field(default_factory=list)  # extra Tune callbacks (experiment trackers)
+    max_concurrent: int | None = None  # trials at once (a searched stage caps it in its searcher)
 
     @property
     def path(self) -> Path:
@@ -95,6 +96,7 @@ def run_stage(stage: Stage, resume: bool) -> ResultGrid:
             param_space=stage.param_space or {},
             tune_config=tune.TuneConfig(search_alg=stage.search_alg, scheduler=stage.scheduler,
                                         num_samples=stage.num_samples, reuse_actors=True,
+                                        max_concurrent_trials=stage.max_concurrent,
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=stage.name, storage_path=str(stage.experiment_dir),

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from search.final_summary import final_table
 from search.manifest import Manifest
 from trainables.outcome import reduction_pct
 
@@ -44,8 +45,11 @@ def render(manifest: Manifest) -> str:
     t_params, d_params = t_metrics.get("params"), d_metrics.get("params")
     lines = [f"# kdtune run `{manifest.dir.name}`", "",
              f"dataset **{data['dataset'].get('name')}**, git `{data.get('git_revision')}`, "
-             f"preset `{data['spec'].get('preset')}`", "",
-             "| stage | model | val_acc | params | reduction vs teacher |", "|---|---|---|---|---|"]
+             f"preset `{data['spec'].get('preset')}`", ""]
+    final = final_table(stages.get("final", {}))  # when it ran, the final stage is the headline
+    if final:
+        lines += final + ["## Search: each stage's best single trial (validation)", ""]
+    lines += ["| stage | model | val_acc | params | reduction vs teacher |", "|---|---|---|---|---|"]
     online = d_cfg.get("online_teacher")
     if online:  # the teacher trained inside the best distillation trial
         teacher = {"config": {"model": f"{online} (online)"},
@@ -78,7 +82,8 @@ def render(manifest: Manifest) -> str:
     lines += chain_table(stages)
     lines += sweep_table(stages.get("sweep", {}))
     lines += ["", "Validation accuracy on a seeded split of the training set; the test set is used "
-                  "only by `python analysis/final_report.py " + str(manifest.dir) + "`.",
+                  "only by the final stage (once per retrained model) and by "
+                  "`python analysis/final_report.py " + str(manifest.dir) + "`.",
               "", f"TensorBoard: `tensorboard --logdir {manifest.dir}`", ""]
     return "\n".join(lines)
 

@@ -67,6 +67,14 @@ def _check_numbers(spec: SearchSpec) -> None:
     if spec.grace_period > spec.max_epochs:
         raise UsageError(f"--grace-period ({spec.grace_period}) is larger than --max-epochs "
                          f"({spec.max_epochs}); ASHA could never stop a trial")
+    if isinstance(spec.final_top_k, bool) or not isinstance(spec.final_top_k, int) or spec.final_top_k < 1:
+        raise UsageError(f"--final-top-k must be an integer >= 1, got {spec.final_top_k!r}")
+    if isinstance(spec.final_seeds, bool) or not isinstance(spec.final_seeds, int) or spec.final_seeds < 0:
+        raise UsageError(f"--final-seeds must be an integer >= 0 (0 turns the final stage off), "
+                         f"got {spec.final_seeds!r}")
+    if spec.final_seeds and not spec.sweep and spec.final_top_k > spec.num_samples:
+        raise UsageError(f"--final-top-k {spec.final_top_k} is larger than --num-samples {spec.num_samples}: "
+                         "the distillation search has no more configs to retrain")
     if spec.reduction_factor < 2:
         raise UsageError(f"--reduction-factor must be >= 2, got {spec.reduction_factor}")
     if spec.objective not in OBJECTIVES:

@@ -44,8 +44,9 @@ def small_search(tmp_path_factory):
     analysis tests: teacher 3 epochs, 3 baselines, 6 distillation trials under ASHA (grace 1,
     rf 3, 4 epochs at most, so it has rungs to cut at), per-layer gradient norms on (for
     learning_curves' second plot), every trial logged to MLflow (`--tracker mlflow`, a SQLite store
-    in <experiment>/mlflow.db). Tests read the budget back from manifest.json's spec; what the run
-    printed on stdout (captured: not a terminal) is in <experiment>.console.txt."""
+    in <experiment>/mlflow.db), and the final stage: the best baseline and the best distilled
+    config retrained over 2 seeds. Tests read the budget back from manifest.json's spec; what the
+    run printed on stdout (captured: not a terminal) is in <experiment>.console.txt."""
     import contextlib
 
     import yaml
@@ -62,6 +63,21 @@ def small_search(tmp_path_factory):
         code = main(["--num-samples", "6", "--baseline-samples", "3", "--max-epochs", "4", "--grace-period", "1",
                      "--reduction-factor", "3", "--teacher-epochs", "3", "--max-concurrent", "2",
                      "--width", "16:64", "--depth", "1:2", "--preset", str(tmp / "digits_grads.yaml"),
+                     "--final-seeds", "2", "--final-top-k", "1",
                      "--storage-path", str(tmp), "--name", "small", "--tracker", "mlflow"])
     assert code == 0, console.read_text()[-3000:]
     return tmp / "small"
+
+
+@pytest.fixture(scope="session")
+def search_only(small_search, tmp_path_factory):
+    """small_search as a run without a final stage (--final-seeds 0) would have left it."""
+    import json
+    import shutil
+
+    copy = tmp_path_factory.mktemp("search_only") / small_search.name
+    shutil.copytree(small_search, copy, ignore=shutil.ignore_patterns("final", "analysis*", "export"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["stages"]["final"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy

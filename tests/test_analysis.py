@@ -120,10 +120,11 @@ def test_tradeoffs_front_is_non_dominated_and_complete(exp, teacher_params, caps
         _png_ok(exp / folder / "tradeoffs_flops.png")
 
 
-def test_final_report_teacher_matches_an_independent_test_evaluation(exp, teacher_params):
+def test_final_report_teacher_matches_an_independent_test_evaluation(search_only, teacher_params):
     import datasets
     from trainables.checkpoint import load_model
 
+    exp = search_only
     assert final_report.main([str(exp), "--repeats", "3"]) == 0
     table = pd.read_csv(exp / "analysis" / "final_report.csv").set_index("role")
     assert list(table.index) == ["teacher", "student baseline", "student distilled"]
@@ -152,6 +153,33 @@ def test_final_report_teacher_matches_an_independent_test_evaluation(exp, teache
     per_class = pd.read_csv(exp / "analysis" / "classification_report.csv").set_index("class")
     assert per_class.at["accuracy", "f1-score"] == pytest.approx(table.at["student distilled", "test_acc"])
     assert per_class.loc[[str(c) for c in bundle.class_names], "support"].sum() == len(bundle.test)
+    _png_ok(exp / "analysis" / "confusion_matrix.png")
+
+
+def test_final_report_reads_the_final_stage(exp):
+    assert final_report.main([str(exp), "--repeats", "3"]) == 0
+    final = json.loads((exp / "manifest.json").read_text())["stages"]["final"]
+    table = pd.read_csv(exp / "analysis" / "final_report.csv").set_index("role")
+    runs = {f"{r['role']} seed {run['seed']}": run for r in final["results"] for run in r["runs"]}
+    assert list(table.index) == ["teacher", *runs]  # every retrained model, not the search's winners
+    for role, run in runs.items():
+        # Recomputed here from the checkpoint the stage tested (fp32) vs the stage's own in-trial number.
+        assert table.at[role, "test_acc"] == pytest.approx(run["test_acc"], abs=0.02)
+        assert table.at[role, "val_acc"] == pytest.approx(run["val_acc"])
+    configs = pd.read_csv(exp / "analysis" / "final_seeds.csv").set_index("config")
+    assert list(configs.index) == [r["role"] for r in final["results"]]
+    for row in final["results"]:
+        tests = table.loc[[f"{row['role']} seed {s}" for s in final["seeds"]], "test_acc"]
+        assert configs.at[row["role"], "test_acc_mean"] == pytest.approx(tests.mean())
+        assert configs.at[row["role"], "test_acc_sd"] == pytest.approx(tests.std())  # pandas: ddof 1
+        assert configs.at[row["role"], "seeds"] == len(final["seeds"])
+    base, kd = configs.loc["baseline"], configs.loc["distilled #1"]
+    assert kd["kd_gain_pts"] == pytest.approx(100 * (kd["test_acc_mean"] - base["test_acc_mean"]))
+    assert kd["ci_low_pts"] <= kd["kd_gain_pts"] <= kd["ci_high_pts"]
+    assert "## Final stage: each config over 2 seeds" in (exp / "analysis" / "final_report.md").read_text()
+    per_class = pd.read_csv(exp / "analysis" / "classification_report.csv").set_index("class")
+    # Pooled over the headline config's seeds: equal-sized test sets, so the mean accuracy.
+    assert per_class.at["accuracy", "f1-score"] == pytest.approx(configs.at[final["headline"], "test_acc_mean"])
     _png_ok(exp / "analysis" / "confusion_matrix.png")
 
 
@@ -201,6 +229,7 @@ def test_scripts_work_on_a_search_still_running(exp, tmp_path, capsys):
         shutil.copytree(exp / stage, partial / stage)
     manifest = json.loads((exp / "manifest.json").read_text())
     manifest["stages"]["distill"] = {"status": "pending"}
+    manifest["stages"]["final"] = {"status": "pending"}
     (partial / "manifest.json").write_text(json.dumps(manifest))
     for script in SCRIPTS:
         assert script.main([str(partial), "--repeats", "2"] if script is final_report else [str(partial)]) == 0

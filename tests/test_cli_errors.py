@@ -65,6 +65,12 @@ def _preset_with(tmp: Path, space: dict) -> str:
     return str(path)
 
 
+def _preset_with_search(tmp: Path, search: str) -> str:
+    path = tmp / "p.yaml"
+    path.write_text(f"dataset: digits\nsearch: {{{search}}}\n")
+    return str(path)
+
+
 def _file_as_storage(tmp: Path) -> str:
     (tmp / "afile").write_text("x")
     return str(tmp / "afile" / "runs")
@@ -180,6 +186,14 @@ CASES = [
      "--alpha applies to KD methods kd, mse; --methods dkd,dist uses none of them"),
     ("bad-method-range", lambda t: ["--preset", _preset_with(t, {"dkd_beta": [4.0, 1.0]}), "--methods", "dkd"],
      "dkd_beta: empty range"),
+    ("negative-final-seeds", lambda t: ["--final-seeds", "-1"], "--final-seeds: must be >= 0"),
+    ("zero-final-top-k", lambda t: ["--final-top-k", "0"], "--final-top-k: must be >= 1"),
+    ("final-top-k-above-samples", lambda t: ["--final-top-k", "5", "--num-samples", "4"],
+     "--final-top-k 5 is larger than --num-samples 4"),
+    ("preset-final-seeds-negative", lambda t: ["--preset", _preset_with_search(t, "final_seeds: -2")],
+     "--final-seeds must be an integer >= 0"),
+    ("preset-final-top-k-fraction", lambda t: ["--preset", _preset_with_search(t, "final_top_k: 1.5")],
+     "--final-top-k must be an integer >= 1, got 1.5"),
 ]
 
 

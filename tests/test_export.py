@@ -25,9 +25,9 @@ def _test_split(exp_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def exported(small_search, tmp_path_factory):
+def exported(search_only, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "student"
-    assert export.main([str(small_search), "--out", str(out), "--repeats", "3"]) == 0
+    assert export.main([str(search_only), "--out", str(out), "--repeats", "3"]) == 0
     return out, json.loads((out / "model_card.json").read_text())
 
 
@@ -65,9 +65,9 @@ def test_exported_files_reproduce_the_checkpoint_on_the_test_split(small_search,
     assert card["verification"]["images"] == len(labels)
 
 
-def test_model_card_describes_the_searched_student(small_search, exported):
+def test_model_card_describes_the_searched_student(search_only, exported):
     _out, card = exported
-    manifest = json.loads((small_search / "manifest.json").read_text())
+    manifest = json.loads((search_only / "manifest.json").read_text())
     winner = manifest["stages"]["distill"]
     model, payload = load_model(card["checkpoint"])
     assert card["stage"] == "distill" and card["rank"] == 1
@@ -86,20 +86,20 @@ def test_model_card_describes_the_searched_student(small_search, exported):
         assert 0 < lat["batch_1_fastest_ms"] <= lat["batch_1_ms"] and 0 < lat["batch_64_fastest_ms"], fmt
 
 
-def test_bad_requests_exit_2_with_one_line_and_write_nothing(small_search, tmp_path, capsys):
+def test_bad_requests_exit_2_with_one_line_and_write_nothing(search_only, tmp_path, capsys):
     for argv, message in ((["--stage", "final"], "no final stage"), (["--rank", "999"], "has only")):
         with pytest.raises(SystemExit) as exit_info:
-            export.main([str(small_search), "--out", str(tmp_path / "x"), *argv])
+            export.main([str(search_only), "--out", str(tmp_path / "x"), *argv])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
     assert list(tmp_path.iterdir()) == []
 
 
-def test_final_stage_is_the_default_when_the_manifest_has_one(small_search, tmp_path):
+def test_final_stage_is_the_default_when_the_manifest_has_one(search_only, tmp_path):
     """A copy of the search whose distill folder is recorded as a `final` stage."""
     exp = tmp_path / "with_final"
-    shutil.copytree(small_search, exp, ignore=shutil.ignore_patterns("analysis", "export"))
+    shutil.copytree(search_only, exp, ignore=shutil.ignore_patterns("analysis", "export"))
     (exp / "distill").rename(exp / "final")
     manifest = json.loads((exp / "manifest.json").read_text())
     manifest["stages"]["final"] = {"status": "done", "path": str(exp / "final")}

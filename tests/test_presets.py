@@ -95,6 +95,9 @@ def test_cifar100_recipe_preset_runs_all_stages(data_root, tmp_path, ray_session
     (cache,) = (tmp_path / "r" / "teacher_logits").iterdir()
     views = sorted(cache.glob("view-*.npy"))
     assert len(views) == 2 and all(np.load(v).shape == (256, 100) for v in views)  # --smoke-test: 256 images
+    # one saved array set per final-stage seed too (a seed draws its own views)
+    assert stages["final"]["status"] == "done"
+    assert len(list((tmp_path / "r" / "teacher_logits").iterdir())) == 1 + len(stages["final"]["seeds"])
 
 
 def test_pretrained_teacher_from_local_weights_is_linear_probed(data_root, tmp_path, ray_session):

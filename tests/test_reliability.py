@@ -37,10 +37,12 @@ SLOW_STUDENTS = ["--students", "cifar_resnet", "--depth", "20", "--width", "24"]
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _budget(samples: int, epochs: int, baseline: int = 1, concurrent: int = 2) -> list[str]:
-    """Trial budget flags; grace period == max epochs, so ASHA has no rung and stops nothing."""
+def _budget(samples: int, epochs: int, baseline: int = 1, concurrent: int = 2, final_seeds: int = 0) -> list[str]:
+    """Trial budget flags; grace period == max epochs, so ASHA has no rung and stops nothing.
+    No final stage unless asked for (final_seeds > 0: it retrains the baseline and the best one)."""
     return ["--num-samples", str(samples), "--baseline-samples", str(baseline), "--max-epochs", str(epochs),
-            "--grace-period", str(epochs), "--reduction-factor", "2", "--max-concurrent", str(concurrent)]
+            "--grace-period", str(epochs), "--reduction-factor", "2", "--max-concurrent", str(concurrent),
+            "--final-seeds", str(final_seeds), "--final-top-k", "1"]
 
 
 def _rows(trial_dir: Path) -> list[dict]:
@@ -305,6 +307,46 @@ def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_pa
     study = optuna.load_study(study_name="kdtune-distill", storage=f"sqlite:///{exp / 'distill' / 'optuna.db'}")
     assert len(study.trials) == samples, [t.state for t in study.trials]
     assert all(t.state.is_finished() for t in study.trials), [t.state for t in study.trials]
+
+
+def test_sigint_during_final_stage_then_resume_reruns_no_finished_trial(tmp_path, teacher_ckpt):
+    epochs, seeds = 3, 2
+    args = _cli(tmp_path, "fcut", "--teacher-checkpoint", teacher_ckpt, *SLOW_STUDENTS,
+                *_budget(samples=1, epochs=epochs, final_seeds=seeds))
+    exp = tmp_path / "fcut"
+    run = Run(args, tmp_path / "fcut.log")
+    try:
+        def one_finished_one_running():
+            lengths = [len(_rows(t)) for t in _trial_dirs(exp / "final")]
+            return epochs in lengths and any(1 <= n < epochs for n in lengths)
+
+        run.wait_for(one_finished_one_running, 400, "a finished final trial beside a running one")
+        run.proc.send_signal(signal.SIGINT)
+        code = run.finish(120)
+        out = run.output()
+    finally:
+        run.stop()
+    assert code == 130, out[-4000:]
+    assert "interrupted during the final stage" in out and "--resume" in out, out[-2000:]
+    assert _stage_status(exp, "final") == "interrupted"
+    assert _stage_status(exp, "distill") == "done"
+    finished = {t.name: _rows(t) for t in _trial_dirs(exp / "final") if len(_rows(t)) == epochs}
+    assert finished
+
+    _resume(tmp_path, "fcut", tmp_path / "fcut-resume.log")
+    final = _manifest(exp)["stages"]["final"]
+    assert final["status"] == "done"
+    trials = _trial_dirs(exp / "final")
+    assert len(trials) == 2 * seeds  # the baseline and the distilled config, each over 2 seeds
+    for trial in trials:
+        _assert_continuous(trial, epochs)  # resumed, not restarted; each epoch once
+        if trial.name in finished:
+            assert _rows(trial) == finished[trial.name], f"finished trial {trial.name} was run again"
+        assert "test_acc" in _rows(trial)[-1]
+    assert [len(r["runs"]) for r in final["results"]] == [seeds, seeds]
+    assert all(run["test_acc"] is not None for r in final["results"] for run in r["runs"])
+    assert final["results"][1]["kd_gain_test"]["low"] is not None
+    assert "## Final stage" in (exp / "summary.md").read_text()
 
 
 # ---- numerical faults ------------------------------------------------------------------------

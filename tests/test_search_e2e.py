@@ -103,6 +103,7 @@ def test_two_node_cluster_places_trials_on_both_nodes(tmp_path, capsys):
     try:
         code = main(["--address", cluster.address, "--num-samples", "4", "--baseline-samples", "2",
                      "--max-epochs", "3", "--grace-period", "3", "--teacher-epochs", "2", "--max-concurrent", "2",
+                     "--final-seeds", "0",
                      "--storage-path", str(tmp_path), "--name", "multi"])
         assert code == 0
         nodes = {row["node_id"] for trial in _trial_dirs(tmp_path / "multi" / "distill") for row in _rows(trial)}

@@ -274,6 +274,10 @@ class DistillConfig(TrainConfig):
     # teacher_checkpoint. Its kwargs (depth and width included) go to create_model as given.
     online_teacher: str | None = None
     online_teacher_kwargs: Any = field(default_factory=dict)  # sorted (key, value) pairs
+    # Final-stage retraining: keep the best-val epoch's weights and evaluate them once on the
+    # TEST split after the last epoch (test_acc, test_loss, best_epoch, best_val_acc). Searches
+    # leave it off: they never touch the test split.
+    test_best_epoch: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha", _float("alpha", self.alpha))
@@ -286,6 +290,8 @@ class DistillConfig(TrainConfig):
             object.__setattr__(self, "teacher_checkpoint", str(self.teacher_checkpoint))
         _choice("teacher_logits", self.teacher_logits, TEACHER_LOGITS)
         self._check_method_fields()
+        if not isinstance(self.test_best_epoch, bool):
+            raise ValueError(f"test_best_epoch must be true or false, got {self.test_best_epoch!r}")
         self._check_online_teacher()
         super().__post_init__()
 

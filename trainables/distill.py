@@ -49,9 +49,9 @@ def distill_student(config: dict, data=None, teacher_logits=None) -> dict:
         def make_online(rt: Runtime, bundle, steps_per_epoch: int) -> OnlineTeacher:
             return OnlineTeacher.build(cfg, rt, bundle, steps_per_epoch)
 
-        return reporting.final(run_stage(cfg, data, loss, make_online))
+        return reporting.final(run_stage(cfg, data, loss, make_online, cfg.test_best_epoch))
     if cfg.teacher_checkpoint is None:
-        return reporting.final(run_stage(cfg, data, loss))
+        return reporting.final(run_stage(cfg, data, loss, test_best_epoch=cfg.test_best_epoch))
 
     def make_teacher(rt: Runtime, bundle, steps_per_epoch: int) -> TeacherLogits:
         views = train_views(cfg, bundle)
@@ -84,7 +84,7 @@ def distill_student(config: dict, data=None, teacher_logits=None) -> dict:
         return TeacherLogits(teacher, train_cache=rows, val_logits=val,
                              autocast_dtype=rt.autocast_dtype)
 
-    return reporting.final(run_stage(cfg, data, loss, make_teacher))
+    return reporting.final(run_stage(cfg, data, loss, make_teacher, cfg.test_best_epoch))
 
 
 def _check_cache(cache: LogitCache, bundle, views: int | None, rows_wanted: bool) -> None:

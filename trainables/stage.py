@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from trainables import checkpoint, reporting
+from trainables.best_epoch import BestEpochTest, test_loader_for
 from trainables.config import TrainConfig
 from trainables.constraints import max_norm_constraint
 from trainables.loop import TeacherSource, fit
@@ -65,8 +66,11 @@ def loaders(cfg: TrainConfig, data, rt: Runtime):
 
 
 def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
-              make_teacher: TeacherFactory | None = None) -> dict:
-    """Train `cfg.epochs` epochs (resuming if Tune hands us a checkpoint); the last metrics."""
+              make_teacher: TeacherFactory | None = None, test_best_epoch: bool = False) -> dict:
+    """Train `cfg.epochs` epochs (resuming if Tune hands us a checkpoint); the last metrics.
+
+    `test_best_epoch`: keep the best-val epoch's weights and evaluate them once on the test
+    split after the last epoch (best_epoch.py; the final stage's retraining runs)."""
     import models
 
     data = load_data(cfg, data)
@@ -83,14 +87,20 @@ def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
     schedule = create_schedule(cfg, optimizer, len(train_loader))
     teacher = make_teacher(rt, data, len(train_loader)) if make_teacher is not None else None
     probes = models.gradient_probes(model) if cfg.track_grad_norms else ()
+    best = (BestEpochTest(model, test_loader_for(data, rt, val_loader.batch_size, cfg.seed), rt, cfg.epochs)
+            if test_best_epoch else None)
 
     start_epoch, last = 0, {}
     resume = reporting.resume_checkpoint()
     if resume is not None:
         start_epoch, last = _restore(resume, model, optimizer, schedule, teacher)
+        if best is not None:
+            best.restore(resume)
     meta, config = data.meta(), cfg.to_dict()
 
     def on_epoch(metrics: dict) -> None:
+        if best is not None:
+            metrics.update(best.after_epoch(metrics))
         if metrics.get("diverged"):
             reporting.report(metrics, None)  # nothing worth resuming from
             return
@@ -100,6 +110,8 @@ def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
                                        epoch=metrics["epoch"], metrics=metrics,
                                        optimizer=optimizer, scheduler_state=schedule.state_dict(),
                                        teacher_state=teacher_state)
+            if best is not None:
+                best.save(tmp, config, meta)
             reporting.report(metrics, tmp)  # copied by report; tmp goes away after
 
     metrics = fit(model, train_loader, val_loader, loss_fn, optimizer, schedule, rt,
