@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--name", help="experiment name (default <preset>-<date>-<time>)")
     o.add_argument("--resume", action="store_true", default=None,
                    help="continue an interrupted run (--name, or the latest in --storage-path) exactly "
-                        "as it was started: only --name, --storage-path, --address and --max-failures "
-                        "may go with it; a flag that would change the search is refused")
+                        "as it was started: only --name, --storage-path, --address, --max-failures and "
+                        "--verbose may go with it; a flag that would change the search is refused")
     o.add_argument("--address", help="connect to a running Ray cluster (auto, host:port or ray://host:port; "
                                      "default: $RAY_ADDRESS, else a private local Ray)")
     o.add_argument("--max-failures", type=int, help="retries of a crashed trial from its last checkpoint")

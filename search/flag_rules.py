@@ -12,8 +12,9 @@ from search.spec import SearchSpec
 
 # --resume continues the run its manifest records. These flags say where that run is and how
 # to execute it, never what it computes, so they are honoured; any other flag would change
-# the spec a half-finished search was started with, and is refused.
-RESUME_FLAGS = ("resume", "name", "storage_path", "address", "max_failures")
+# the spec a half-finished search was started with, and is refused. --verbose only chooses
+# this session's console (search/console.py), so it goes too.
+RESUME_FLAGS = ("resume", "name", "storage_path", "address", "max_failures", "verbose")
 
 # What only matters when kdtune trains the teacher itself.
 TEACHER_TRAINING_FLAGS = ("teacher", "teacher_epochs", "teacher_weights")
@@ -35,8 +36,8 @@ def check_flags(args: argparse.Namespace, spec: SearchSpec) -> None:
         changing = [_flag(d) for d in given if d not in RESUME_FLAGS]
         if changing:
             raise UsageError(f"--resume continues the run as it was started; {', '.join(changing)} would "
-                             "change it: drop them (only --name, --storage-path, --address and "
-                             "--max-failures go with --resume), or start a new run under another --name")
+                             "change it: drop them (only --name, --storage-path, --address, "
+                             "--max-failures and --verbose go with --resume), or start a new run under another --name")
         return
     for dim in ("depth", "width"):
         value = getattr(args, dim, None)
