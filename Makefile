@@ -15,7 +15,9 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	# compat: the repository root on sys.path through a .pth file (the top-level packages are
+	# plain folders of it), so setuptools has no meta-path finder to warn about.
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
 run: $(STAMP)
