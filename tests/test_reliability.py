@@ -270,29 +270,37 @@ def test_sigterm_during_teacher_stage_then_resume_continues_the_teacher(tmp_path
         "best_checkpoint"]
 
 
-@pytest.mark.ray
-def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_path, teacher_ckpt):
-    epochs, samples = 3, 3
-    args = _cli(tmp_path, "cut", "--teacher-checkpoint", teacher_ckpt, *SLOW_STUDENTS,
-                *_budget(samples=samples, epochs=epochs))
-    exp = tmp_path / "cut"
-    run = Run(args, tmp_path / "cut.log")
+def _interrupt_mid_stage(tmp_path: Path, name: str, stage: str, args: list[str], epochs: int,
+                         wait_s: float) -> tuple[Path, dict]:
+    """Run `args`, SIGINT it once a `stage` trial has finished `epochs` beside a running one,
+    check the run says it was interrupted there; (experiment dir, {finished trial: its rows})."""
+    exp = tmp_path / name
+    run = Run(args, tmp_path / f"{name}.log")
     try:
         def one_finished_one_running():
-            lengths = [len(_rows(t)) for t in _trial_dirs(exp / "distill")]
+            lengths = [len(_rows(t)) for t in _trial_dirs(exp / stage)]
             return epochs in lengths and any(1 <= n < epochs for n in lengths)
 
-        run.wait_for(one_finished_one_running, 300, "a finished distill trial beside a running one")
+        run.wait_for(one_finished_one_running, wait_s, f"a finished {stage} trial beside a running one")
         run.proc.send_signal(signal.SIGINT)
         code = run.finish(120)
         out = run.output()
     finally:
         run.stop()
     assert code == 130, out[-4000:]
-    assert "--resume" in out and "interrupted during the distill stage" in out, out[-2000:]
-    assert _stage_status(exp, "distill") == "interrupted"
-    finished = {t.name: _rows(t) for t in _trial_dirs(exp / "distill") if len(_rows(t)) == epochs}
+    assert "--resume" in out and f"interrupted during the {stage} stage" in out, out[-2000:]
+    assert _stage_status(exp, stage) == "interrupted"
+    finished = {t.name: _rows(t) for t in _trial_dirs(exp / stage) if len(_rows(t)) == epochs}
     assert finished
+    return exp, finished
+
+
+@pytest.mark.ray
+def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_path, teacher_ckpt):
+    epochs, samples = 3, 3
+    args = _cli(tmp_path, "cut", "--teacher-checkpoint", teacher_ckpt, *SLOW_STUDENTS,
+                *_budget(samples=samples, epochs=epochs))
+    exp, finished = _interrupt_mid_stage(tmp_path, "cut", "distill", args, epochs, wait_s=300)
 
     _resume(tmp_path, "cut", tmp_path / "cut-resume.log")
     _assert_all_done(exp, teacher=0, baseline=1, distill=samples)
@@ -309,29 +317,13 @@ def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_pa
     assert all(t.state.is_finished() for t in study.trials), [t.state for t in study.trials]
 
 
+@pytest.mark.ray
 def test_sigint_during_final_stage_then_resume_reruns_no_finished_trial(tmp_path, teacher_ckpt):
     epochs, seeds = 3, 2
     args = _cli(tmp_path, "fcut", "--teacher-checkpoint", teacher_ckpt, *SLOW_STUDENTS,
                 *_budget(samples=1, epochs=epochs, final_seeds=seeds))
-    exp = tmp_path / "fcut"
-    run = Run(args, tmp_path / "fcut.log")
-    try:
-        def one_finished_one_running():
-            lengths = [len(_rows(t)) for t in _trial_dirs(exp / "final")]
-            return epochs in lengths and any(1 <= n < epochs for n in lengths)
-
-        run.wait_for(one_finished_one_running, 400, "a finished final trial beside a running one")
-        run.proc.send_signal(signal.SIGINT)
-        code = run.finish(120)
-        out = run.output()
-    finally:
-        run.stop()
-    assert code == 130, out[-4000:]
-    assert "interrupted during the final stage" in out and "--resume" in out, out[-2000:]
-    assert _stage_status(exp, "final") == "interrupted"
+    exp, finished = _interrupt_mid_stage(tmp_path, "fcut", "final", args, epochs, wait_s=400)
     assert _stage_status(exp, "distill") == "done"
-    finished = {t.name: _rows(t) for t in _trial_dirs(exp / "final") if len(_rows(t)) == epochs}
-    assert finished
 
     _resume(tmp_path, "fcut", tmp_path / "fcut-resume.log")
     final = _manifest(exp)["stages"]["final"]
