@@ -91,15 +91,15 @@ def _warm_argv(source: Path, tmp: Path, name: str, *extra: str) -> list[str]:
 def test_warm_start_copies_the_finished_trials_into_the_new_studies(small_search, tmp_path):
     from search.validate import preflight
 
-    spec, _args = parse_args(_warm_argv(small_search, tmp_path, "warm", "--num-samples", "2"))
+    spec, _args = parse_args(_warm_argv(small_search, tmp_path, "warm", "--num-samples", "2", "--final-top-k", "1"))
     spec, _bundle = preflight(spec)  # same space: accepted
     source = study.load_study(small_search / "distill", "distill")
     finished = source.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
     storage = pipeline.stage_storage(spec, tmp_path / "warm", "distill")
     searcher = pipeline.optuna_search(study.stage_space(spec, "distill", "teacher.pt"), seed=0,
-                                      objective=spec.objective, max_concurrent=2, storage=storage,
-                                      study_name=study.study_name("distill"))
+                                      objective=spec.objective, max_concurrent=2, max_epochs=spec.max_epochs,
+                                      storage=storage, study_name=study.study_name("distill"))
     config = searcher.suggest("first")  # the new search's first trial, asked with the copies in place
     assert 16 <= config["width"] <= 64
 
