@@ -17,7 +17,6 @@ headline is the distilled candidate with the best mean val_acc (never chosen by 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from search.final_stats import mean_sd, welch_interval
 from search.stages import Stage
 from search.teacher_cache import build_cache
 from trainables.best_epoch import best_epoch_file
+from trainables.outcome import finite
 
 SEED_OFFSET = 1000  # final seeds: spec.seed + SEED_OFFSET + i (search trials run spec.seed)
 CONFIG_KEYS = ("model", "depth", "width", "alpha", "temperature", "lr", "weight_decay", "model_kwargs")
@@ -122,20 +122,12 @@ def _run_row(result) -> dict[str, Any]:
     m = result.metrics or {}
     ckpt = result.checkpoint
     best_file = best_epoch_file(ckpt.path) if ckpt is not None else None
-    return {"seed": int(result.config["seed"]), "val_acc": _num(m.get("best_val_acc")),
-            "test_acc": _num(m.get("test_acc")), "test_loss": _num(m.get("test_loss")),
+    return {"seed": int(result.config["seed"]), "val_acc": finite(m.get("best_val_acc")),
+            "test_acc": finite(m.get("test_acc")), "test_loss": finite(m.get("test_loss")),
             "best_epoch": m.get("best_epoch"), "epochs": int(m.get("epoch", 0) or 0),
-            "diverged": bool(m.get("diverged")), "params": _num(m.get("params")), "flops": _num(m.get("flops")),
+            "diverged": bool(m.get("diverged")), "params": finite(m.get("params")), "flops": finite(m.get("flops")),
             "error": None if result.error is None else str(result.error).splitlines()[0][:200],
             "checkpoint": best_file if best_file and Path(best_file).is_file() else None}
-
-
-def _num(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, Any]:
