@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainables.losses.registry import DistillationLoss, register_loss
+from trainables.losses.registry import AlphaBlendLoss, register_loss
 from trainables.losses.standardize import standardize as zscore
 
 
 @register_loss
-class KDLoss(DistillationLoss):
+class KDLoss(AlphaBlendLoss):
     """Hinton KD.
 
     alpha: weight of the soft term, 1 - alpha on the labels, in [0, 1]; alpha = 0 is plain
@@ -35,21 +35,11 @@ class KDLoss(DistillationLoss):
 
     def __init__(self, alpha: float = 0.9, temperature: float = 4.0, label_smoothing: float = 0.0,
                  standardize: bool = False) -> None:
-        super().__init__(label_smoothing)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        super().__init__(alpha, label_smoothing)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.alpha = float(alpha)
         self.temperature = float(temperature)
         self.standardize = bool(standardize)
-
-    @property
-    def uses_teacher(self) -> bool:
-        return self.alpha > 0.0
-
-    def combine(self, ce, student, teacher, labels):
-        return (1.0 - self.alpha) * ce + self.alpha * self.soft_term(student, teacher)
 
     def soft_term(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """T^2 * KL(p_teacher^T || p_student^T), batch mean, float32."""

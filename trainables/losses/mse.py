@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from trainables.losses.registry import DistillationLoss, register_loss
+from trainables.losses.registry import AlphaBlendLoss, register_loss
 
 
 @register_loss
-class MSELoss(DistillationLoss):
+class MSELoss(AlphaBlendLoss):
     """Logit MSE.
 
     alpha: weight of the MSE term, 1 - alpha on the labels, in [0, 1] (Kim et al.'s best:
@@ -27,17 +27,10 @@ class MSELoss(DistillationLoss):
     config_fields = (("alpha", "alpha"),)
 
     def __init__(self, alpha: float = 1.0, label_smoothing: float = 0.0) -> None:
-        super().__init__(label_smoothing)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        self.alpha = float(alpha)
+        super().__init__(alpha, label_smoothing)
 
-    @property
-    def uses_teacher(self) -> bool:
-        return self.alpha > 0.0
-
-    def combine(self, ce, student, teacher, labels):
-        return (1.0 - self.alpha) * ce + self.alpha * F.mse_loss(student, teacher)
+    def soft_term(self, student, teacher):
+        return F.mse_loss(student, teacher)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"

@@ -74,6 +74,27 @@ class DistillationLoss(nn.Module):
         raise NotImplementedError
 
 
+class AlphaBlendLoss(DistillationLoss):
+    """(1 - alpha) * CE + alpha * soft_term(student, teacher), alpha in [0, 1] (kd, mse):
+    subclasses implement `soft_term`; alpha == 0 needs no teacher."""
+
+    def __init__(self, alpha: float, label_smoothing: float = 0.0) -> None:
+        super().__init__(label_smoothing)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.alpha = float(alpha)
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.alpha > 0.0
+
+    def combine(self, ce, student, teacher, labels):
+        return (1.0 - self.alpha) * ce + self.alpha * self.soft_term(student, teacher)
+
+    def soft_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
 def register_loss(cls: type[DistillationLoss]) -> type[DistillationLoss]:
     """Class decorator: register `cls` under `cls.name`."""
     if not cls.name:
