@@ -25,7 +25,7 @@ from analysis.experiment import STAGES, Experiment  # noqa: E402
 from analysis.report import (fmt_bool, fmt_float, fmt_int, fmt_pct, fmt_points,  # noqa: E402
                              markdown_table, notes_block, write_text)
 from search.arg_types import positive_int  # noqa: E402
-from trainables.losses import method_fields  # noqa: E402
+from trainables.losses import method_settings  # noqa: E402
 from trainables.reporting import METRIC, MODE  # noqa: E402
 
 COLUMNS = ("rank", "trial_id", "model", "depth", "width", "kd_method", "alpha", "temperature", "lr",
@@ -36,7 +36,6 @@ METHOD_TABLE = ("stage", "kd_method", "trials", METRIC, "median_val_acc", "setti
                 "params", "trial_id")
 METHOD_HEADERS = {"kd_method": "method", METRIC: f"best {METRIC}", "median_val_acc": "median",
                   "trial_id": "best trial"}
-SHORT = {"temperature": "T", "logit_standardize": "std"}  # names in the settings column
 FORMATS = {METRIC: fmt_pct, "val_loss": fmt_float, "params": fmt_int, "reduction_pct": fmt_points,
            "depth": fmt_int, "width": fmt_int, "epochs": fmt_int, "stopped_early": fmt_bool,
            "alpha": fmt_float, "temperature": fmt_float, "lr": fmt_float, "weight_decay": fmt_float}
@@ -52,14 +51,7 @@ def ranked(trials: pd.DataFrame) -> pd.DataFrame:
 
 def settings(row: pd.Series) -> str:
     """A trial's own KD-method hyperparameters, e.g. "dkd_alpha=1, dkd_beta=4.2, T=3.1"."""
-    parts = []
-    for field in method_fields(row["kd_method"]):
-        value = row.get(field)
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            continue  # pinned at the config's default, not recorded in the trial's config
-        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-        parts.append(f"{SHORT.get(field, field)}={shown}")
-    return ", ".join(parts)
+    return method_settings(row["kd_method"], row)
 
 
 def best_per_method(trials: pd.DataFrame) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from search.manifest import STAGES, Manifest
+from search.spaces import METHOD_DIMS
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
 from trainables.outcome import best_epoch, epoch_number, epochs_trained, finite, reduction_pct, stopped_early
 from trainables.outcome import diverged as trial_diverged
@@ -31,7 +32,7 @@ from trainables.reporting import METRIC, MODE
 # method of a trial that distils ("kd" for runs from before methods existed), None otherwise.
 CONFIG_COLUMNS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay")
 # Hyperparameters of one KD method each (search.spaces.METHOD_DIMS); NaN in other methods' rows.
-METHOD_COLUMNS = ("logit_standardize", "dkd_alpha", "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma")
+METHOD_COLUMNS = tuple(METHOD_DIMS)
 # Metrics taken from a trial's best epoch (by METRIC), not from its last one.
 BEST_EPOCH_COLUMNS = ("val_loss", "train_acc", "train_loss", "params", "flops", "agreement")
 

@@ -34,14 +34,15 @@ import pandas as pd  # noqa: E402
 from analysis.cli import make_parser, parse  # noqa: E402
 from analysis.experiment import Experiment  # noqa: E402
 from analysis.report import fmt_float, markdown_table, notes_block, save_figure, write_text  # noqa: E402
-from search.spaces import FLOAT_DIMS, METHOD_DIMS  # noqa: E402  (which dimensions are sampled log)
+from search.spaces import BOOL_DIMS, FLOAT_DIMS, INT_METHOD_DIMS, METHOD_DIMS  # noqa: E402  (which are sampled log)
 from search.study import load_study  # noqa: E402
 from trainables.reporting import METRIC, MODE  # noqa: E402
 
 PARAMS = ("alpha", "temperature", "lr", "weight_decay", "depth", "width")
 # Numeric hyperparameters of one KD method each (absent from other methods' trials).
-METHOD_PARAMS = ("dkd_alpha", "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma")
-INT_PARAMS = {"depth": False, "width": True, "dkd_warmup": False}  # name -> log (spaces samples width log)
+METHOD_PARAMS = tuple(name for name in METHOD_DIMS if name not in BOOL_DIMS)
+# name -> log (spaces samples width log)
+INT_PARAMS = {"depth": False, "width": True, **{name: METHOD_DIMS[name][1] for name in INT_METHOD_DIMS}}
 CATEGORICAL = ("model", "kd_method", "logit_standardize")
 MIN_TRIALS = 3  # fANOVA on fewer complete trials says nothing
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import common  # noqa: F401  (puts the repository root on sys.path)
 from common import machine_line, print_table
+from search.spaces import METHOD_DIMS
 
 
 def run(flags: list[str]) -> float:
@@ -63,11 +64,40 @@ def summarise(experiment: Path, wall: float) -> dict:
     out = {"wall_s": wall, "best_val_acc": distill["metrics"]["val_acc"],
            "method": cfg.get("kd_method", "kd"), "params": distill["metrics"].get("params"),
            "config": {k: v for k, v in cfg.items() if k in (
-               "model", "depth", "width", "kd_method", "alpha", "temperature", "logit_standardize", "dkd_alpha",
-               "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma", "lr", "weight_decay")},
+               "model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", *METHOD_DIMS)},
            "test_acc_best_checkpoint": test_accuracy(experiment, distill["best_checkpoint"]),
            "final": stages.get("final")}
     return out
+
+
+def headline_row(final: dict | None) -> dict | None:
+    """The final stage's headline row (the distilled config with the best mean val_acc)."""
+    if not final or final.get("status") != "done":
+        return None
+    return next((r for r in final.get("results", []) if r["role"] == final.get("headline")), None)
+
+
+def final_cell(final: dict | None) -> str:
+    row = headline_row(final)
+    if row is None:
+        return "no final stage (--final-seeds 0?)"
+    if row.get("test_acc_mean") is None:
+        return f"{row['role']}: no test figure"
+    method = row.get("kd_method") or "kd"
+    sd = f" ± {100 * row['test_acc_sd']:.2f}" if row.get("test_acc_sd") is not None else ""
+    return (f"{row['role']} {method} {row.get('model')} {row.get('depth')}x{row.get('width')}: "
+            f"{100 * row['test_acc_mean']:.2f}{sd}% ({row['seeds']} seeds)")
+
+
+def headline_gap(final: dict | None, reference: dict | None) -> dict | None:
+    """Welch's interval on the two headlines' per-seed test accuracies (methods - kd-only)."""
+    from search.final_stats import welch_interval
+
+    a, b = headline_row(final), headline_row(reference)
+    if a is None or b is None:
+        return None
+    tests = [[r["test_acc"] for r in row["runs"] if r.get("test_acc") is not None] for row in (a, b)]
+    return welch_interval(*tests) if all(tests) else None
 
 
 def per_method(experiment: Path) -> list[dict]:
@@ -113,19 +143,23 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in ("kd-only", "methods"):
         r = results[name]
-        final = r["final"]
-        final_txt = "no final stage in this tree" if not final else json.dumps(final.get("summary", final))[:80]
         rows.append([name, f"{100 * r['best_val_acc']:.2f}%", r["method"], f"{100 * r['test_acc_best_checkpoint']:.2f}%",
-                     f"{r['params']:,}" if r["params"] else "-", f"{r['wall_s']:.0f}", final_txt])
+                     f"{r['params']:,}" if r["params"] else "-", f"{r['wall_s']:.0f}", final_cell(r["final"])])
     print_table(["run", "distill best val_acc", "winning method", "test acc (best ckpt)", "params",
-                 "run wall s", "final stage"], rows)
+                 "run wall s", "final stage: headline, test mean ± sd"], rows)
     print("\nmethods run, best trial per method:")
     print_table(["method", "trials", "best val_acc", "median val_acc", "settings", "width", "params"],
                 [[m["kd_method"], m["trials"], f"{100 * m['val_acc']:.2f}%", f"{100 * m['median_val_acc']:.2f}%",
                   m["settings"], m["width"], f"{int(m['params']):,}"] for m in results["per_method"]])
     gain = results["methods"]["best_val_acc"] - results["kd-only"]["best_val_acc"]
-    print(f"\nratio: methods - kd-only best val_acc = {100 * gain:+.2f} points; test (best ckpt) "
+    print(f"\nmethods - kd-only: best val_acc {100 * gain:+.2f} points; test (best ckpt) "
           f"{100 * (results['methods']['test_acc_best_checkpoint'] - results['kd-only']['test_acc_best_checkpoint']):+.2f} points")
+    final_gap = headline_gap(results["methods"]["final"], results["kd-only"]["final"])
+    if final_gap is not None:
+        results["final_gap"] = final_gap
+        print(f"final stage, methods - kd-only headline test acc: {100 * final_gap['diff']:+.2f} points"
+              + (f", 95% CI [{100 * final_gap['low']:+.2f}, {100 * final_gap['high']:+.2f}] ({final_gap['method']})"
+                 if final_gap.get("low") is not None else " (no interval: fewer than 2 seeds)"))
     (out / f"bench_methods-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
     return 0
 

@@ -61,6 +61,7 @@ def run_resumable(fn, config: dict, bundle, folder: Path, **kw) -> dict:
     """Train to the end (resuming a killed run), then return {errors, params, epochs, seconds}."""
     from trainables import reporting
 
+    check_same_config(folder, config)
     done = folder / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -79,6 +80,21 @@ def run_resumable(fn, config: dict, bundle, folder: Path, **kw) -> dict:
               "last_train_acc": epochs[-1]["train_acc"]}
     done.write_text(json.dumps(result))
     return result
+
+
+def check_same_config(folder: Path, config: dict) -> None:
+    """Resume only the run that was started: a folder remembers its config (config.json), and a
+    call with another config (a changed preset, lr or epoch count) stops instead of continuing
+    old weights under new settings or returning a stale result."""
+    saved = folder / "config.json"
+    text = json.dumps(config, sort_keys=True, default=str)
+    if saved.is_file() and saved.read_text() != text:
+        old, new = json.loads(saved.read_text()), json.loads(text)
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        raise SystemExit(f"hinton protocol: {folder} was started with another config ({', '.join(changed)} "
+                         f"differ); use another --storage-path or delete that folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    saved.write_text(text)
 
 
 def _last_checkpoint(parts: list[Path]) -> str | None:

@@ -24,13 +24,16 @@ from ray import tune
 
 from search import final_select
 from search.final_stats import mean_sd, welch_interval
+from search.spaces import METHOD_DIMS
 from search.stages import Stage
 from search.teacher_cache import build_cache
 from trainables.best_epoch import best_epoch_file
 from trainables.outcome import finite
 
 SEED_OFFSET = 1000  # final seeds: spec.seed + SEED_OFFSET + i (search trials run spec.seed)
-CONFIG_KEYS = ("model", "depth", "width", "alpha", "temperature", "lr", "weight_decay", "model_kwargs")
+# What a final row shows of its config: the model, the KD method and that method's settings.
+CONFIG_KEYS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", "model_kwargs",
+               *METHOD_DIMS)
 
 
 def final_seeds(seed: int, count: int) -> list[int]:

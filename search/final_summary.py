@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainables.losses import method_settings
+
 
 def _pct(mean: float | None, sd: float | None = None) -> str:
     if mean is None:
@@ -33,9 +35,12 @@ def _gain(gain: dict[str, Any] | None) -> str:
 
 
 def _hparams(row: dict[str, Any]) -> str:
-    if row.get("source_stage") == "baseline" or not row.get("alpha"):
-        return f"lr={row.get('lr', 0):.3g}"
-    return f"alpha={row['alpha']:.2f} T={row.get('temperature', 0):.2f} lr={row.get('lr', 0):.3g}"
+    """The KD method and its own settings (distilled rows), then the lr: "dkd: dkd_beta=4.2, T=3.1, lr=0.05"."""
+    lr = f"lr={row.get('lr', 0):.3g}"
+    if row.get("source_stage") == "baseline":
+        return lr
+    method = row.get("kd_method") or "kd"  # rows written before methods existed are Hinton KD
+    return f"{method}: {method_settings(method, row)}, {lr}"
 
 
 def headline(stage: dict[str, Any]) -> list[str]:
@@ -45,7 +50,8 @@ def headline(stage: dict[str, Any]) -> list[str]:
     if best is None:
         return []
     n = len(stage.get("seeds", []))
-    line = (f"**Final (TEST split, {n} seeds)**: {_model(best)} ({best['role']}, {_int(best.get('params'))} params): "
+    method = "" if best["source_stage"] == "baseline" else f"{best.get('kd_method') or 'kd'}, "
+    line = (f"**Final (TEST split, {n} seeds)**: {_model(best)} ({best['role']}, {method}{_int(best.get('params'))} params): "
             f"test {_pct(best['test_acc_mean'], best['test_acc_sd'])}, val {_pct(best['val_acc_mean'], best['val_acc_sd'])}")
     base = next((r for r in rows.values() if r["source_stage"] == "baseline"), None)
     if base is not None and best is not base:

@@ -12,8 +12,8 @@ family -> value/range; `logit_standardize` is false, true or `[false, true]` (se
 KD methods (`methods`, names from trainables.losses.list_losses()): with several, the
 distillation stage samples `kd_method` first and then only that method's own hyperparameters
 (the DistillConfig fields its loss declares: kd alpha, temperature, logit_standardize; dkd
-dkd_alpha, dkd_beta, temperature, dkd_warmup, logit_standardize; dist dist_beta, dist_gamma,
-temperature; mse alpha). With the one method `kd` the calls to Optuna are exactly those of a
+dkd_alpha, dkd_beta, dkd_temperature, dkd_warmup, logit_standardize; dist dist_beta,
+dist_gamma, dist_temperature; mse alpha). With the one method `kd` the calls to Optuna are exactly those of a
 search without methods, so a seeded search samples the same configs as before.
 """
 from __future__ import annotations
@@ -70,13 +70,19 @@ METHOD_DIMS: dict[str, tuple[Any, bool]] = {
     # DKD warm-up in epochs: pinned, mdistiller's 20 fits 240-epoch runs; presets set ~1/12
     # of their max_epochs.
     "dkd_warmup": (20, False),
+    # DKD temperature: mdistiller's 4 for every CIFAR-100 pair (1 on ImageNet). Its own
+    # dimension, not kd's: T^2 * beta * NCKD at T = 20 is ~1e3 x CE and diverges.
+    "dkd_temperature": ((1.0, 8.0), False),
     # DIST inter/intra weights: official 1 (ImageNet), CIFAR-100 ports 2.
     "dist_beta": ((0.5, 4.0), True),
     "dist_gamma": ((0.5, 4.0), True),
+    # DIST tau: official 1 (ImageNet), CIFAR-100 ports 4.
+    "dist_temperature": ((1.0, 4.0), False),
     # Logit standardisation (kd, dkd): off = the original losses; [false, true] searches it.
     "logit_standardize": (False, False),
 }
 INT_METHOD_DIMS = ("dkd_warmup",)
+TEMPERATURE_DIMS = ("temperature", "dkd_temperature", "dist_temperature")  # must be > 0
 BOOL_DIMS = ("logit_standardize",)
 DIMENSIONS = tuple(FLOAT_DIMS) + SIZE_DIMS + tuple(METHOD_DIMS)
 DEFAULT_METHODS = ("kd",)
@@ -190,9 +196,10 @@ def check_space(space: Mapping[str, Any], students: Sequence[str]) -> None:
         lo, hi = _bounds(space.get(name, FLOAT_DIMS[name][0]))
         if lo < lo_ok or hi > hi_ok:
             raise ValueError(f"alpha must lie in [0, 1], got {space[name]}")
-    lo, _ = _bounds(space.get("temperature", FLOAT_DIMS["temperature"][0]))
-    if lo <= 0:
-        raise ValueError(f"temperature must be > 0, got {space['temperature']}")
+    for name in TEMPERATURE_DIMS:
+        default = FLOAT_DIMS[name][0] if name in FLOAT_DIMS else METHOD_DIMS[name][0]
+        if _bounds(space.get(name, default))[0] <= 0:
+            raise ValueError(f"{name} must be > 0, got {space[name]}")
 
 
 def _bounds(value: Dim) -> tuple[float, float]:

@@ -17,6 +17,7 @@ from search.asha import CappedASHA, PauseAwareLimiter
 from search.fidelity import FidelityOptunaSearch
 from search.nondominated import dominator_counts
 from search.result_logging import checkpoint_consistent_loggers
+from search.spaces import METHOD_DIMS
 from search.sweep import VARIANT, merge
 from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
 from trainables.outcome import best_epoch, diverged, epochs_trained, stopped_early
@@ -171,7 +172,7 @@ def pareto_set(results: ResultGrid) -> list[dict[str, Any]]:
 
 
 SUMMARY_KEYS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", "model_kwargs",
-                "seed", "logit_standardize", "dkd_alpha", "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma")
+                "seed", *METHOD_DIMS)
 
 
 def effective_config(config: dict[str, Any]) -> dict[str, Any]:

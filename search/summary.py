@@ -12,6 +12,7 @@ from typing import Any
 
 from search.final_summary import final_table
 from search.manifest import Manifest
+from trainables.losses import method_settings
 from trainables.outcome import reduction_pct
 
 
@@ -108,8 +109,7 @@ def method_table(trials: list[dict[str, Any]]) -> list[str]:
         mine = [t for t in scored if t.get("kd_method", "kd") == m]
         best.append((max(mine, key=lambda t: t["val_acc"]), len(mine)))
     for top, n in sorted(best, key=lambda item: -item[0]["val_acc"]):
-        shown = ", ".join(f"{k}={top[k]:.3g}" if isinstance(top[k], float) else f"{k}={top[k]}"
-                          for k in _method_keys(top) if top.get(k) is not None)
+        shown = method_settings(top.get("kd_method", "kd"), top)
         size = f" depth={top['depth']} width={top.get('width')}" if top.get("depth") is not None else ""
         lines.append(f"| {top.get('kd_method', 'kd')} | {n} | {_pct(top['val_acc'])} | {shown} | "
                      f"{top.get('model')}{size} | {_params(top.get('params'))} |")

@@ -50,3 +50,11 @@ def test_a_killed_run_resumes_and_counts_each_epoch_once(bundle, tmp_path, monke
     assert result["last_train_acc"] == pytest.approx(straight["train_acc"], abs=1e-6)
     # a finished run is read back, not retrained
     assert hinton_protocol.run_resumable(None, CFG, bundle, folder) == result
+
+
+def test_a_folder_refuses_to_resume_under_another_config(bundle, tmp_path):
+    folder = tmp_path / "teacher"
+    hinton_protocol.check_same_config(folder, CFG)
+    hinton_protocol.check_same_config(folder, dict(CFG))  # the same run again: fine
+    with pytest.raises(SystemExit, match=r"started with another config \(lr differ\)"):
+        hinton_protocol.run_resumable(train_teacher, {**CFG, "lr": 123.0}, bundle, folder)

@@ -59,9 +59,10 @@ def test_dkd_warmup_follows_the_loops_epochs_across_a_resume(bundle, teacher, mo
 def _trials():
     rows = [("distill", "kd", 0.90, {"alpha": 0.5, "temperature": 4.0}),
             ("distill", "kd", 0.95, {"alpha": 0.8, "temperature": 2.0}),
-            ("distill", "dkd", 0.97, {"dkd_alpha": 1.0, "dkd_beta": 4.0, "temperature": 3.0}),
-            ("distill", "dist", 0.93, {"dist_beta": 2.0, "dist_gamma": 1.0, "temperature": 1.0}),
-            ("distill", "dist", None, {"dist_beta": 1.0, "dist_gamma": 1.0, "temperature": 1.0}),
+            ("distill", "dkd", 0.97, {"dkd_alpha": 1.0, "dkd_beta": 4.0, "dkd_temperature": 3.0,
+                                        "temperature": 9.0}),  # kd's T: not dkd's, never shown
+            ("distill", "dist", 0.93, {"dist_beta": 2.0, "dist_gamma": 1.0, "dist_temperature": 1.0}),
+            ("distill", "dist", None, {"dist_beta": 1.0, "dist_gamma": 1.0, "dist_temperature": 1.0}),
             ("baseline", None, 0.99, {"alpha": 0.0})]
     return [{"stage": s, "kd_method": m, "val_acc": v, "trial_id": f"t{i}", "model": "mlp", "depth": 1,
              "width": 16 + i, "params": 100 + i, **kw} for i, (s, m, v, kw) in enumerate(rows)]
@@ -83,7 +84,7 @@ def test_summary_lists_methods_only_when_several_were_searched():
     lines = method_table(trials)
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| method")]
     assert [r.split(" | ")[0] for r in rows] == ["| dkd", "| kd", "| dist"]
-    assert "dkd_alpha=1, dkd_beta=4, temperature=3" in rows[0] and "97.00%" in rows[0]
+    assert "dkd_alpha=1, dkd_beta=4, T=3 |" in rows[0] and "97.00%" in rows[0]
     assert method_table([t for t in trials if t["kd_method"] == "kd"]) == []
 
 
@@ -100,3 +101,24 @@ def test_a_kd_only_search_shows_its_method_in_tables_and_summary(small_search, c
     assert list(per_method["kd_method"]) == ["kd"]
     assert per_method.loc[0, "val_acc"] == pytest.approx(table[table["stage"] == "distill"]["val_acc"].max())
     assert "kd_method=kd" in (small_search / "summary.md").read_text()
+
+
+def test_final_stage_rows_show_each_candidates_method_and_its_own_settings():
+    from search.final_summary import final_table
+
+    def row(role, stage, **cfg):
+        return {"role": role, "source_stage": stage, "model": "mlp", "depth": 1, "width": 32, "lr": 0.05,
+                "params": 1000, "flops": 2000, "seeds": 2, "val_acc_mean": 0.9, "val_acc_sd": 0.01,
+                "test_acc_mean": 0.89, "test_acc_sd": 0.02, **cfg}
+
+    stage = {"status": "done", "seeds": [1000, 1001], "headline": "distilled #1",
+             "results": [row("baseline", "baseline", alpha=0.0),
+                         row("distilled #1", "distill", kd_method="dkd", dkd_beta=4.2, dkd_temperature=3.0,
+                             temperature=4.0, alpha=0.5),
+                         row("distilled #2", "distill", alpha=0.7, temperature=2.0)]}  # a pre-methods row
+    lines = final_table(stage)
+    by_role = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| ") and "mlp" in line}
+    assert "| dkd: dkd_beta=4.2, T=3, lr=0.05 |" in by_role["distilled #1"]  # not kd's alpha or T
+    assert "| kd: alpha=0.7, T=2, lr=0.05 |" in by_role["distilled #2"]
+    assert "| lr=0.05 |" in by_role["baseline"]
+    assert "(distilled #1, dkd, 1,000 params)" in next(line for line in lines if line.startswith("**Final"))

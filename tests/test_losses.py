@@ -107,12 +107,15 @@ def test_registry_lists_every_method_and_refuses_unknown_names():
 
 
 def test_config_builds_the_method_with_its_own_fields():
-    loss = loss_from_config(DistillConfig(kd_method="dkd", dkd_alpha=0.5, dkd_beta=2.0, temperature=3.0,
-                                          dkd_warmup=5, logit_standardize=True, label_smoothing=0.1))
+    # kd's temperature=9 reaches neither dkd nor dist: each reads its own T field.
+    loss = loss_from_config(DistillConfig(kd_method="dkd", dkd_alpha=0.5, dkd_beta=2.0, dkd_temperature=3.0,
+                                          temperature=9.0, dkd_warmup=5, logit_standardize=True,
+                                          label_smoothing=0.1))
     assert isinstance(loss, losses.DKDLoss)
     assert (loss.alpha, loss.beta, loss.temperature, loss.warmup_epochs, loss.standardize,
             loss.label_smoothing) == (0.5, 2.0, 3.0, 5, True, 0.1)
-    dist = loss_from_config(DistillConfig(kd_method="dist", dist_beta=2.0, dist_gamma=3.0, temperature=4.0))
+    dist = loss_from_config(DistillConfig(kd_method="dist", dist_beta=2.0, dist_gamma=3.0, dist_temperature=4.0,
+                                          temperature=9.0))
     assert (dist.beta, dist.gamma, dist.temperature) == (2.0, 3.0, 4.0)
     assert loss_from_config(DistillConfig(kd_method="mse", alpha=0.3)).alpha == 0.3
     with pytest.raises(ValueError, match="logit_standardize applies to KD methods dkd, kd, not to 'dist'"):

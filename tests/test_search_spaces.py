@@ -163,17 +163,20 @@ def test_methods_are_a_categorical_dimension_with_conditional_hyperparameters():
     configs = [{**p, **f} for p, f in _tpe_params(define, n=30, seed=1)]
     assert {c["kd_method"] for c in configs} == {"kd", "dkd", "dist"}
     own = {"kd": {"alpha", "temperature", "logit_standardize"},
-           "dkd": {"dkd_alpha", "dkd_beta", "temperature", "dkd_warmup", "logit_standardize"},
-           "dist": {"dist_beta", "dist_gamma", "temperature"}}
+           "dkd": {"dkd_alpha", "dkd_beta", "dkd_temperature", "dkd_warmup", "logit_standardize"},
+           "dist": {"dist_beta", "dist_gamma", "dist_temperature"}}
     every = set().union(*own.values())
     for c in configs:
         method = c["kd_method"]
         assert every & set(c) == own[method], c  # its own hyperparameters, nobody else's
-        assert 1.0 <= c["temperature"] <= 10.0
-        if method == "dkd":
+        if method == "kd":
+            assert 1.0 <= c["temperature"] <= 10.0
+        if method == "dkd":  # its own T range (spaces.METHOD_DIMS), not kd's
             assert 1.0 <= c["dkd_beta"] <= 8.0 and c["dkd_warmup"] == 2 and 0.5 <= c["dkd_alpha"] <= 2.0
+            assert 1.0 <= c["dkd_temperature"] <= 8.0
         if method == "dist":
             assert 0.5 <= c["dist_gamma"] <= 4.0 and 0.5 <= c["dist_beta"] <= 4.0
+            assert 1.0 <= c["dist_temperature"] <= 4.0
         DistillConfig.from_dict(c)  # every sampled key is a config field with a valid value
     assert {c["logit_standardize"] for c in configs if c["kd_method"] != "dist"} == {False, True}
     # Seeded: the same study twice samples the same configs.
@@ -192,6 +195,8 @@ def test_one_other_method_is_pinned_not_sampled():
     (["kd", "kd"], {}, "twice"),
     (["dkd"], {"logit_standardize": "yes"}, "logit_standardize: expected true, false or [false, true]"),
     (["dkd"], {"dkd_warmup": (1.5, 3)}, "dkd_warmup: expected whole numbers"),
+    (["dkd"], {"dkd_temperature": (0.0, 4.0)}, "dkd_temperature must be > 0"),
+    (["dist"], {"dist_temperature": 0.0}, "dist_temperature must be > 0"),
 ])
 def test_bad_methods_and_method_ranges_are_rejected(methods, space, message):
     with pytest.raises(ValueError, match=re.escape(message)):

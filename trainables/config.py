@@ -253,19 +253,23 @@ class DistillConfig(TrainConfig):
 
     # KD method: a name from trainables.losses.list_losses(); each reads the fields below
     # that its loss declares (kd: alpha, temperature, logit_standardize; dkd: dkd_*,
-    # temperature, logit_standardize; dist: dist_*, temperature; mse: alpha).
+    # logit_standardize; dist: dist_*; mse: alpha). Each method has its own temperature: the
+    # T^2-scaled DKD term at kd's T = 20 (Hinton's MNIST setting) swamps CE, and DIST's
+    # reference tau is 1-4, so one shared range cannot suit all three.
     kd_method: str = "kd"
     alpha: float = 0.5  # kd, mse: weight of the soft (teacher) term; 1 - alpha on the labels
-    temperature: float = 4.0  # kd, dkd, dist: softmax temperature
+    temperature: float = 4.0  # kd: softmax temperature
     logit_standardize: bool = False  # kd, dkd: z-score logits before T (Sun et al. 2024)
     # DKD (Zhao et al. 2022); defaults are mdistiller's CFG.DKD: TCKD and NCKD weights, and
     # the epochs over which the KD term warms up linearly (20 of mdistiller's 240).
     dkd_alpha: float = 1.0
     dkd_beta: float = 8.0
     dkd_warmup: int = 20
+    dkd_temperature: float = 4.0  # CFG.DKD.T, every CIFAR-100 pair of mdistiller
     # DIST (Huang et al. 2022): inter- and intra-class relation weights (official defaults).
     dist_beta: float = 1.0
     dist_gamma: float = 1.0
+    dist_temperature: float = 1.0  # the official tau (ImageNet); CIFAR-100 ports use 4
     teacher_checkpoint: str | None = None  # path to a kdtune checkpoint file or directory
     teacher_logits: str = "auto"  # auto = cached when the dataset is not augmented
     # Online distillation (Zhang et al. 2018): a model name from models.list_models(), trained
@@ -301,6 +305,10 @@ class DistillConfig(TrainConfig):
             set_(name, _float(name, getattr(self, name)))
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("dkd_temperature", "dist_temperature"):
+            set_(name, _float(name, getattr(self, name)))
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         set_("dkd_warmup", _int("dkd_warmup", self.dkd_warmup, 0))
         if not isinstance(self.logit_standardize, bool):
             raise ValueError(f"logit_standardize must be true or false, got {self.logit_standardize!r}")

@@ -10,8 +10,8 @@ registry.py for the interface (set_epoch, uses_teacher, needs_features).
     python -m pytest tests/test_losses.py -q
 """
 from trainables.losses.registry import (DistillationLoss, create_loss, list_losses, loss_class,
-                                        loss_from_config, method_fields, register_loss,
-                                        supervised_loss)
+                                        loss_from_config, method_fields, method_settings,
+                                        register_loss, supervised_loss)
 from trainables.losses.standardize import standardize
 # Importing the modules registers their losses.
 from trainables.losses.kd import KDLoss
@@ -20,5 +20,5 @@ from trainables.losses.dist import DISTLoss
 from trainables.losses.mse import MSELoss
 
 __all__ = ["DistillationLoss", "create_loss", "list_losses", "loss_class", "loss_from_config",
-           "method_fields", "register_loss", "supervised_loss", "standardize",
+           "method_fields", "method_settings", "register_loss", "supervised_loss", "standardize",
            "KDLoss", "DKDLoss", "DISTLoss", "MSELoss"]

@@ -41,7 +41,7 @@ class DISTLoss(DistillationLoss):
     """
 
     name = "dist"
-    config_fields = (("dist_beta", "beta"), ("dist_gamma", "gamma"), ("temperature", "temperature"))
+    config_fields = (("dist_beta", "beta"), ("dist_gamma", "gamma"), ("dist_temperature", "temperature"))
 
     def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0,
                  label_smoothing: float = 0.0) -> None:

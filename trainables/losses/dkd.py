@@ -54,7 +54,7 @@ class DKDLoss(DistillationLoss):
     """
 
     name = "dkd"
-    config_fields = (("dkd_alpha", "alpha"), ("dkd_beta", "beta"), ("temperature", "temperature"),
+    config_fields = (("dkd_alpha", "alpha"), ("dkd_beta", "beta"), ("dkd_temperature", "temperature"),
                      ("dkd_warmup", "warmup_epochs"), ("logit_standardize", "standardize"))
 
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,

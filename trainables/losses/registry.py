@@ -26,7 +26,8 @@ PKT) declares it True; no teacher source provides features yet, so such a loss i
 from __future__ import annotations
 
 import difflib
-from typing import Any, ClassVar
+import math
+from typing import Any, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +129,24 @@ def create_loss(name: str, **kwargs: Any) -> DistillationLoss:
 def method_fields(name: str) -> tuple[str, ...]:
     """The DistillConfig fields method `name` reads (its searchable hyperparameters)."""
     return tuple(field for field, _ in loss_class(name).config_fields)
+
+
+# Short names of config fields in settings strings: every method's temperature reads as T.
+SHORT_NAMES = {"temperature": "T", "dkd_temperature": "T", "dist_temperature": "T", "logit_standardize": "std"}
+
+
+def method_settings(name: str, values: Mapping[str, Any]) -> str:
+    """Method `name`'s own hyperparameters in `values` (a config or a table row), e.g.
+    "dkd_alpha=1, dkd_beta=4.2, T=3.1". A field that is missing, None or NaN was pinned at the
+    config's default and left out of the trial's config, so it is not shown."""
+    parts = []
+    for field in method_fields(name):
+        value = values.get(field)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(f"{SHORT_NAMES.get(field, field)}={shown}")
+    return ", ".join(parts)
 
 
 def loss_from_config(cfg) -> DistillationLoss:
