@@ -89,7 +89,16 @@ class Manifest:
         return self.stage(name).get("status") == "done"
 
     def mark(self, name: str, status: str, **info: Any) -> None:
-        self.data["stages"][name] = {**self.stage(name), **info, "status": status,
+        """Set a stage's status. "running" stamps `started_at` (Unix seconds); "done" after it
+        records `wall_s`, the seconds of the attempt that finished the stage (an interrupted
+        attempt's time is not added: a resumed stage reports its last attempt only)."""
+        now, previous = time.time(), self.stage(name)
+        timing: dict[str, float] = {}
+        if status == "running":
+            timing["started_at"] = now
+        elif status == "done" and previous.get("status") == "running" and "started_at" in previous:
+            timing["wall_s"] = round(now - previous["started_at"], 3)
+        self.data["stages"][name] = {**previous, **info, **timing, "status": status,
                                      "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         self.save()
 

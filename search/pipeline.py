@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,11 +123,17 @@ def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -
 def teacher_logits(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
                    teacher_checkpoint: str) -> SharedLogitCache:
     """The teacher-logit cache every trial of this teacher shares (search/teacher_cache.py),
-    computed by tasks with a trial's resources."""
-    return build_cache(spec.student_bundle(bundle), teacher_checkpoint, views=spec.augment_views, seed=spec.seed,
-                       precision=spec.train.get("precision", "auto"), device=spec.train.get("device", "auto"),
-                       cpus=spec.cpus_per_trial, gpus=spec.gpus_per_trial,
-                       cache_dir=manifest.dir / "teacher_logits")
+    computed by tasks with a trial's resources. Each build (a resumed run's reload of the saved
+    cache too) is logged in the manifest's `cache_builds`: teacher, views, seconds."""
+    start = time.perf_counter()
+    cache = build_cache(spec.student_bundle(bundle), teacher_checkpoint, views=spec.augment_views, seed=spec.seed,
+                        precision=spec.train.get("precision", "auto"), device=spec.train.get("device", "auto"),
+                        cpus=spec.cpus_per_trial, gpus=spec.gpus_per_trial,
+                        cache_dir=manifest.dir / "teacher_logits")
+    manifest.data.setdefault("cache_builds", []).append(
+        {"teacher": teacher_checkpoint, "views": spec.augment_views, "seconds": round(time.perf_counter() - start, 3)})
+    manifest.save()
+    return cache
 
 
 # Each search stage samples with its own seed offset so stages do not mirror each other.

@@ -66,3 +66,17 @@ def test_summary_prints_the_shared_reduction():
               "distill": {"config": {"model": "mlp"}, "metrics": {"val_acc": 0.98, "params": 8_710}}}
     text = render(Manifest(Path("x"), {"dataset": {"name": "digits"}, "spec": {}, "stages": stages}))
     assert f"| {reduction_pct(8_710, 301_066):.1f}% |" in text  # 97.1%
+
+
+def test_manifest_times_the_attempt_that_finished_a_stage(tmp_path, monkeypatch):
+    from search import manifest as manifest_module
+    from search.manifest import Manifest
+
+    clock = iter([100.0, 160.5, 200.0, 200.0])
+    monkeypatch.setattr(manifest_module.time, "time", lambda: next(clock))
+    m = Manifest(tmp_path, {"stages": {}})
+    m.mark("distill", "running")
+    m.mark("distill", "done")
+    assert m.stage("distill")["wall_s"] == 60.5 and m.stage("distill")["started_at"] == 100.0
+    m.mark("teacher", "done", source="--teacher-checkpoint")  # adopted, never ran: no time
+    assert "wall_s" not in m.stage("teacher")

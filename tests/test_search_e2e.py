@@ -45,6 +45,9 @@ def test_all_stages_write_manifest_results_and_tensorboard_events(finished_run):
         assert Path(info["best_checkpoint"]).is_file()
         assert info["metrics"]["val_acc"] > 0.5  # 10 classes: chance is 0.1
         assert list((finished_run / stage).rglob("events.out.tfevents*")), f"no TensorBoard events in {stage}"
+        assert info["wall_s"] > 0, stage  # the attempt that finished the stage
+    build = manifest["cache_builds"][0]  # digits: no augmentation, one row per image
+    assert not build["views"] and build["seconds"] > 0 and build["teacher"] == manifest["stages"]["teacher"]["best_checkpoint"]
     assert len(_trial_dirs(finished_run / "distill")) == 6
     assert len(_trial_dirs(finished_run / "baseline")) == 3
     summary = (finished_run / "summary.md").read_text()
