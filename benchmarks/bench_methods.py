@@ -29,6 +29,22 @@ from common import machine_line, print_table
 from search.spaces import METHOD_DIMS
 
 
+TEACHER_FLAGS = ("--teacher", "--teacher-epochs", "--teacher-weights", "--teacher-augment")
+
+
+def without_teacher_flags(flags: list[str]) -> list[str]:
+    """`flags` less the options of a teacher kdtune trains (each with its value)."""
+    out, skip = [], False
+    for flag in flags:
+        if skip:
+            skip = False
+        elif flag in TEACHER_FLAGS:
+            skip = True
+        elif not flag.startswith(tuple(f + "=" for f in TEACHER_FLAGS)):
+            out.append(flag)
+    return out
+
+
 def run(flags: list[str]) -> float:
     from search.run_kd_search import main
 
@@ -118,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="baseline trials of each run (not compared here; kept small)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench_methods_results", help="storage path of both runs")
+    p.add_argument("--kd-only", help="reuse this finished kd-only run (a folder an earlier call made)")
     p.add_argument("extra", nargs="*", help="flags after -- for both runs")
     args = p.parse_args(argv)
 
@@ -129,13 +146,21 @@ def main(argv: list[str] | None = None) -> int:
         common_flags += ["--data-dir", args.data_dir]
     if args.num_samples:
         common_flags += ["--num-samples", str(args.num_samples)]
-    kd_dir, methods_dir = out / f"kd-only-{stamp}", out / f"methods-{stamp}"
-    walls = {"kd-only": run([*common_flags, "--methods", "kd", "--name", kd_dir.name])}
+    methods_dir = out / f"methods-{stamp}"
+    if args.kd_only:  # a finished kd-only run of an earlier call: only the methods run is new
+        kd_dir = Path(args.kd_only).resolve()
+        walls = {"kd-only": json.loads((kd_dir / "bench_wall.json").read_text())["wall_s"]}
+    else:
+        kd_dir = out / f"kd-only-{stamp}"
+        walls = {"kd-only": run([*common_flags, "--methods", "kd", "--name", kd_dir.name])}
+        (kd_dir / "bench_wall.json").write_text(json.dumps({"wall_s": walls["kd-only"]}))
     from search.manifest import Manifest
 
     teacher = Manifest.load(kd_dir).teacher_checkpoint()
-    walls["methods"] = run([*common_flags, "--methods", args.methods, "--teacher-checkpoint", teacher,
-                            "--name", methods_dir.name])
+    # The methods run adopts that teacher, so flags that shape a teacher kdtune trains would be
+    # refused there (an option accepted and ignored is an error).
+    walls["methods"] = run([*without_teacher_flags(common_flags), "--methods", args.methods,
+                            "--teacher-checkpoint", teacher, "--name", methods_dir.name])
     results = {"kd-only": summarise(kd_dir, walls["kd-only"]), "methods": summarise(methods_dir, walls["methods"])}
     results["per_method"] = per_method(methods_dir)
 
