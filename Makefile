@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 # Re-install when setup.cfg changes or the clone moves (the editable install points at it).
 STAMP := $(VENV)/.kdtune-$(shell cat setup.cfg | sha1sum | cut -c1-10)-$(shell echo $(CURDIR) | sha1sum | cut -c1-10)
 ARGS ?=
+# Test processes (pytest-xdist). Most of a Ray end-to-end test is waiting (Ray start-up, trial
+# actors, Tune's polling), so 2 workers overlap those waits on a 2-core machine. Tests sharing
+# the session's finished search run on one worker (tests/conftest.py). TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 
 .PHONY: run test install
 
@@ -24,4 +28,4 @@ run: $(STAMP)
 	$(PY) search/run_kd_search.py $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(ARGS)

@@ -21,13 +21,22 @@ import pytest  # noqa: E402  (after the environment above is set)
 RAY_FIXTURES = {"small_search", "ray_session", "local_ray"}
 
 
+# Tests reading the one session-wide finished search run on one pytest-xdist worker (make
+# test runs `-n 2 --dist loadgroup`), so that search is built once, not once per worker.
+SHARED_RUN_FIXTURES = {"small_search", "search_only"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """Every `ray` test is also `slow`: `-m "not slow"` is the fast tier (setup.cfg)."""
     for item in items:
-        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if RAY_FIXTURES & names:
             item.add_marker(pytest.mark.ray)
         if item.get_closest_marker("ray") is not None:
             item.add_marker(pytest.mark.slow)
+        if SHARED_RUN_FIXTURES & names:
+            item.add_marker(pytest.mark.xdist_group("small_search"))
 
 
 @pytest.fixture(scope="session")

@@ -45,15 +45,18 @@ def test_every_method_distils_from_cached_logits_and_an_online_teacher(method, b
     assert cached["train_loss"] != pytest.approx(plain["train_loss"], abs=1e-4)
 
 
-def test_dkd_warmup_follows_the_loops_epochs_across_a_resume(bundle, teacher, monkeypatch):
-    seen = []
-    monkeypatch.setattr(DKDLoss, "set_epoch", lambda self, e: (seen.append(e), setattr(self, "epoch", e)))
+def test_dkd_warmup_follows_the_loops_batches_across_a_resume(bundle, teacher, monkeypatch):
+    seen, real = [], DKDLoss.warmup_weight
+    monkeypatch.setattr(DKDLoss, "warmup_weight", lambda self: (seen.append(self.epochs_done), real(self))[1])
     config = {**FAST, "epochs": 2, "kd_method": "dkd", "dkd_warmup": 2, "teacher_checkpoint": teacher[0]}
     with reporting.local_session() as full:
         distill_student(config, data=bundle, teacher_logits=teacher[1])
+        straight, seen[:] = list(seen), []
         with reporting.local_session(resume_from=full.checkpoints[0]):
             distill_student(config, data=bundle, teacher_logits=teacher[1])
-    assert seen == [1, 2, 2]  # the resumed run starts at epoch 2, weight min(2 / 2, 1) = 1
+    n = len(straight) // 2  # batches per epoch
+    assert n > 1 and straight == pytest.approx([(i + 1) / n for i in range(2 * n)])  # 1/n ... 2 epochs
+    assert seen == pytest.approx(straight[n:])  # the resumed run redoes epoch 2's ramp exactly
 
 
 def _trials():

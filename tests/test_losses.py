@@ -193,9 +193,17 @@ def test_dkd_matches_the_decoupled_formula_with_linear_warmup():
     loss = losses.DKDLoss(alpha=1.5, beta=6.0, temperature=3.0, warmup_epochs=4)
     kd = _dkd_by_hand(s, t, y, 1.5, 6.0, 3.0)
     ce = F.cross_entropy(s, y)
+    # At an epoch's end (fraction 1, also what set_epoch alone gives): mdistiller's epoch / 4.
     for epoch, weight in ((1, 0.25), (2, 0.5), (4, 1.0), (9, 1.0)):
         loss.set_epoch(epoch)
         assert torch.allclose(loss(s, y, t), ce + weight * kd, rtol=1e-5), epoch
+    # Within an epoch the weight ramps linearly: a quarter into epoch 2 is 1.25 epochs done.
+    loss.set_epoch(2)
+    loss.set_epoch_fraction(0.25)
+    assert torch.allclose(loss(s, y, t), ce + (1.25 / 4) * kd, rtol=1e-5)
+    one_epoch = losses.DKDLoss(alpha=1.5, beta=6.0, temperature=3.0, warmup_epochs=1)
+    one_epoch.set_epoch_fraction(0.1)  # a 1-epoch warm-up does not start at full weight
+    assert torch.allclose(one_epoch(s, y, t), ce + 0.1 * kd, rtol=1e-5)
     no_warmup = losses.DKDLoss(alpha=1.5, beta=6.0, temperature=3.0, warmup_epochs=0)
     assert torch.allclose(no_warmup(s, y, t), ce + kd, rtol=1e-5)
 

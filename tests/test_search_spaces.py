@@ -173,7 +173,7 @@ def test_methods_are_a_categorical_dimension_with_conditional_hyperparameters():
             assert 1.0 <= c["temperature"] <= 10.0
         if method == "dkd":  # its own T range (spaces.METHOD_DIMS), not kd's
             assert 1.0 <= c["dkd_beta"] <= 8.0 and c["dkd_warmup"] == 2 and 0.5 <= c["dkd_alpha"] <= 2.0
-            assert 1.0 <= c["dkd_temperature"] <= 8.0
+            assert 1.0 <= c["dkd_temperature"] <= 4.0
         if method == "dist":
             assert 0.5 <= c["dist_gamma"] <= 4.0 and 0.5 <= c["dist_beta"] <= 4.0
             assert 1.0 <= c["dist_temperature"] <= 4.0

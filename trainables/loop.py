@@ -82,8 +82,14 @@ def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
     want_teacher = teacher is not None and (
         teacher.trains or getattr(loss_fn, "uses_teacher", True))
     params = [p for p in model.parameters() if p.requires_grad]
+    # Losses with progress-dependent weights (DKD's warm-up) learn how far into the epoch
+    # each batch is; a loader without a length leaves them at per-epoch weights.
+    progress = getattr(loss_fn, "set_epoch_fraction", None) if hasattr(loader, "__len__") else None
+    total = max(len(loader), 1) if progress is not None else 1
     start = time.perf_counter()
     for x, y, idx in loader:
+        if progress is not None:
+            progress(min((n_batches + 1) / total, 1.0))
         t_logits = teacher.train_logits(x, idx, y) if want_teacher else None
         with rt.autocast():
             out = model(x)

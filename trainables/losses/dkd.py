@@ -9,11 +9,16 @@ The KL of Hinton KD splits per example into a target-class term and a non-target
 (p teacher, q student, t the label, all at temperature T). DKD drops the (1 - p_t) factor that
 suppresses NCKD for confident teachers and weights the two terms freely:
 
-    loss = CE(s, y) + w(epoch) * T^2 * (alpha * mean TCKD + beta * mean NCKD),
-    w(epoch) = min(epoch / warmup_epochs, 1)        (epoch 1-based; warmup 0: w = 1)
+    loss = CE(s, y) + w * T^2 * (alpha * mean TCKD + beta * mean NCKD),
+    w = min(progress / warmup_epochs, 1)            (warmup 0: w = 1)
 
-as mdistiller's DKD (megvii-research/mdistiller, mdistiller/distillers/DKD.py, whose trainer
-counts epochs from 1). Computed in log space on the gathered non-target columns, so it is
+progress being the epochs done at the end of the batch (epoch - 1 + the share of this epoch's
+batches done, set by the loop). mdistiller's DKD (megvii-research/mdistiller,
+mdistiller/distillers/DKD.py, epochs counted from 1) holds w = min(epoch / warmup, 1) for a
+whole epoch; ours ramps within the epoch and reaches that value at its last batch. The
+difference matters only for short runs: mdistiller's 20-epoch warm-up starts at 1/20, but a
+1-epoch warm-up (a 12-epoch search's 1/12) would start at full weight, which is what made
+DKD trials diverge in short searches (benchmarks/README.md). Computed in log space on the gathered non-target columns, so it is
 exact and finite for extreme logits (the reference masks the target with -1000 and takes
 log(softmax), which overflows to -inf there). With `standardize`, logits are z-scored first
 (Sun et al. 2024 apply it to DKD the same way).
@@ -77,10 +82,10 @@ class DKDLoss(DistillationLoss):
         return self.alpha > 0.0 or self.beta > 0.0
 
     def warmup_weight(self) -> float:
-        """min(epoch / warmup_epochs, 1) for the current (1-based) epoch."""
+        """min(progress / warmup_epochs, 1), progress = epochs done after this batch."""
         if self.warmup_epochs == 0:
             return 1.0
-        return min(self.epoch / self.warmup_epochs, 1.0)
+        return min(self.epochs_done / self.warmup_epochs, 1.0)
 
     def decoupled_terms(self, student: torch.Tensor, teacher: torch.Tensor,
                         labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,9 @@ Without teacher logits, or when its soft weights are zero (`uses_teacher` False)
 plain cross-entropy on the labels, so the teacher and the baseline use the same module.
 
 A loss whose weights change with training progress (DKD's warm-up) reads `self.epoch`, which
-the loop sets with `set_epoch(epoch)` (1-based) before every epoch, resumed runs included.
+the loop sets with `set_epoch(epoch)` (1-based) before every epoch, resumed runs included, and
+`self.epoch_fraction`, the share of the current epoch's batches done after this one (the loop
+sets it before every batch; 1.0 when nothing drives it, i.e. per-epoch semantics).
 
 `needs_features`: a later method that matches the teacher's penultimate features (CRD, RKD,
 PKT) declares it True; no teacher source provides features yet, so such a loss is refused by
@@ -50,6 +52,7 @@ class DistillationLoss(nn.Module):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
         self.epoch = 1  # 1-based training epoch, set by the loop
+        self.epoch_fraction = 1.0  # (batch index + 1) / batches of this epoch, set by the loop
 
     @property
     def uses_teacher(self) -> bool:
@@ -58,6 +61,15 @@ class DistillationLoss(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        self.epoch_fraction = 1.0
+
+    def set_epoch_fraction(self, fraction: float) -> None:
+        self.epoch_fraction = float(fraction)
+
+    @property
+    def epochs_done(self) -> float:
+        """Training progress in epochs at the end of the current batch: epoch - 1 + fraction."""
+        return self.epoch - 1 + self.epoch_fraction
 
     def forward(self, student_logits: torch.Tensor, labels: torch.Tensor,
                 teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
