@@ -80,6 +80,7 @@ def render(manifest: Manifest) -> str:
         lines.append(f"Distillation trials: {len(trials)}, stopped early by ASHA: {early}, "
                      f"diverged: {sum(t.get('diverged', False) for t in trials)}.")
     lines += method_table(trials)
+    lines += pareto_table(distill.get("pareto_set", []), t_params)
     lines += chain_table(stages)
     lines += sweep_table(stages.get("sweep", {}))
     lines += ["", "Validation accuracy on a seeded split of the training set; the test set is used "
@@ -94,6 +95,24 @@ def _method_keys(cfg: dict[str, Any]) -> tuple[str, ...]:
     from trainables.losses import method_fields
 
     return method_fields(cfg.get("kd_method", "kd"))
+
+
+def pareto_table(members: list[dict[str, Any]], teacher_params: Any) -> list[str]:
+    """--objective pareto: the distill stage's non-dominated trials (val_acc max, params min),
+    most accurate first; a member ASHA stopped early holds a short-run val_acc."""
+    if not members:
+        return []
+    lines = ["", "## Pareto set of the distill stage (val_acc vs params)", "",
+             "| trial | model | method | val_acc | params | reduction vs teacher | epochs run |",
+             "|---|---|---|---|---|---|---|"]
+    for m in members:
+        cfg = m.get("config", {})
+        size = f" depth={cfg['depth']} width={cfg.get('width')}" if cfg.get("depth") is not None else ""
+        pct = reduction_pct(m.get("params"), teacher_params)
+        red = "" if math.isnan(pct) else f"{pct:.1f}%"
+        lines.append(f"| {m.get('trial_id')} | {cfg.get('model')}{size} | {cfg.get('kd_method', 'kd')} | "
+                     f"{_pct(m.get('val_acc'))} | {_params(m.get('params'))} | {red} | {m.get('epochs')} |")
+    return lines
 
 
 def method_table(trials: list[dict[str, Any]]) -> list[str]:

@@ -68,6 +68,25 @@ def test_summary_prints_the_shared_reduction():
     assert f"| {reduction_pct(8_710, 301_066):.1f}% |" in text  # 97.1%
 
 
+def test_summary_lists_the_pareto_set_of_a_pareto_search():
+    from search.manifest import Manifest
+    from search.summary import render
+
+    members = [{"trial_id": "a1", "config": {"model": "mlp", "depth": 2, "width": 64, "kd_method": "dist"},
+                "val_acc": 0.985, "params": 30_000, "epochs": 18},
+               {"trial_id": "b2", "config": {"model": "mlp", "depth": 1, "width": 8},
+                "val_acc": 0.95, "params": 600, "epochs": 6}]
+    stages = {"teacher": {"config": {"model": "mlp"}, "metrics": {"val_acc": 0.99, "params": 301_066}},
+              "distill": {"config": {"model": "mlp"}, "metrics": {"val_acc": 0.985, "params": 30_000},
+                          "pareto_set": members}}
+    text = render(Manifest(Path("x"), {"dataset": {"name": "digits"}, "spec": {}, "stages": stages}))
+    rows = text[text.index("## Pareto set"):].splitlines()[4:6]
+    assert rows[0] == f"| a1 | mlp depth=2 width=64 | dist | 98.50% | 30,000 | {reduction_pct(30_000, 301_066):.1f}% | 18 |"
+    assert rows[1].startswith("| b2 | mlp depth=1 width=8 | kd | 95.00% | 600 |")
+    stages["distill"].pop("pareto_set")  # an accuracy search has no such table
+    assert "Pareto set" not in render(Manifest(Path("x"), {"dataset": {"name": "digits"}, "spec": {}, "stages": stages}))
+
+
 def test_manifest_times_the_attempt_that_finished_a_stage(tmp_path, monkeypatch):
     from search import manifest as manifest_module
     from search.manifest import Manifest
