@@ -102,6 +102,8 @@ def main(argv=None) -> None:
     p.add_argument("--teacher-epochs", type=int,
                    help="hinton: the teacher's epochs (default: the hinton_mnist preset's)")
     p.add_argument("--student-lr", type=float, default=0.05, help="hinton: the 2x800 students' lr")
+    p.add_argument("--kd-lr", type=float, help="hinton: the distilled 2x800's lr (default --student-lr; "
+                                               "at T = 20 and alpha 0.9, 0.05 diverged in epoch 1)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--alpha", type=float, help="KD weight of the soft term (default 0.7; hinton 0.9)")
     p.add_argument("--temperature", type=float, help="KD temperature (default 4; hinton 20, the paper's)")

@@ -45,7 +45,7 @@ def full_train_bundle(bundle):
 
 
 def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, alpha: float,
-            temperature: float, student_lr: float, threads: int) -> dict[str, dict]:
+            temperature: float, student_lr: float, threads: int, kd_lr: float | None = None) -> dict[str, dict]:
     """The three configs of one seed; the KD config gets its teacher checkpoint later."""
     teacher = {**spec.teacher_config(), "seed": seed, "num_threads": threads}
     if teacher_epochs is not None:
@@ -54,7 +54,7 @@ def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, al
                "model_kwargs": {}, "weight_decay": 0.0, "augment": "none", "epochs": student_epochs,
                "seed": seed, "lr": student_lr, "num_threads": threads}
     return {"teacher": teacher, "student": {**student, "alpha": 0.0},
-            "kd": {**student, "alpha": alpha, "temperature": temperature}}
+            "kd": {**student, "alpha": alpha, "temperature": temperature, "lr": kd_lr or student_lr}}
 
 
 def run_resumable(fn, config: dict, bundle, folder: Path, **kw) -> dict:
@@ -73,6 +73,9 @@ def run_resumable(fn, config: dict, bundle, folder: Path, **kw) -> dict:
         fn(config, data=bundle, **kw)
     by_epoch = {r["epoch"]: r for r in map(json.loads, log.read_text().splitlines())}
     epochs = [by_epoch[e] for e in sorted(by_epoch)]  # an epoch redone after a kill counts once
+    if epochs[-1].get("diverged"):  # no weights worth testing: say so instead of testing none
+        raise SystemExit(f"hinton protocol: {folder} {epochs[-1].get('stop_reason', 'diverged')}; "
+                         f"lower its learning rate (--student-lr / --kd-lr) and delete that folder")
     final = rec.checkpoints[-1] if rec.checkpoints else last  # killed after its last epoch
     errors, params = count_test_errors(final, bundle)
     result = {"errors": errors, "params": params, "epochs": epochs[-1]["epoch"],
@@ -132,12 +135,13 @@ def main(args, spec, bundle, out: Path) -> None:
     full = full_train_bundle(bundle)
     print(f"Hinton et al. 2015 protocol: {len(full.train)} training images, {len(full.test)} test "
           f"images (touched once, last epoch); teacher {args.teacher_epochs or spec.teacher['epochs']} "
-          f"epochs, students {args.epochs}; KD T {args.temperature} alpha {args.alpha}; "
+          f"epochs, students {args.epochs} (lr {args.student_lr}, KD lr {args.kd_lr or args.student_lr}); "
+          f"KD T {args.temperature} alpha {args.alpha}; "
           f"seeds {args.seeds}; runs in {out}", flush=True)
     start = time.perf_counter()
     per_seed = [run_seed(spec, full, out, s, teacher_epochs=args.teacher_epochs,
                          student_epochs=args.epochs, alpha=args.alpha, temperature=args.temperature,
-                         student_lr=args.student_lr, threads=args.threads)
+                         student_lr=args.student_lr, threads=args.threads, kd_lr=args.kd_lr)
                 for s in args.seeds]
     rows = []
     for name, role in ROLES.items():
