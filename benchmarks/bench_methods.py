@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401  (puts the repository root on sys.path)
-from common import machine_line, print_table
+from common import machine_line, print_table, run_cli
 from search.spaces import METHOD_DIMS
 
 
@@ -43,16 +43,6 @@ def without_teacher_flags(flags: list[str]) -> list[str]:
         elif not flag.startswith(tuple(f + "=" for f in TEACHER_FLAGS)):
             out.append(flag)
     return out
-
-
-def run(flags: list[str]) -> float:
-    from search.run_kd_search import main
-
-    start = time.perf_counter()
-    code = main(flags)
-    if code != 0:
-        raise SystemExit(f"run_kd_search.py {' '.join(flags)} exited with {code}")
-    return time.perf_counter() - start
 
 
 def test_accuracy(experiment: Path, checkpoint: str) -> float:
@@ -152,14 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         walls = {"kd-only": json.loads((kd_dir / "bench_wall.json").read_text())["wall_s"]}
     else:
         kd_dir = out / f"kd-only-{stamp}"
-        walls = {"kd-only": run([*common_flags, "--methods", "kd", "--name", kd_dir.name])}
+        walls = {"kd-only": run_cli([*common_flags, "--methods", "kd", "--name", kd_dir.name])}
         (kd_dir / "bench_wall.json").write_text(json.dumps({"wall_s": walls["kd-only"]}))
     from search.manifest import Manifest
 
     teacher = Manifest.load(kd_dir).teacher_checkpoint()
     # The methods run adopts that teacher, so flags that shape a teacher kdtune trains would be
     # refused there (an option accepted and ignored is an error).
-    walls["methods"] = run([*without_teacher_flags(common_flags), "--methods", args.methods,
+    walls["methods"] = run_cli([*without_teacher_flags(common_flags), "--methods", args.methods,
                             "--teacher-checkpoint", teacher, "--name", methods_dir.name])
     results = {"kd-only": summarise(kd_dir, walls["kd-only"]), "methods": summarise(methods_dir, walls["methods"])}
     results["per_method"] = per_method(methods_dir)

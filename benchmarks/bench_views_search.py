@@ -24,21 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import common  # noqa: F401  (puts the repository root on sys.path)
-from common import machine_line, print_table
-
-
-def run(flags: list[str]) -> float:
-    from search.run_kd_search import main
-
-    start = time.perf_counter()
-    code = main(flags)
-    if code != 0:
-        raise SystemExit(f"run_kd_search.py {' '.join(flags)} exited with {code}")
-    return time.perf_counter() - start
+from common import machine_line, print_table, run_cli
 
 
 def stage_figures(experiment: Path) -> dict:
@@ -75,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
                     "--baseline-samples", "2", "--max-epochs", str(args.max_epochs), "--grace-period", "2",
                     "--reduction-factor", "3", "--cpus-per-trial", "1", "--max-concurrent", str(args.max_concurrent),
                     "--final-seeds", "0", "--storage-path", str(out / "runs"), "--seed", "0"]
-    walls = {"online": run([*common_flags, "--augment-views", "online", "--teacher-epochs", str(args.teacher_epochs),
+    walls = {"online": run_cli([*common_flags, "--augment-views", "online", "--teacher-epochs", str(args.teacher_epochs),
                             "--name", "online"])}
     online = stage_figures(out / "runs" / "online")
-    walls["default"] = run([*common_flags, "--teacher-checkpoint", online["teacher"], "--name", "default"])
+    walls["default"] = run_cli([*common_flags, "--teacher-checkpoint", online["teacher"], "--name", "default"])
     default = stage_figures(out / "runs" / "default")
 
     print(f"\n{machine_line()}\nCIFAR-10 format, {5 * args.per_batch} training images (val 10%), teacher resnet56 "

@@ -200,6 +200,18 @@ def ensure_teacher(spec, bundle, out_dir: Path, checkpoint_path: str | None = No
     return checkpoint.checkpoint_file(rec.checkpoints[best])
 
 
+def run_cli(flags: list[str]) -> float:
+    """One complete kdtune run through search/run_kd_search.py's own `main` (every stage the
+    pipeline has); its wall seconds. A non-zero exit stops the benchmark with the command."""
+    from search.run_kd_search import main
+
+    start = time.perf_counter()
+    code = main(flags)
+    if code != 0:
+        raise SystemExit(f"run_kd_search.py {' '.join(flags)} exited with {code}")
+    return time.perf_counter() - start
+
+
 def run_search(spec, bundle, *, name: str, out_dir: Path, teacher_checkpoint: str, logits,
                sampler: str, scheduler: str, seed: int, num_samples: int, max_concurrent: int,
                max_epochs: int | None = None, cpus: float | None = None,
