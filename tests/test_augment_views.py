@@ -121,6 +121,18 @@ def test_search_cache_is_built_by_tasks_saved_once_and_reused(cifar, teacher_ckp
     assert online.views == 0 and online.val.shape == (len(cifar.val), 10)
 
 
+def test_no_later_task_runs_in_a_cache_build_worker(cifar, teacher_ckpt, ray_local):
+    """Ray reuses idle workers for later tasks and actors: a trial landing in a build worker
+    would inherit its teacher and allocator heap (and on a GPU its CUDA context)."""
+    def ran_a_cache_build() -> bool:  # nested: pickled by value, so it imports nothing itself
+        import sys
+        return "search.teacher_cache" in sys.modules  # a build task's worker imported it
+
+    build_cache(cifar, teacher_ckpt, views=2, seed=3, precision="fp32", cpus=1)
+    probe = ray.remote(num_cpus=1)(ran_a_cache_build)
+    assert not any(ray.get([probe.remote() for _ in range(6)]))
+
+
 def test_default_views_train_like_the_online_teacher(cifar_root, cifar, teacher_ckpt, ray_local, tmp_path):
     """The command line's default on CIFAR-format files against --augment-views online:
     the same trial metrics, the default reading its training rows from the search's cache."""
