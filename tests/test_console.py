@@ -10,7 +10,7 @@ from ray.tune.experiment import Trial
 from search import console
 from search.asha import CappedASHA
 
-LINE = re.compile(r"^(teacher|baseline|distill) \|[ #0-9]{10}\| (\d+)/(\d+) epochs \| (\d+)/(\d+) ended")
+LINE = re.compile(r"^(teacher|baseline|distill|final) \|[ #0-9]{10}\| (\d+)/(\d+) epochs \| (\d+)/(\d+) ended")
 
 
 def _trial(tid, status, epochs=0, best=None, diverged=False):
@@ -75,21 +75,24 @@ def test_search_console_is_short_and_ends_with_the_summary(small_search):
     spec = json.loads((small_search / "manifest.json").read_text())["spec"]
     assert lines[0].startswith(f"kdtune: experiment {small_search} (new; dataset digits")
     progress = [m for m in map(LINE.match, lines) if m]
-    # Short: besides the progress lines, a fixed few (experiment, stages, cache) and the summary;
-    # progress lines per stage within the reporter's rule (the first, one per ended trial at
-    # most, a heartbeat every PLAIN_INTERVAL_S, the closing one), however slow the machine.
-    assert len(lines) - len(progress) < 40, "\n".join(lines)
+    # Short: before the summary, besides the progress lines, a fixed few (experiment, stages,
+    # the teacher-logit cache); then summary.md itself, nothing else. Progress lines per stage
+    # within the reporter's rule (the first, one per ended trial at most, a heartbeat every
+    # PLAIN_INTERVAL_S, the closing one), however slow the machine.
+    summary = lines.index(f"# kdtune run `{small_search.name}`")
+    others = [line for line in lines[:summary] if not LINE.match(line)]
+    assert len(others) <= 6, "\n".join(others)
+    assert "\n".join(lines[summary:]).strip() == (small_search / "summary.md").read_text().strip()
     for stage in {m.group(1) for m in progress}:
         mine = [m for m in progress if m.group(1) == stage]
         minutes, seconds = re.search(r"(\d+):(\d+) elapsed", mine[-1].string).groups()
         heartbeats = (60 * int(minutes) + int(seconds)) / console.PLAIN_INTERVAL_S
         assert len(mine) <= 2 + int(mine[-1].group(5)) + heartbeats, "\n".join(m.string for m in mine)
-    assert {m.group(1) for m in progress} == {"teacher", "baseline", "distill"}
+    assert {m.group(1) for m in progress} == {"teacher", "baseline", "distill", "final"}
     last = {m.group(1): m for m in progress}  # each stage's final line: every trial ended
     assert last["distill"].group(4, 5) == (str(spec["num_samples"]),) * 2
     assert last["baseline"].group(4, 5) == (str(spec["baseline_samples"]),) * 2
     assert "best val_acc" in last["distill"].string
-    summary = lines.index(f"# kdtune run `{small_search.name}`")
     assert summary > lines.index(last["distill"].string)  # the summary table comes last
     assert any(line.startswith("| best distilled |") for line in lines[summary:])
     text = "\n".join(lines)
