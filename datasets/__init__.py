@@ -9,9 +9,8 @@
 from .bundle import DatasetBundle, DatasetError, MissingFilesError, Split
 from .loader import DeviceLoader
 from .registry import create_dataset, list_datasets, register_dataset
-
-# Importing the builder modules registers their datasets.
-from . import cifar, digits, image_folder, mnist  # noqa: E402,F401  isort: skip
+# The builder modules (cifar, digits, image_folder, mnist) are imported on the registry's first
+# lookup (datasets/registry.py), so unpickling a bundle does not import torchvision.
 
 __all__ = ["DatasetBundle", "DatasetError", "DeviceLoader", "MissingFilesError", "Split", "create_dataset",
            "list_datasets", "register_dataset"]

@@ -299,3 +299,18 @@ def test_cifar_pickle_naming_code_is_refused_not_run(tmp_path):
     with pytest.raises(DatasetError, match="data_batch_3"):
         create_dataset("cifar10", str(root))
     assert not sentinel.exists()
+
+
+def test_unpickling_a_bundle_imports_no_decoder_library(tmp_path):
+    """A trial actor or cache task only unpickles the bundle: torchvision and scikit-learn
+    (the decoders' libraries, ~2 s of a fresh worker's start on 2 cores) stay unimported."""
+    import pickle
+    import subprocess
+    import sys
+
+    (tmp_path / "bundle.pkl").write_bytes(pickle.dumps(create_dataset("digits", subset=64)))
+    code = ("import pickle, sys; b = pickle.load(open(sys.argv[1], 'rb')); "
+            "print(b.name, len(b.train.labels), 'torchvision' in sys.modules, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "bundle.pkl")], check=True,
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.split() == ["digits", "64", "False", "False"]
