@@ -11,7 +11,7 @@ online run back to back, so a change in machine load between runs cancels). Run:
     python benchmarks/bench_kd_overhead.py            # ~2 min on 2 CPU cores
     python benchmarks/bench_kd_overhead.py --runs 5 --mlp-n 54000 --resnet-n 2000
 
-MNIST pair: real MNIST images when `--data-dir` (default ../shared/data beside the checkout)
+MNIST pair: real MNIST images when `--data-dir` (default the repository's ./data)
 holds them (else random). The resnet pair
 trains on augmented data: by default the search runs its teacher online; its "cached"
 column is the opt-in `augment_views` mode (2 fixed augmented views, their teacher logits

@@ -17,7 +17,7 @@ of its epochs.
 
     python benchmarks/bench_search_efficiency.py                       # digits, ~2.5 min
     python benchmarks/bench_search_efficiency.py --seeds 0 1 2 --ray-asha   # median over seeds
-    python benchmarks/bench_search_efficiency.py --dataset mnist --data-dir ../shared/data \\
+    python benchmarks/bench_search_efficiency.py --dataset mnist --data-dir ./data \\
         --subset 10000 --num-samples 16 --teacher-checkpoint path/checkpoint.pt
 """
 from __future__ import annotations

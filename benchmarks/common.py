@@ -29,10 +29,9 @@ if str(_ROOT) not in sys.path:
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-# Real MNIST (torchvision layout: MNIST/raw/*-ubyte[.gz]): by default a `shared/data` folder
-# beside the checkout (../shared/data from the repository root); every benchmark that reads it
-# takes --data-dir to point elsewhere.
-MNIST_DIR = str(_ROOT.parent / "shared" / "data")
+# Real MNIST (torchvision layout: MNIST/raw/*-ubyte[.gz]): by default the search's own data
+# root, ./data of the repository; every benchmark that reads it takes --data-dir to point elsewhere.
+MNIST_DIR = str(_ROOT / "data")
 
 
 # ---- data ---------------------------------------------------------------------------------

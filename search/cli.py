@@ -19,7 +19,7 @@ from trainables.losses import list_losses
 
 EPILOG = """examples:
   python search/run_kd_search.py                       # quick offline search on digits
-  python search/run_kd_search.py --dataset mnist --data-dir ../shared/data
+  python search/run_kd_search.py --dataset mnist --data-dir ./data
   python search/run_kd_search.py --dataset cifar10 --gpus-per-trial 0.25 --max-concurrent 4
   python search/run_kd_search.py --alpha 0.5 --temperature 2:8 --depth 1:2
   python search/run_kd_search.py --methods kd,dkd,dist      # the KD method as a searched dimension

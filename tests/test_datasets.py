@@ -1,7 +1,7 @@
 """Tests of datasets/: every registered dataset through its real decode path, and DeviceLoader.
 
 Files are written by tests/fakedata.py in the real formats; only the real-MNIST test reads
-real files, from $KDTUNE_MNIST_DIR or else ../shared/data beside the checkout, and it is
+real files, from $KDTUNE_MNIST_DIR or else the repository's ./data (the default data root), and it is
 skipped where neither holds them. Run:
     python -m pytest -q tests/test_datasets.py
 """
@@ -17,7 +17,7 @@ import torch
 from tests import fakedata
 from datasets import DatasetError, DeviceLoader, Split, create_dataset, list_datasets
 
-REAL_MNIST = Path(os.environ.get("KDTUNE_MNIST_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+REAL_MNIST = Path(os.environ.get("KDTUNE_MNIST_DIR") or Path(__file__).resolve().parents[1] / "data")
 
 
 @pytest.fixture(scope="module")
