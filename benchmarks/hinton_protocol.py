@@ -53,6 +53,10 @@ def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, al
     student = {**spec.student_constants(None), "model": "mlp", "depth": 2, "width": 800,
                "model_kwargs": {}, "weight_decay": 0.0, "augment": "none", "epochs": student_epochs,
                "seed": seed, "lr": student_lr, "num_threads": threads}
+    # The paper's students see un-jittered images, whatever the preset's searched students do:
+    # no jitter width and no fixed views (the KD student's cache has one row per image).
+    for key in ("augment_pixels", "augment_views"):
+        student.pop(key, None)
     return {"teacher": teacher, "student": {**student, "alpha": 0.0},
             "kd": {**student, "alpha": alpha, "temperature": temperature, "lr": kd_lr or student_lr}}
 

@@ -58,3 +58,23 @@ def test_a_folder_refuses_to_resume_under_another_config(bundle, tmp_path):
     hinton_protocol.check_same_config(folder, dict(CFG))  # the same run again: fine
     with pytest.raises(SystemExit, match=r"started with another config \(lr differ\)"):
         hinton_protocol.run_resumable(train_teacher, {**CFG, "lr": 123.0}, bundle, folder)
+
+
+def test_the_protocol_students_stay_unjittered_under_a_jittered_search():
+    """With `--augment jitter:2` the hinton_mnist search's students train on jittered fixed views;
+    the paper's 2x800 students must not inherit that (no jitter, no views: one row per image)."""
+    import dataclasses
+
+    from search.cli import parse_args
+    from trainables.config import DistillConfig
+
+    spec, _ = parse_args(["--preset", "hinton_mnist", "--augment", "jitter:2"])
+    spec = dataclasses.replace(spec, augment_views=spec.max_epochs)  # as preflight fills it in
+    assert spec.student_constants(None)["augment"] == "jitter"
+    cfg = hinton_protocol.configs(spec, 0, None, 60, 0.9, 20.0, 0.05, 1, kd_lr=0.01)
+    for role in ("student", "kd"):
+        assert cfg[role]["augment"] == "none"
+        assert "augment_pixels" not in cfg[role] and "augment_views" not in cfg[role]
+        DistillConfig.from_dict(cfg[role])
+    assert cfg["kd"]["alpha"] == 0.9 and cfg["kd"]["lr"] == 0.01 and cfg["student"]["alpha"] == 0.0
+    assert cfg["teacher"]["augment"] == "jitter"  # the teacher keeps its own
