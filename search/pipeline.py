@@ -26,7 +26,7 @@ import ray
 from ray import tune
 
 from datasets import DatasetBundle
-from search import final, study, sweep
+from search import final, given_teacher, study, sweep
 from search.console import StageProgress, console_settings, planned_epochs
 from search.manifest import Manifest
 from search.spec import SearchSpec
@@ -256,6 +256,7 @@ def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
     try:
         teacher_checkpoint = teacher_stage(spec, bundle, manifest) if spec.needs_teacher() else None
         logits = teacher_logits(spec, bundle, manifest, teacher_checkpoint) if teacher_checkpoint else None
+        given_teacher.describe(manifest, bundle, logits)  # a --teacher-checkpoint's row: model, size, val_acc
         if spec.sweep:
             sweep_stage(spec, bundle, manifest, teacher_checkpoint, logits)
         else:
