@@ -22,7 +22,7 @@ SHOWN = ("model", "depth", "width")
 
 def describe(manifest: Manifest, bundle: DatasetBundle, logits: SharedLogitCache | LogitCache | None) -> None:
     """Add `config` and `metrics` to the teacher stage of a --teacher-checkpoint run (once)."""
-    stage = manifest.stage("teacher")
+    stage = manifest.data["stages"].get("teacher") or {}  # not .stage(): that adds a pending one
     if not stage.get("source") or "metrics" in stage:
         return
     payload = load_payload(stage["best_checkpoint"])

@@ -61,3 +61,6 @@ def test_a_trained_teacher_and_a_run_without_logits_are_left_as_they_are(tmp_pat
     no_cache.mark("teacher", "done", best_checkpoint=adopted, source="--teacher-checkpoint")
     given_teacher.describe(no_cache, bundle, None)
     assert no_cache.stage("teacher")["metrics"] == {"params": 3610}  # no val logits: no accuracy claimed
+    sweep = Manifest(tmp_path / "c", {"stages": {"sweep": {}}})
+    given_teacher.describe(sweep, bundle, None)
+    assert sweep.data["stages"] == {"sweep": {}}  # a run without a teacher gets no teacher row
