@@ -100,7 +100,10 @@ class Experiment:
         folder = self.path / name
         result = None
         if not folder.is_dir():
-            if name in self.manifest.get("stages", {}):  # planned for this run, not begun yet
+            stage = self.manifest.get("stages", {}).get(name)
+            if stage is not None and stage.get("source"):  # adopted (--teacher-checkpoint): no trials by design
+                self.note(f"stage {name}: adopted from {stage['source']}, so it has no trials of this run")
+            elif stage is not None:  # planned for this run, not begun yet
                 self.note(f"stage {name}: skipped, not started (status {self.status(name)})")
         else:
             from ray.tune import ExperimentAnalysis

@@ -240,6 +240,23 @@ def test_scripts_work_on_a_search_still_running(exp, tmp_path, capsys):
     _png_ok(partial / "analysis" / "confusion_matrix.png")  # best student = the baseline here
 
 
+def test_an_adopted_teacher_is_noted_as_adopted_not_as_unstarted(exp, tmp_path, capsys):
+    """A --teacher-checkpoint run has no teacher folder by design: the note says so."""
+    adopted = tmp_path / "adopted"
+    adopted.mkdir()
+    for stage in ("baseline", "distill"):
+        shutil.copytree(exp / stage, adopted / stage)
+    manifest = json.loads((exp / "manifest.json").read_text())
+    manifest["stages"]["teacher"] = {"status": "done", "source": "--teacher-checkpoint",
+                                     "best_checkpoint": manifest["stages"]["teacher"]["best_checkpoint"]}
+    manifest["stages"].pop("final", None)
+    (adopted / "manifest.json").write_text(json.dumps(manifest))
+    assert final_report.main([str(adopted), "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "stage teacher: adopted from --teacher-checkpoint" in out
+    assert "stage teacher: skipped" not in out
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.__name__.split(".")[-1])
 def test_help_and_missing_experiment_dir(script, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
