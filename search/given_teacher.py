@@ -31,21 +31,10 @@ def describe(manifest: Manifest, bundle: DatasetBundle, logits: SharedLogitCache
     metrics: dict[str, Any] = {}
     if saved_metrics.get("params") is not None:
         metrics["params"] = int(saved_metrics["params"])
-    val = _val_only(logits)
-    if val is not None:
+    val = logits.resolve(val_only=True) if isinstance(logits, SharedLogitCache) else logits
+    if val is not None and val.val is not None:
         predicted = val.val_logits("cpu").argmax(dim=1)  # decodes a bf16 cache's int16 bits
         metrics["val_acc"] = float((predicted == bundle.val.labels).float().mean())
     stage.update(config=config, metrics=metrics)
     manifest.save()
 
-
-def _val_only(logits: SharedLogitCache | LogitCache | None) -> LogitCache | None:
-    """The cache's validation part alone: a search's train views can be large and live on
-    other nodes, and the driver needs none of them here."""
-    if logits is None or logits.val is None:
-        return None
-    if isinstance(logits, SharedLogitCache):
-        import ray
-
-        return LogitCache((), ray.get(logits.val), logits.dtype)
-    return logits

@@ -36,6 +36,17 @@ def _best(rows: list[dict]) -> dict:
     return max((r for r in rows if r.get("val_acc") is not None), key=lambda r: r["val_acc"])
 
 
+def _copy_run(exp: Path, dest: Path, stages: tuple[str, ...], edit) -> Path:
+    """A copy of `exp` holding only `stages`' folders, its manifest's stages changed by `edit`."""
+    dest.mkdir()
+    for stage in stages:
+        shutil.copytree(exp / stage, dest / stage)
+    manifest = json.loads((exp / "manifest.json").read_text())
+    edit(manifest["stages"])
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
 def _png_ok(path: Path) -> None:
     assert path.is_file(), path
     assert path.stat().st_size > 5_000, f"{path} looks empty"
@@ -223,14 +234,11 @@ def test_learning_curves_and_gradient_norms(exp):
 
 def test_scripts_work_on_a_search_still_running(exp, tmp_path, capsys):
     """Only teacher + baseline on disk, distill pending: distill is skipped with a note."""
-    partial = tmp_path / "running"
-    partial.mkdir()
-    for stage in ("teacher", "baseline"):
-        shutil.copytree(exp / stage, partial / stage)
-    manifest = json.loads((exp / "manifest.json").read_text())
-    manifest["stages"]["distill"] = {"status": "pending"}
-    manifest["stages"]["final"] = {"status": "pending"}
-    (partial / "manifest.json").write_text(json.dumps(manifest))
+    def pending(stages):
+        stages["distill"] = {"status": "pending"}
+        stages["final"] = {"status": "pending"}
+
+    partial = _copy_run(exp, tmp_path / "running", ("teacher", "baseline"), pending)
     for script in SCRIPTS:
         assert script.main([str(partial), "--repeats", "2"] if script is final_report else [str(partial)]) == 0
     out = capsys.readouterr().out
@@ -242,15 +250,12 @@ def test_scripts_work_on_a_search_still_running(exp, tmp_path, capsys):
 
 def test_an_adopted_teacher_is_noted_as_adopted_not_as_unstarted(exp, tmp_path, capsys):
     """A --teacher-checkpoint run has no teacher folder by design: the note says so."""
-    adopted = tmp_path / "adopted"
-    adopted.mkdir()
-    for stage in ("baseline", "distill"):
-        shutil.copytree(exp / stage, adopted / stage)
-    manifest = json.loads((exp / "manifest.json").read_text())
-    manifest["stages"]["teacher"] = {"status": "done", "source": "--teacher-checkpoint",
-                                     "best_checkpoint": manifest["stages"]["teacher"]["best_checkpoint"]}
-    manifest["stages"].pop("final", None)
-    (adopted / "manifest.json").write_text(json.dumps(manifest))
+    def adopt(stages):
+        stages["teacher"] = {"status": "done", "source": "--teacher-checkpoint",
+                             "best_checkpoint": stages["teacher"]["best_checkpoint"]}
+        stages.pop("final", None)
+
+    adopted = _copy_run(exp, tmp_path / "adopted", ("baseline", "distill"), adopt)
     assert final_report.main([str(adopted), "--repeats", "2"]) == 0
     out = capsys.readouterr().out
     assert "stage teacher: adopted from --teacher-checkpoint" in out

@@ -108,6 +108,9 @@ def test_search_cache_is_built_by_tasks_saved_once_and_reused(cifar, teacher_ckp
     mine = local_cache(cifar, teacher_ckpt, views=2, seed=3, precision="fp32")
     for got, want in zip(_arrays(first.resolve()), _arrays(mine), strict=True):
         np.testing.assert_array_equal(got, want)
+    val_part = first.resolve(val_only=True)  # what the driver reads: no train view fetched
+    assert val_part.views == 0 and val_part.dtype == mine.dtype
+    np.testing.assert_array_equal(val_part.val, mine.val)
     again = build_cache(cifar, teacher_ckpt, **kw)  # --resume: read back, not recomputed
     assert "0 part(s) to compute, 3 saved" in capsys.readouterr().out
     assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == files

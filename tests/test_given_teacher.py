@@ -27,13 +27,12 @@ def adopted(tmp_path_factory):
     return str(Path(rec.checkpoints[-1]) / "checkpoint.pt")
 
 
-def _accuracy_by_running_it(path: str, split) -> float:
+def _val_accuracy_by_running_it(path: str, bundle) -> float:
     model, _ = checkpoint.load_model(path)
     model.eval()
-    bundle = create_dataset("digits", val_fraction=0.2, seed=0)
-    x = next(iter(DeviceLoader(split, batch_size=len(split), mean=bundle.mean, std=bundle.std)))[0]
+    x = next(iter(DeviceLoader(bundle.val, batch_size=len(bundle.val), mean=bundle.mean, std=bundle.std)))[0]
     with torch.no_grad():
-        return float((model(x.float()).argmax(1) == split.labels).float().mean())
+        return float((model(x.float()).argmax(1) == bundle.val.labels).float().mean())
 
 
 def test_an_adopted_teacher_gets_its_model_size_and_this_runs_val_accuracy(tmp_path, adopted):
@@ -46,7 +45,7 @@ def test_an_adopted_teacher_gets_its_model_size_and_this_runs_val_accuracy(tmp_p
     assert stage["config"] == {"model": "mlp", "depth": 1, "width": 48}
     model, _ = checkpoint.load_model(adopted)
     assert stage["metrics"]["params"] == sum(p.numel() for p in model.parameters()) == 64 * 48 + 48 + 48 * 10 + 10
-    assert stage["metrics"]["val_acc"] == pytest.approx(_accuracy_by_running_it(adopted, bundle.val), abs=1e-6)
+    assert stage["metrics"]["val_acc"] == pytest.approx(_val_accuracy_by_running_it(adopted, bundle), abs=1e-6)
     text = render(Manifest.load(tmp_path))
     assert f"| teacher | mlp depth=1 width=48 | {100 * stage['metrics']['val_acc']:.2f}% | 3,610 |" in text
 

@@ -132,13 +132,17 @@ class SharedLogitCache:
     dtype: str
     nodes: tuple[str, ...] = ()  # Ray node ids whose tasks computed (or read back) the parts
 
-    def resolve(self) -> LogitCache:
-        """The arrays, mapped from this node's object store (zero-copy for numpy on CPU)."""
+    def resolve(self, val_only: bool = False) -> LogitCache:
+        """The arrays, mapped from this node's object store (zero-copy for numpy on CPU).
+
+        val_only: the validation part alone (the driver's use: train views can be large and
+        live on other nodes)."""
         import ray
 
-        refs: Sequence = list(self.train) + ([self.val] if self.val is not None else [])
+        views = () if val_only else tuple(self.train)
+        refs: Sequence = list(views) + ([self.val] if self.val is not None else [])
         arrays = ray.get(refs)
-        train = tuple(arrays[:len(self.train)])
+        train = tuple(arrays[:len(views)])
         return LogitCache(train, arrays[-1] if self.val is not None else None, self.dtype)
 
 
