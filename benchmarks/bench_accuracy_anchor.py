@@ -104,6 +104,9 @@ def main(argv=None) -> None:
     p.add_argument("--student-lr", type=float, default=0.05, help="hinton: the 2x800 students' lr")
     p.add_argument("--kd-lr", type=float, help="hinton: the distilled 2x800's lr (default --student-lr; "
                                                "at T = 20 and alpha 0.9, 0.05 diverged in epoch 1)")
+    p.add_argument("--holdout", action="store_true",
+                   help="hinton: train on the 54,000-image train split only and count errors on the "
+                        "6,000 validation images, never the test set (for choosing a lever)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--alpha", type=float, help="KD weight of the soft term (default 0.7; hinton 0.9)")
     p.add_argument("--temperature", type=float, help="KD temperature (default 4; hinton 20, the paper's)")
@@ -113,6 +116,8 @@ def main(argv=None) -> None:
     p.add_argument("--experiment", help="a finished kdtune MNIST experiment directory")
     p.add_argument("--storage-path", help="checkpoints go here (default: a temp dir)")
     args = p.parse_args(argv)
+    if args.holdout and args.protocol != "hinton":
+        p.error("--holdout needs --protocol hinton")
     if not mnist_present(args.data_dir):
         raise SystemExit(f"bench_accuracy_anchor.py: error: no MNIST files in {args.data_dir}")
 

@@ -158,8 +158,9 @@ def machine_line() -> str:
 
 
 # ---- search benchmarks: the search's own pieces (search.stages, search.spaces) -------------
-def count_test_errors(checkpoint_path: str, bundle) -> tuple[int, int]:
-    """(errors on bundle.test, parameters) of the model in a kdtune checkpoint, fp32."""
+def count_test_errors(checkpoint_path: str, bundle, split: str = "test") -> tuple[int, int]:
+    """(errors on bundle.<split>, parameters) of the model in a kdtune checkpoint, fp32;
+    split "val" counts on the held-out validation images instead of the test set."""
     import models
     from datasets import DeviceLoader
     from trainables import checkpoint
@@ -168,9 +169,10 @@ def count_test_errors(checkpoint_path: str, bundle) -> tuple[int, int]:
 
     model, _ = checkpoint.load_model(checkpoint_path)
     rt = Runtime(torch.device("cpu"), None, False, torch.get_num_threads())
-    loader = DeviceLoader(bundle.test, batch_size=1000, mean=bundle.mean, std=bundle.std)
+    images = getattr(bundle, split)
+    loader = DeviceLoader(images, batch_size=1000, mean=bundle.mean, std=bundle.std)
     acc = evaluate(model, loader, rt)["val_acc"]
-    return round((1.0 - acc) * len(bundle.test)), models.count_params(model)
+    return round((1.0 - acc) * len(images)), models.count_params(model)
 
 
 def search_spec(argv: Sequence[str]):

@@ -78,3 +78,78 @@ def test_the_protocol_students_stay_unjittered_under_a_jittered_search():
         DistillConfig.from_dict(cfg[role])
     assert cfg["kd"]["alpha"] == 0.9 and cfg["kd"]["lr"] == 0.01 and cfg["student"]["alpha"] == 0.0
     assert cfg["teacher"]["augment"] == "jitter"  # the teacher keeps its own
+
+
+class _Untouchable:
+    """A split whose size may be asked (the bundle's metadata records it) but whose images and
+    labels fail the test when anything reads them."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the held-out protocol read the test split ({name})")
+
+    def __len__(self):
+        return self.n
+
+
+def _protocol_args(**over):
+    import argparse
+
+    base = dict(holdout=True, teacher_epochs=1, epochs=1, student_lr=0.05, kd_lr=0.01,
+                temperature=20.0, alpha=0.9, seeds=[0], threads=1)
+    return argparse.Namespace(**{**base, **over})
+
+
+def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundle, tmp_path, monkeypatch,
+                                                                           capsys):
+    """`--holdout`: every model (the teacher too) trains on the train split and is counted on the
+    val images; the test split is never read. A second call with another temperature trains only
+    its own KD student, beside the teacher and the undistilled student it shares."""
+    import dataclasses
+
+    from search.cli import parse_args
+
+    spec, _ = parse_args(["--preset", "hinton_mnist", "--dataset", "digits"])  # its models, on digits
+    data = dataclasses.replace(bundle, test=_Untouchable(len(bundle.test)))
+    hinton_protocol.main(_protocol_args(), spec, data, tmp_path)
+    seed = tmp_path / "holdout" / "seed0"
+    assert sorted(p.name for p in seed.iterdir()) == ["kd-e1-lr0.01-T20-a0.9", "student-e1-lr0.05",
+                                                      "teacher-e1"]
+    for run in seed.iterdir():
+        result = json.loads((run / "result.json").read_text())
+        assert result["split"] == "val" and result["images"] == len(bundle.val)
+        assert 0 <= result["errors"] <= len(bundle.val)
+        first = json.loads((run / "epochs.jsonl").read_text().splitlines()[0])
+        assert first["images_per_s"] > 0
+    out = capsys.readouterr().out
+    assert f"{len(bundle.train)} training images, {len(bundle.val)} val images" in out
+    assert f"val errors /{len(bundle.val):,}" in out and "per 10,000: teacher" in out
+
+    import trainables.teacher
+
+    def no_retraining(*a, **k):
+        raise AssertionError("the shared teacher was trained again")
+
+    monkeypatch.setattr(trainables.teacher, "train_teacher", no_retraining)
+    # another temperature, and another thread count (which is not part of what a run trains)
+    hinton_protocol.main(_protocol_args(temperature=8.0, threads=2), spec, data, tmp_path)
+    assert (seed / "kd-e1-lr0.01-T8-a0.9" / "result.json").is_file()
+    assert len(list(seed.iterdir())) == 4
+
+
+def test_folder_names_carry_the_settings_a_call_can_change():
+    cfg = {"epochs": 60, "lr": 0.01, "temperature": 20.0, "alpha": 0.9}
+    assert hinton_protocol.folder_name("teacher", {"epochs": 200, "lr": 0.03}) == "teacher-e200"
+    assert hinton_protocol.folder_name("student", {**cfg, "lr": 0.05}) == "student-e60-lr0.05"
+    assert hinton_protocol.folder_name("kd", cfg) == "kd-e60-lr0.01-T20-a0.9"
+
+
+def test_holdout_is_refused_outside_the_hinton_protocol(capsys):
+    import bench_accuracy_anchor
+
+    with pytest.raises(SystemExit) as exc:
+        bench_accuracy_anchor.main(["--holdout"])
+    assert exc.value.code == 2
+    assert "--holdout needs --protocol hinton" in capsys.readouterr().err
