@@ -107,6 +107,9 @@ def main(argv=None) -> None:
     p.add_argument("--holdout", action="store_true",
                    help="hinton: train on the 54,000-image train split only and count errors on the "
                         "6,000 validation images, never the test set (for choosing a lever)")
+    p.add_argument("--levers", action="store_true",
+                   help="hinton: print every finished run under --storage-path (with --holdout: its "
+                        "held-out runs) side by side, one row per setting across seeds; trains nothing")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--alpha", type=float, help="KD weight of the soft term (default 0.7; hinton 0.9)")
     p.add_argument("--temperature", type=float, help="KD temperature (default 4; hinton 20, the paper's)")
@@ -116,8 +119,20 @@ def main(argv=None) -> None:
     p.add_argument("--experiment", help="a finished kdtune MNIST experiment directory")
     p.add_argument("--storage-path", help="checkpoints go here (default: a temp dir)")
     args = p.parse_args(argv)
-    if args.holdout and args.protocol != "hinton":
-        p.error("--holdout needs --protocol hinton")
+    for flag in ("holdout", "levers"):
+        if getattr(args, flag) and args.protocol != "hinton":
+            p.error(f"--{flag} needs --protocol hinton")
+    if args.levers and not args.storage_path:
+        p.error("--levers needs --storage-path (the protocol's runs)")
+    if args.levers:  # reads result.json files only: no data, no training
+        import hinton_protocol
+
+        root = Path(args.storage_path) / ("holdout" if args.holdout else "")
+        rows = hinton_protocol.lever_rows(root)
+        if not rows:
+            p.error(f"no finished protocol runs under {root}")
+        hinton_protocol.print_levers(rows)
+        return
     if not mnist_present(args.data_dir):
         raise SystemExit(f"bench_accuracy_anchor.py: error: no MNIST files in {args.data_dir}")
 

@@ -203,3 +203,39 @@ def main(args, spec, bundle, out: Path) -> None:
                                           f"no KD {per10k * base:.1f}, KD {per10k * kd:.1f})")
     print(f"ratio errors KD / no KD: {kd / base:.2f} ({base:.1f} -> {kd:.1f}; paper 146 -> 74 = 0.51){scaled}; "
           f"targets per 10,000: teacher <= 70, KD <= 80, ratio <= 0.6; this call {time.perf_counter() - start:.0f} s")
+
+
+def lever_rows(root: Path) -> list[tuple]:
+    """Every finished run under `root` (a storage path, or its holdout/ folder), one row per run
+    name across seeds: (run, split, seeds, errors per seed, mean ± sd, per 10,000, ratio to the
+    undistilled student of the same seeds and epochs). Trains nothing: it is how levers tried by
+    several protocol calls are compared side by side."""
+    runs: dict[str, dict[int, dict]] = {}
+    for done in sorted(root.glob("seed*/*/result.json")):
+        seed = int(done.parent.parent.name.removeprefix("seed"))
+        runs.setdefault(done.parent.name, {})[seed] = json.loads(done.read_text())
+    rows = []
+    for name in sorted(runs, key=lambda n: (n.split("-")[0] != "teacher", n)):
+        by_seed = runs[name]
+        seeds = sorted(by_seed)
+        errs = [by_seed[s]["errors"] for s in seeds]
+        images = by_seed[seeds[0]].get("images", 10_000)
+        mean = statistics.mean(errs)
+        spread = f" ± {statistics.stdev(errs):.1f}" if len(errs) > 1 else ""
+        ratio = "-"
+        base = [n for n in runs if n.startswith(f"student-{name.split('-')[1]}-")]
+        if name.startswith("kd-") and len(base) == 1 and all(s in runs[base[0]] for s in seeds):
+            undistilled = statistics.mean(runs[base[0]][s]["errors"] for s in seeds)
+            ratio = f"{mean / undistilled:.2f}" if undistilled else "-"
+        rows.append((name, by_seed[seeds[0]].get("split", "test"), " ".join(map(str, seeds)),
+                     ", ".join(map(str, errs)), f"{mean:.1f}{spread}", f"{mean * 10_000 / images:.1f}",
+                     ratio))
+    return rows
+
+
+def print_levers(rows: list[tuple]) -> None:
+    from common import print_table
+
+    print_table(["run", "split", "seeds", "errors per seed", "mean ± sd", "per 10,000",
+                 "KD / no KD"], rows)
+

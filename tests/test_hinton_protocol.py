@@ -138,6 +138,19 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     assert (seed / "kd-e1-lr0.01-T8-a0.9" / "result.json").is_file()
     assert len(list(seed.iterdir())) == 4
 
+    # --levers: the four runs side by side, read back from their result.json files
+    rows = hinton_protocol.lever_rows(tmp_path / "holdout")
+    assert [r[0] for r in rows] == ["teacher-e1", "kd-e1-lr0.01-T20-a0.9", "kd-e1-lr0.01-T8-a0.9",
+                                    "student-e1-lr0.05"]
+    for run, split, seeds, per_seed, _, per10k, ratio in rows:
+        errors = json.loads((seed / run / "result.json").read_text())["errors"]
+        assert (split, seeds, per_seed) == ("val", "0", str(errors))
+        assert float(per10k) == pytest.approx(errors * 10_000 / len(bundle.val), abs=0.05)
+    student = json.loads((seed / "student-e1-lr0.05" / "result.json").read_text())["errors"]
+    kd = json.loads((seed / "kd-e1-lr0.01-T8-a0.9" / "result.json").read_text())["errors"]
+    assert rows[2][6] == (f"{kd / student:.2f}" if student else "-")
+    assert rows[0][6] == rows[3][6] == "-"
+
 
 def test_folder_names_carry_the_settings_a_call_can_change():
     cfg = {"epochs": 60, "lr": 0.01, "temperature": 20.0, "alpha": 0.9}
@@ -146,10 +159,24 @@ def test_folder_names_carry_the_settings_a_call_can_change():
     assert hinton_protocol.folder_name("kd", cfg) == "kd-e60-lr0.01-T20-a0.9"
 
 
-def test_holdout_is_refused_outside_the_hinton_protocol(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--holdout"], "--holdout needs --protocol hinton"),
+    (["--levers", "--storage-path", "x"], "--levers needs --protocol hinton"),
+    (["--protocol", "hinton", "--levers"], "--levers needs --storage-path"),
+])
+def test_protocol_flags_are_refused_where_they_would_do_nothing(argv, message, capsys):
     import bench_accuracy_anchor
 
     with pytest.raises(SystemExit) as exc:
-        bench_accuracy_anchor.main(["--holdout"])
+        bench_accuracy_anchor.main(argv)
     assert exc.value.code == 2
-    assert "--holdout needs --protocol hinton" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+
+
+def test_levers_on_an_empty_storage_path_says_so(tmp_path, capsys):
+    import bench_accuracy_anchor
+
+    with pytest.raises(SystemExit) as exc:
+        bench_accuracy_anchor.main(["--protocol", "hinton", "--levers", "--storage-path", str(tmp_path)])
+    assert exc.value.code == 2
+    assert f"no finished protocol runs under {tmp_path}" in capsys.readouterr().err
