@@ -193,16 +193,19 @@ def main(args, spec, bundle, out: Path) -> None:
                      f"{per_seed[0][role]['params']:,}", f"{per_seed[0][role]['epochs']} epochs, "
                                                           f"{minutes:.0f} min"))
     print()
-    print_table(["model", f"{split} errors /{n_eval:,} (mean ± sd, {len(per_seed)} seeds)",
+    seeds = f"{len(per_seed)} seed{'s' if len(per_seed) > 1 else ''}"
+    print_table(["model", f"{split} errors /{n_eval:,} (mean ± sd, {seeds})",
                  "paper (/10,000 test)", "params", "budget (median wall)"], rows)
     base = statistics.mean(r["student"]["errors"] for r in per_seed)
     kd = statistics.mean(r["kd"]["errors"] for r in per_seed)
     # The targets are test errors out of 10,000; on another split they are compared as rates.
     per10k = 10_000 / n_eval
-    scaled = "" if n_eval == 10_000 else (f" (per 10,000: teacher {per10k * statistics.mean(r['teacher']['errors'] for r in per_seed):.1f}, "
+    teacher = statistics.mean(r["teacher"]["errors"] for r in per_seed)
+    scaled = "" if n_eval == 10_000 else (f" (per 10,000: teacher {per10k * teacher:.1f}, "
                                           f"no KD {per10k * base:.1f}, KD {per10k * kd:.1f})")
-    print(f"ratio errors KD / no KD: {kd / base:.2f} ({base:.1f} -> {kd:.1f}; paper 146 -> 74 = 0.51){scaled}; "
-          f"targets per 10,000: teacher <= 70, KD <= 80, ratio <= 0.6; this call {time.perf_counter() - start:.0f} s")
+    print(f"ratio errors KD / no KD: {kd / base:.2f} ({base:.1f} -> {kd:.1f}; paper 146 -> 74 = 0.51)"
+          f"{scaled}; targets per 10,000: teacher <= 70, KD <= 80, ratio <= 0.6; "
+          f"this call {time.perf_counter() - start:.0f} s")
 
 
 def lever_rows(root: Path) -> list[tuple]:
