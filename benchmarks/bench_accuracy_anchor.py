@@ -101,6 +101,8 @@ def main(argv=None) -> None:
                                               "students; default 5 short, 60 hinton)")
     p.add_argument("--teacher-epochs", type=int,
                    help="hinton: the teacher's epochs (default: the hinton_mnist preset's)")
+    p.add_argument("--teacher-lr", type=float,
+                   help="hinton: the teacher's lr (default: the hinton_mnist preset's, 0.03)")
     p.add_argument("--student-lr", type=float, default=0.05, help="hinton: the 2x800 students' lr")
     p.add_argument("--kd-lr", type=float, help="hinton: the distilled 2x800's lr (default --student-lr; "
                                                "at T = 20 and alpha 0.9, 0.05 diverged in epoch 1)")

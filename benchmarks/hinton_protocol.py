@@ -55,11 +55,14 @@ def full_train_bundle(bundle):
 
 
 def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, alpha: float,
-            temperature: float, student_lr: float, threads: int, kd_lr: float | None = None) -> dict[str, dict]:
+            temperature: float, student_lr: float, threads: int, kd_lr: float | None = None,
+            teacher_lr: float | None = None) -> dict[str, dict]:
     """The three configs of one seed; the KD config gets its teacher checkpoint later."""
     teacher = {**spec.teacher_config(), "seed": seed, "num_threads": threads}
     if teacher_epochs is not None:
         teacher["epochs"] = teacher_epochs
+    if teacher_lr is not None:
+        teacher["lr"] = teacher_lr
     student = {**spec.student_constants(None), "model": "mlp", "depth": 2, "width": 800,
                "model_kwargs": {}, "weight_decay": 0.0, "augment": "none", "epochs": student_epochs,
                "seed": seed, "lr": student_lr, "num_threads": threads}
@@ -108,7 +111,7 @@ def folder_name(role: str, config: dict) -> str:
     """The run's folder under seed<S>/: its role and the settings a protocol call can change, so
     that runs of other settings sit beside it and share its teacher."""
     name = f"{role}-e{config['epochs']}"
-    if role == "teacher":
+    if role == "teacher":  # another teacher lr in the same storage path is refused (its config)
         return name
     name += f"-lr{config['lr']:g}"
     return name + (f"-T{config['temperature']:g}-a{config['alpha']:g}" if role == "kd" else "")
@@ -175,12 +178,14 @@ def main(args, spec, bundle, out: Path) -> None:
     n_eval = len(getattr(data, split))
     print(f"Hinton et al. 2015 protocol{' (held out)' if args.holdout else ''}: {len(data.train)} "
           f"training images, {n_eval} {split} images (touched once, last epoch); "
-          f"teacher {args.teacher_epochs or spec.teacher['epochs']} "
-          f"epochs, students {args.epochs} (lr {args.student_lr}, KD lr {args.kd_lr or args.student_lr}); "
+          f"teacher {args.teacher_epochs or spec.teacher['epochs']} epochs at lr "
+          f"{args.teacher_lr or spec.teacher_config()['lr']:g}, students {args.epochs} epochs "
+          f"(lr {args.student_lr}, KD lr {args.kd_lr or args.student_lr}); "
           f"KD T {args.temperature} alpha {args.alpha}; "
           f"seeds {args.seeds}; runs in {out}", flush=True)
     start = time.perf_counter()
     per_seed = [run_seed(spec, data, out, s, split, teacher_epochs=args.teacher_epochs,
+                         teacher_lr=args.teacher_lr,
                          student_epochs=args.epochs, alpha=args.alpha, temperature=args.temperature,
                          student_lr=args.student_lr, threads=args.threads, kd_lr=args.kd_lr)
                 for s in args.seeds]

@@ -78,6 +78,9 @@ def test_the_protocol_students_stay_unjittered_under_a_jittered_search():
         DistillConfig.from_dict(cfg[role])
     assert cfg["kd"]["alpha"] == 0.9 and cfg["kd"]["lr"] == 0.01 and cfg["student"]["alpha"] == 0.0
     assert cfg["teacher"]["augment"] == "jitter"  # the teacher keeps its own
+    assert cfg["teacher"]["lr"] == spec.teacher_config()["lr"]
+    faster = hinton_protocol.configs(spec, 0, None, 60, 0.9, 20.0, 0.05, 1, teacher_lr=0.05)
+    assert faster["teacher"]["lr"] == 0.05
 
 
 class _Untouchable:
@@ -97,8 +100,8 @@ class _Untouchable:
 def _protocol_args(**over):
     import argparse
 
-    base = dict(holdout=True, teacher_epochs=1, epochs=1, student_lr=0.05, kd_lr=0.01,
-                temperature=20.0, alpha=0.9, seeds=[0], threads=1)
+    base = dict(holdout=True, teacher_epochs=1, teacher_lr=None, epochs=1, student_lr=0.05,
+                kd_lr=0.01, temperature=20.0, alpha=0.9, seeds=[0], threads=1)
     return argparse.Namespace(**{**base, **over})
 
 
