@@ -30,7 +30,9 @@ protocol.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import statistics
 import time
@@ -77,11 +79,37 @@ def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, al
 def run_resumable(fn, config: dict, bundle, folder: Path, split: str = "test", **kw) -> dict:
     """Train to the end (resuming a killed run), then return {errors, params, epochs, seconds},
     errors counted once on bundle.<split> ("test", or "val" for the held-out protocol)."""
-    from trainables import reporting
-
     check_same_config(folder, config)
     done = folder / "result.json"
     if done.is_file():
+        return json.loads(done.read_text())
+    with exclusive(folder):
+        return _train_and_count(fn, config, bundle, folder, split, **kw)
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path):
+    """Hold the folder's lock while training in it: a second process on the same run (the same
+    seed of one storage path) stops at once instead of continuing the first one's checkpoints
+    under its feet. flock is released by the kernel when the holder dies, so a killed run
+    leaves no stale lock behind."""
+    with open(folder / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"hinton protocol: {folder} is being trained by another process; "
+                             f"run other seeds (--seeds) or another --storage-path beside it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_and_count(fn, config: dict, bundle, folder: Path, split: str, **kw) -> dict:
+    from trainables import reporting
+
+    done = folder / "result.json"
+    if done.is_file():  # the process that held the lock before us finished it
         return json.loads(done.read_text())
     parts = sorted(folder.glob("part*"))
     last = _last_checkpoint(parts)

@@ -183,3 +183,20 @@ def test_levers_on_an_empty_storage_path_says_so(tmp_path, capsys):
         bench_accuracy_anchor.main(["--protocol", "hinton", "--levers", "--storage-path", str(tmp_path)])
     assert exc.value.code == 2
     assert f"no finished protocol runs under {tmp_path}" in capsys.readouterr().err
+
+
+def test_a_second_process_on_the_same_run_is_stopped_before_it_trains(bundle, tmp_path):
+    """Two processes on one seed of one storage path used to continue each other's checkpoints;
+    the run's lock now stops the second at once, and the lock goes with its holder."""
+    import fcntl
+
+    folder = tmp_path / "teacher"
+    hinton_protocol.check_same_config(folder, CFG)
+    with open(folder / ".lock", "w") as holder:  # the first process, mid-training
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SystemExit, match="is being trained by another process"):
+            hinton_protocol.run_resumable(train_teacher, CFG, bundle, folder)
+        assert not list(folder.glob("part*"))  # it stopped before training anything
+    # the holder is gone (as when a killed process's descriptors close): the run trains
+    result = hinton_protocol.run_resumable(train_teacher, CFG, bundle, folder)
+    assert result["epochs"] == CFG["epochs"]
