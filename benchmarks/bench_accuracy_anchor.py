@@ -31,7 +31,7 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repository root on sys.path)
 import torch
 
-from common import MNIST_DIR, machine_line, mnist_present, print_table, count_test_errors
+from common import MNIST_DIR, count_test_errors, machine_line, mean_sd, mnist_present, print_table
 
 PAPER = {"teacher 2x1200": 67, "student 2x800, no KD": 146, "student 2x800, KD": 74}
 
@@ -162,8 +162,7 @@ def main(argv=None) -> None:
     rows = []
     for name in PAPER:
         errs = [r[name][0] for r in per_seed]
-        spread = f" ± {statistics.stdev(errs):.0f}" if len(errs) > 1 else ""
-        rows.append((name, f"{statistics.mean(errs):.0f}{spread}", PAPER[name],
+        rows.append((name, mean_sd(errs, digits=0), PAPER[name],
                      per_seed[0][name][1], f"{args.epochs} epochs"))
     if args.experiment:
         rows += [(n, e, "-", p_, red) for n, e, _, p_, red in searched_student(args.experiment, bundle)]

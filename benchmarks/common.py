@@ -133,6 +133,12 @@ def fmt(value) -> str:
     return str(value)
 
 
+def mean_sd(values: Sequence[float], digits: int = 1) -> str:
+    """"mean ± sd" of repeated measurements (seeds); the mean alone for a single one."""
+    mean = f"{statistics.mean(values):.{digits}f}"
+    return mean + (f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else "")
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence]) -> None:
     """A small Markdown table (pastes straight into benchmarks/README.md)."""
     cells = [list(map(str, headers))] + [[fmt(v) for v in row] for row in rows]

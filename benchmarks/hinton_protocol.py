@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from common import count_test_errors
+from common import count_test_errors, mean_sd
 
 PAPER = {"teacher 2x1200": 67, "student 2x800, no KD": 146, "student 2x800, KD": 74}
 ROLES = {"teacher 2x1200": "teacher", "student 2x800, no KD": "student", "student 2x800, KD": "kd"}
@@ -80,11 +80,17 @@ def run_resumable(fn, config: dict, bundle, folder: Path, split: str = "test", *
     """Train to the end (resuming a killed run), then return {errors, params, epochs, seconds},
     errors counted once on bundle.<split> ("test", or "val" for the held-out protocol)."""
     check_same_config(folder, config)
-    done = folder / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    finished = _finished(folder)
+    if finished is not None:
+        return finished
     with exclusive(folder):
         return _train_and_count(fn, config, bundle, folder, split, **kw)
+
+
+def _finished(folder: Path) -> dict | None:
+    """The run's result.json, read back; None while it has not finished."""
+    done = folder / "result.json"
+    return json.loads(done.read_text()) if done.is_file() else None
 
 
 @contextlib.contextmanager
@@ -108,9 +114,9 @@ def exclusive(folder: Path):
 def _train_and_count(fn, config: dict, bundle, folder: Path, split: str, **kw) -> dict:
     from trainables import reporting
 
-    done = folder / "result.json"
-    if done.is_file():  # the process that held the lock before us finished it
-        return json.loads(done.read_text())
+    finished = _finished(folder)  # the process that held the lock before us may have finished it
+    if finished is not None:
+        return finished
     parts = sorted(folder.glob("part*"))
     last = _last_checkpoint(parts)
     root = folder / f"part{len(parts):03d}"
@@ -128,7 +134,7 @@ def _train_and_count(fn, config: dict, bundle, folder: Path, split: str, **kw) -
               "params": params, "epochs": epochs[-1]["epoch"],
               "seconds": sum(r["epoch_time_s"] for r in epochs), "checkpoint": final,
               "last_train_acc": epochs[-1]["train_acc"]}
-    done.write_text(json.dumps(result))
+    (folder / "result.json").write_text(json.dumps(result))
     return result
 
 
@@ -220,9 +226,8 @@ def main(args, spec, bundle, out: Path) -> None:
     rows = []
     for name, role in ROLES.items():
         errs = [r[role]["errors"] for r in per_seed]
-        spread = f" ± {statistics.stdev(errs):.1f}" if len(errs) > 1 else ""
         minutes = statistics.median(r[role]["seconds"] for r in per_seed) / 60
-        rows.append((name, f"{statistics.mean(errs):.1f}{spread}", PAPER[name],
+        rows.append((name, mean_sd(errs), PAPER[name],
                      f"{per_seed[0][role]['params']:,}", f"{per_seed[0][role]['epochs']} epochs, "
                                                           f"{minutes:.0f} min"))
     print()
@@ -255,16 +260,16 @@ def lever_rows(root: Path) -> list[tuple]:
         by_seed = runs[name]
         seeds = sorted(by_seed)
         errs = [by_seed[s]["errors"] for s in seeds]
+        # runs finished before the held-out mode have no split/images: they counted the test set
         images = by_seed[seeds[0]].get("images", 10_000)
         mean = statistics.mean(errs)
-        spread = f" ± {statistics.stdev(errs):.1f}" if len(errs) > 1 else ""
         ratio = "-"
         base = [n for n in runs if n.startswith(f"student-{name.split('-')[1]}-")]
         if name.startswith("kd-") and len(base) == 1 and all(s in runs[base[0]] for s in seeds):
             undistilled = statistics.mean(runs[base[0]][s]["errors"] for s in seeds)
             ratio = f"{mean / undistilled:.2f}" if undistilled else "-"
         rows.append((name, by_seed[seeds[0]].get("split", "test"), " ".join(map(str, seeds)),
-                     ", ".join(map(str, errs)), f"{mean:.1f}{spread}", f"{mean * 10_000 / images:.1f}",
+                     ", ".join(map(str, errs)), mean_sd(errs), f"{mean * 10_000 / images:.1f}",
                      ratio))
     return rows
 
