@@ -103,7 +103,13 @@ def main(argv=None) -> None:
                    help="hinton: the teacher's epochs (default: the hinton_mnist preset's)")
     p.add_argument("--teacher-lr", type=float,
                    help="hinton: the teacher's lr (default: the hinton_mnist preset's, 0.03)")
-    p.add_argument("--student-lr", type=float, default=0.05, help="hinton: the 2x800 students' lr")
+    p.add_argument("--teacher-max-norm", type=float, metavar="C",
+                   help="hinton: the teacher's max-norm radius (default: the preset's, 3.5)")
+    p.add_argument("--teacher-dropout", type=float, metavar="P",
+                   help="hinton: the teacher's hidden-unit dropout (default: the preset's, 0.5)")
+    p.add_argument("--teacher-input-dropout", type=float, metavar="P",
+                   help="hinton: the teacher's input dropout (default: the preset's, 0.2)")
+    p.add_argument("--student-lr", type=float, help="hinton: the 2x800 students' lr (default 0.05)")
     p.add_argument("--kd-lr", type=float, help="hinton: the distilled 2x800's lr (default --student-lr; "
                                                "at T = 20 and alpha 0.9, 0.05 diverged in epoch 1)")
     p.add_argument("--holdout", action="store_true",
@@ -121,9 +127,22 @@ def main(argv=None) -> None:
     p.add_argument("--experiment", help="a finished kdtune MNIST experiment directory")
     p.add_argument("--storage-path", help="checkpoints go here (default: a temp dir)")
     args = p.parse_args(argv)
-    for flag in ("holdout", "levers"):
-        if getattr(args, flag) and args.protocol != "hinton":
-            p.error(f"--{flag} needs --protocol hinton")
+    hinton_only = ("holdout", "levers", "teacher_epochs", "teacher_lr", "teacher_max_norm",
+                   "teacher_dropout", "teacher_input_dropout", "student_lr", "kd_lr")
+    for flag in hinton_only:
+        if getattr(args, flag) not in (None, False) and args.protocol != "hinton":
+            p.error(f"--{flag.replace('_', '-')} needs --protocol hinton")
+    if args.experiment and args.protocol == "hinton":
+        p.error("--experiment is read by --protocol short only")
+    for flag in ("teacher_lr", "teacher_max_norm", "student_lr", "kd_lr"):
+        if getattr(args, flag) is not None and not getattr(args, flag) > 0:
+            p.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
+    for flag in ("teacher_dropout", "teacher_input_dropout"):
+        if getattr(args, flag) is not None and not 0 <= getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be in [0, 1), got {getattr(args, flag)}")
+    trains = [f for f in hinton_only[2:] + ("epochs", "alpha", "temperature") if getattr(args, f) is not None]
+    if args.levers and trains:  # it reads finished runs: a training setting would do nothing
+        p.error(f"--levers trains nothing: drop --{trains[0].replace('_', '-')}")
     if args.levers and not args.storage_path:
         p.error("--levers needs --storage-path (the protocol's runs)")
     if args.levers:  # reads result.json files only: no data, no training
@@ -140,6 +159,7 @@ def main(argv=None) -> None:
 
     hinton = args.protocol == "hinton"
     args.epochs = args.epochs or (60 if hinton else 5)
+    args.student_lr = args.student_lr or 0.05
     args.alpha = args.alpha if args.alpha is not None else (0.9 if hinton else 0.7)
     args.temperature = args.temperature or (20.0 if hinton else 4.0)
     torch.set_num_threads(args.threads)

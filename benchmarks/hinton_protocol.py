@@ -56,15 +56,25 @@ def full_train_bundle(bundle):
     return dataclasses.replace(bundle, train=train)
 
 
+# The teacher's levers a protocol call can set (--teacher-lr, --teacher-max-norm, --teacher-dropout,
+# --teacher-input-dropout), each with the tag it puts in the teacher's folder name.
+TEACHER_LEVERS = {"lr": "lr", "max_norm": "mn", "dropout": "do", "input_dropout": "ido"}
+MODEL_KWARGS = frozenset({"dropout", "input_dropout"})  # FlexibleMLP's, not the train config's
+
+
 def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, alpha: float,
             temperature: float, student_lr: float, threads: int, kd_lr: float | None = None,
-            teacher_lr: float | None = None) -> dict[str, dict]:
-    """The three configs of one seed; the KD config gets its teacher checkpoint later."""
+            teacher_levers: dict[str, float] | None = None) -> dict[str, dict]:
+    """The three configs of one seed; the KD config gets its teacher checkpoint later.
+    `teacher_levers` ({lever: value}, keys of TEACHER_LEVERS) replace the preset teacher's."""
     teacher = {**spec.teacher_config(), "seed": seed, "num_threads": threads}
     if teacher_epochs is not None:
         teacher["epochs"] = teacher_epochs
-    if teacher_lr is not None:
-        teacher["lr"] = teacher_lr
+    for key, value in (teacher_levers or {}).items():
+        if key in MODEL_KWARGS:
+            teacher["model_kwargs"] = {**teacher.get("model_kwargs", {}), key: value}
+        else:
+            teacher[key] = value
     student = {**spec.student_constants(None), "model": "mlp", "depth": 2, "width": 800,
                "model_kwargs": {}, "weight_decay": 0.0, "augment": "none", "epochs": student_epochs,
                "seed": seed, "lr": student_lr, "num_threads": threads}
@@ -141,14 +151,23 @@ def _train_and_count(fn, config: dict, bundle, folder: Path, split: str, **kw) -
 RUN_ONLY = frozenset({"num_threads"})  # config keys that do not change the trained weights
 
 
-def folder_name(role: str, config: dict) -> str:
+def folder_name(role: str, config: dict, teacher_levers: dict[str, float] | None = None) -> str:
     """The run's folder under seed<S>/: its role and the settings a protocol call can change, so
-    that runs of other settings sit beside it and share its teacher."""
+    that runs of other settings sit beside it and share what does not depend on them (every
+    teacher shares the undistilled student; KD students of one teacher share it)."""
     name = f"{role}-e{config['epochs']}"
-    if role == "teacher":  # another teacher lr in the same storage path is refused (its config)
-        return name
+    if role == "teacher":  # the teacher's levers, in TEACHER_LEVERS' order; preset values: no tag
+        return name + "".join(f"-{tag}{teacher_levers[key]:g}" for key, tag in TEACHER_LEVERS.items()
+                              if key in (teacher_levers or {}))
     name += f"-lr{config['lr']:g}"
     return name + (f"-T{config['temperature']:g}-a{config['alpha']:g}" if role == "kd" else "")
+
+
+def kd_folder_name(config: dict, teacher: str, preset_teacher: str) -> str:
+    """A KD student's folder: its own settings, then its teacher's folder name unless that is the
+    preset's teacher, so students of two teachers never share a folder (nor a config check)."""
+    own = folder_name("kd", config)
+    return own if teacher == preset_teacher else f"{own}-of-{teacher}"
 
 
 def check_same_config(folder: Path, config: dict) -> None:
@@ -185,8 +204,12 @@ def run_seed(spec, bundle, out: Path, seed: int, split: str = "test", **kw) -> d
     cfg = configs(spec, seed, **kw)
     folder = out / f"seed{seed}"
 
+    teacher_dir = folder_name("teacher", cfg["teacher"], kw.get("teacher_levers"))
+    names = {"teacher": teacher_dir, "student": folder_name("student", cfg["student"]),
+             "kd": kd_folder_name(cfg["kd"], teacher_dir, folder_name("teacher", spec.teacher_config()))}
+
     def run(fn, role, config, **extra):
-        return run_resumable(fn, config, bundle, folder / folder_name(role, cfg[role]), split, **extra)
+        return run_resumable(fn, config, bundle, folder / names[role], split, **extra)
 
     rows = {"teacher": run(train_teacher, "teacher", cfg["teacher"])}
     rows["student"] = run(distill_student, "student", cfg["student"])
@@ -201,6 +224,22 @@ def run_seed(spec, bundle, out: Path, seed: int, split: str = "test", **kw) -> d
     return rows
 
 
+def teacher_levers(args) -> dict[str, float]:
+    """{lever: value} of the --teacher-* flags given (an empty dict: the preset's teacher)."""
+    return {key: getattr(args, f"teacher_{key}") for key in TEACHER_LEVERS
+            if getattr(args, f"teacher_{key}", None) is not None}
+
+
+def describe_teacher(spec, levers: dict[str, float]) -> str:
+    """The teacher's lever values as it trains ("lr 0.03, max_norm 3.5, dropout 0.5, ..."), the
+    ones a flag changed marked with *."""
+    cfg = configs(spec, 0, None, 1, 0.0, 1.0, 0.0, 1, teacher_levers=levers)["teacher"]
+    values = {key: cfg["model_kwargs"].get(key, 0.0) if key in MODEL_KWARGS else cfg.get(key)
+              for key in TEACHER_LEVERS}
+    return ", ".join(f"{key} {'none' if v is None else f'{v:g}'}{'*' if key in levers else ''}"
+                     for key, v in values.items())
+
+
 def main(args, spec, bundle, out: Path) -> None:
     """The paper's three rows over `args.seeds`, beside its 67 / 146 / 74."""
     from common import print_table
@@ -210,16 +249,17 @@ def main(args, spec, bundle, out: Path) -> None:
     else:  # the paper's: all training images, the test set once
         data, split = full_train_bundle(bundle), "test"
     n_eval = len(getattr(data, split))
+    levers = teacher_levers(args)
     print(f"Hinton et al. 2015 protocol{' (held out)' if args.holdout else ''}: {len(data.train)} "
           f"training images, {n_eval} {split} images (touched once, last epoch); "
-          f"teacher {args.teacher_epochs or spec.teacher['epochs']} epochs at lr "
-          f"{args.teacher_lr or spec.teacher_config()['lr']:g}, students {args.epochs} epochs "
+          f"teacher {args.teacher_epochs or spec.teacher['epochs']} epochs, {describe_teacher(spec, levers)}; "
+          f"students {args.epochs} epochs "
           f"(lr {args.student_lr}, KD lr {args.kd_lr or args.student_lr}); "
           f"KD T {args.temperature} alpha {args.alpha}; "
           f"seeds {args.seeds}; runs in {out}", flush=True)
     start = time.perf_counter()
     per_seed = [run_seed(spec, data, out, s, split, teacher_epochs=args.teacher_epochs,
-                         teacher_lr=args.teacher_lr,
+                         teacher_levers=levers,
                          student_epochs=args.epochs, alpha=args.alpha, temperature=args.temperature,
                          student_lr=args.student_lr, threads=args.threads, kd_lr=args.kd_lr)
                 for s in args.seeds]

@@ -66,7 +66,7 @@ def test_the_protocol_students_stay_unjittered_under_a_jittered_search():
     import dataclasses
 
     from search.cli import parse_args
-    from trainables.config import DistillConfig
+    from trainables.config import DistillConfig, TrainConfig
 
     spec, _ = parse_args(["--preset", "hinton_mnist", "--augment", "jitter:2"])
     spec = dataclasses.replace(spec, augment_views=spec.max_epochs)  # as preflight fills it in
@@ -79,8 +79,15 @@ def test_the_protocol_students_stay_unjittered_under_a_jittered_search():
     assert cfg["kd"]["alpha"] == 0.9 and cfg["kd"]["lr"] == 0.01 and cfg["student"]["alpha"] == 0.0
     assert cfg["teacher"]["augment"] == "jitter"  # the teacher keeps its own
     assert cfg["teacher"]["lr"] == spec.teacher_config()["lr"]
-    faster = hinton_protocol.configs(spec, 0, None, 60, 0.9, 20.0, 0.05, 1, teacher_lr=0.05)
-    assert faster["teacher"]["lr"] == 0.05
+    levers = {"lr": 0.05, "max_norm": 2.0, "dropout": 0.3}
+    other = hinton_protocol.configs(spec, 0, None, 60, 0.9, 20.0, 0.05, 1, teacher_levers=levers)["teacher"]
+    assert (other["lr"], other["max_norm"]) == (0.05, 2.0)
+    # the hidden dropout replaced, the preset's input dropout kept; the students untouched
+    assert other["model_kwargs"] == {**cfg["teacher"]["model_kwargs"], "dropout": 0.3}
+    assert other["model_kwargs"]["input_dropout"] == 0.2
+    assert {k: v for k, v in other.items() if k not in ("lr", "max_norm", "model_kwargs")} == \
+        {k: v for k, v in cfg["teacher"].items() if k not in ("lr", "max_norm", "model_kwargs")}
+    TrainConfig.from_dict(other)
 
 
 class _Untouchable:
@@ -100,7 +107,8 @@ class _Untouchable:
 def _protocol_args(**over):
     import argparse
 
-    base = dict(holdout=True, teacher_epochs=1, teacher_lr=None, epochs=1, student_lr=0.05,
+    base = dict(holdout=True, teacher_epochs=1, teacher_lr=None, teacher_max_norm=None,
+                teacher_dropout=None, teacher_input_dropout=None, epochs=1, student_lr=0.05,
                 kd_lr=0.01, temperature=20.0, alpha=0.9, seeds=[0], threads=1)
     return argparse.Namespace(**{**base, **over})
 
@@ -118,8 +126,9 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     data = dataclasses.replace(bundle, test=_Untouchable(len(bundle.test)))
     hinton_protocol.main(_protocol_args(), spec, data, tmp_path)
     seed = tmp_path / "holdout" / "seed0"
-    assert sorted(p.name for p in seed.iterdir()) == ["kd-e1-lr0.01-T20-a0.9", "student-e1-lr0.05",
-                                                      "teacher-e1"]
+    # a 1-epoch teacher is not the preset's (100 epochs): its KD students name it
+    assert sorted(p.name for p in seed.iterdir()) == ["kd-e1-lr0.01-T20-a0.9-of-teacher-e1",
+                                                      "student-e1-lr0.05", "teacher-e1"]
     for run in seed.iterdir():
         result = json.loads((run / "result.json").read_text())
         assert result["split"] == "val" and result["images"] == len(bundle.val)
@@ -138,26 +147,42 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     monkeypatch.setattr(trainables.teacher, "train_teacher", no_retraining)
     # another temperature, and another thread count (which is not part of what a run trains)
     hinton_protocol.main(_protocol_args(temperature=8.0, threads=2), spec, data, tmp_path)
-    assert (seed / "kd-e1-lr0.01-T8-a0.9" / "result.json").is_file()
+    assert (seed / "kd-e1-lr0.01-T8-a0.9-of-teacher-e1" / "result.json").is_file()
     assert len(list(seed.iterdir())) == 4
 
     # --levers: the four runs side by side, read back from their result.json files
     rows = hinton_protocol.lever_rows(tmp_path / "holdout")
-    assert [r[0] for r in rows] == ["teacher-e1", "kd-e1-lr0.01-T20-a0.9", "kd-e1-lr0.01-T8-a0.9",
-                                    "student-e1-lr0.05"]
+    assert [r[0] for r in rows] == ["teacher-e1", "kd-e1-lr0.01-T20-a0.9-of-teacher-e1",
+                                    "kd-e1-lr0.01-T8-a0.9-of-teacher-e1", "student-e1-lr0.05"]
     for run, split, seeds, per_seed, _, per10k, ratio in rows:
         errors = json.loads((seed / run / "result.json").read_text())["errors"]
         assert (split, seeds, per_seed) == ("val", "0", str(errors))
         assert float(per10k) == pytest.approx(errors * 10_000 / len(bundle.val), abs=0.05)
     student = json.loads((seed / "student-e1-lr0.05" / "result.json").read_text())["errors"]
-    kd = json.loads((seed / "kd-e1-lr0.01-T8-a0.9" / "result.json").read_text())["errors"]
+    kd = json.loads((seed / "kd-e1-lr0.01-T8-a0.9-of-teacher-e1" / "result.json").read_text())["errors"]
     assert rows[2][6] == (f"{kd / student:.2f}" if student else "-")
     assert rows[0][6] == rows[3][6] == "-"
+
+    # a teacher lever: its own teacher and KD student, beside the undistilled student it shares
+    monkeypatch.undo()
+    hinton_protocol.main(_protocol_args(teacher_max_norm=2.0, teacher_dropout=0.3), spec, data, tmp_path)
+    assert "max_norm 2*, dropout 0.3*, input_dropout 0.2" in capsys.readouterr().out
+    mn2 = json.loads((seed / "teacher-e1-mn2-do0.3" / "config.json").read_text())
+    assert mn2["max_norm"] == 2.0 and mn2["model_kwargs"]["dropout"] == 0.3
+    kd_mn2 = json.loads((seed / "kd-e1-lr0.01-T20-a0.9-of-teacher-e1-mn2-do0.3" / "config.json").read_text())
+    assert "teacher-e1-mn2-do0.3" in kd_mn2["teacher_checkpoint"]
+    assert len((seed / "student-e1-lr0.05" / "epochs.jsonl").read_text().splitlines()) == 1  # not retrained
+    assert len(list(seed.iterdir())) == 6
 
 
 def test_folder_names_carry_the_settings_a_call_can_change():
     cfg = {"epochs": 60, "lr": 0.01, "temperature": 20.0, "alpha": 0.9}
     assert hinton_protocol.folder_name("teacher", {"epochs": 200, "lr": 0.03}) == "teacher-e200"
+    levers = {"dropout": 0.3, "max_norm": 2.0, "lr": 0.05}  # named in TEACHER_LEVERS' order
+    assert hinton_protocol.folder_name("teacher", {"epochs": 100}, levers) == "teacher-e100-lr0.05-mn2-do0.3"
+    assert hinton_protocol.kd_folder_name(cfg, "teacher-e100", "teacher-e100") == "kd-e60-lr0.01-T20-a0.9"
+    assert (hinton_protocol.kd_folder_name(cfg, "teacher-e100-mn2", "teacher-e100")
+            == "kd-e60-lr0.01-T20-a0.9-of-teacher-e100-mn2")
     assert hinton_protocol.folder_name("student", {**cfg, "lr": 0.05}) == "student-e60-lr0.05"
     assert hinton_protocol.folder_name("kd", cfg) == "kd-e60-lr0.01-T20-a0.9"
 
@@ -166,6 +191,13 @@ def test_folder_names_carry_the_settings_a_call_can_change():
     (["--holdout"], "--holdout needs --protocol hinton"),
     (["--levers", "--storage-path", "x"], "--levers needs --protocol hinton"),
     (["--protocol", "hinton", "--levers"], "--levers needs --storage-path"),
+    (["--teacher-max-norm", "2"], "--teacher-max-norm needs --protocol hinton"),
+    (["--kd-lr", "0.01"], "--kd-lr needs --protocol hinton"),
+    (["--protocol", "hinton", "--experiment", "x"], "--experiment is read by --protocol short only"),
+    (["--protocol", "hinton", "--teacher-dropout", "1"], "--teacher-dropout must be in [0, 1), got 1.0"),
+    (["--protocol", "hinton", "--teacher-max-norm", "0"], "--teacher-max-norm must be > 0, got 0.0"),
+    (["--protocol", "hinton", "--levers", "--storage-path", "x", "--alpha", "0.5"],
+     "--levers trains nothing: drop --alpha"),
 ])
 def test_protocol_flags_are_refused_where_they_would_do_nothing(argv, message, capsys):
     import bench_accuracy_anchor
