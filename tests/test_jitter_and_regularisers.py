@@ -104,12 +104,17 @@ def test_max_norm_projects_rows_onto_the_ball_and_leaves_others():
     before = model[0].weight.clone()
     apply = max_norm_constraint(model, 2.0)
     apply()
+    # rows 0, 2, 3 of the Linear and every (x10) conv filter are held at the radius: 6 of 7
+    assert apply.bound_fraction() == pytest.approx(6 / 7)
     norms = model[0].weight.norm(dim=1)
     assert torch.allclose(norms, torch.tensor([2.0, 0.1, 2.0, 2.0]))  # |row 3| = sqrt(5) > 2
     assert torch.equal(model[0].weight[1], before[1])  # inside the ball: untouched
     assert torch.allclose(model[0].weight[0], before[0] * 2 / 5)  # direction kept
     assert (model[1].weight.flatten(1).norm(dim=1) <= 2.0 + 1e-5).all()
     assert max_norm_constraint(model, None) is None
+    with torch.no_grad():  # every row now strictly inside: the constraint binds nowhere
+        model[0].weight.mul_(0.5), model[1].weight.mul_(0.5)
+    assert apply.bound_fraction() == 0.0
 
 
 def test_a_jittered_max_norm_teacher_trains_with_every_row_in_the_ball(bundle):
@@ -122,16 +127,22 @@ def test_a_jittered_max_norm_teacher_trains_with_every_row_in_the_ball(bundle):
         metrics = train_teacher(cfg, data=bundle)
         from trainables import checkpoint
 
+        at_bound = [r["max_norm/at_bound"] for r in rec.results]
+
         model, payload = checkpoint.load_model(rec.checkpoints[-1])
     assert metrics["val_acc"] > 0.3 and not metrics["diverged"]
     assert payload["dataset"]["augment"] == "jitter" and payload["dataset"]["augment_pixels"] == 1
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
             assert (m.weight.norm(dim=1) <= 0.5 + 1e-4).all()
+    # each epoch reports the share of rows held at the radius, read off the final weights here
+    rows = torch.cat([m.weight.norm(dim=1) for m in model.modules() if isinstance(m, torch.nn.Linear)])
+    assert 0 < at_bound[-1] <= 1 and at_bound[-1] == pytest.approx(float((rows >= 0.5 * 0.999).float().mean()))
     # the same trial without the constraint leaves some row outside the ball at this lr
     with reporting.local_session() as rec:
         train_teacher({**cfg, "max_norm": None}, data=bundle)
         free, _ = checkpoint.load_model(rec.checkpoints[-1])
+    assert "max_norm/at_bound" not in rec.results[-1]  # no constraint, no figure
     assert max(m.weight.norm(dim=1).max().item() for m in free.modules()
                if isinstance(m, torch.nn.Linear)) > 0.5
 

@@ -98,7 +98,11 @@ def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
             best.restore(resume)
     meta, config = data.meta(), cfg.to_dict()
 
+    constraint = max_norm_constraint(model, cfg.max_norm)
+
     def on_epoch(metrics: dict) -> None:
+        if constraint is not None:  # does the radius bind? 0.0: the constraint is doing nothing
+            metrics["max_norm/at_bound"] = constraint.bound_fraction()
         if best is not None:
             metrics.update(best.after_epoch(metrics))
         if metrics.get("diverged"):
@@ -117,7 +121,7 @@ def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
     metrics = fit(model, train_loader, val_loader, loss_fn, optimizer, schedule, rt,
                   epochs=cfg.epochs, start_epoch=start_epoch, teacher=teacher,
                   grad_clip=cfg.grad_clip, probes=probes,
-                  constraint=max_norm_constraint(model, cfg.max_norm), static_metrics=static,
+                  constraint=constraint, static_metrics=static,
                   on_epoch=on_epoch)
     return metrics or last
 
