@@ -164,9 +164,9 @@ def machine_line() -> str:
 
 
 # ---- search benchmarks: the search's own pieces (search.stages, search.spaces) -------------
-def count_test_errors(checkpoint_path: str, bundle, split: str = "test") -> tuple[int, int]:
-    """(errors on bundle.<split>, parameters) of the model in a kdtune checkpoint, fp32;
-    split "val" counts on the held-out validation images instead of the test set."""
+def split_logits(checkpoint_path: str, bundle, split: str) -> tuple[torch.Tensor, int]:
+    """(fp32 eval-mode logits of the checkpoint's model on bundle.<split>, rows in the split's
+    order; its parameter count)."""
     import models
     from datasets import DeviceLoader
     from trainables import checkpoint
@@ -177,8 +177,39 @@ def count_test_errors(checkpoint_path: str, bundle, split: str = "test") -> tupl
     rt = Runtime(torch.device("cpu"), None, False, torch.get_num_threads())
     images = getattr(bundle, split)
     loader = DeviceLoader(images, batch_size=1000, mean=bundle.mean, std=bundle.std)
-    acc = evaluate(model, loader, rt)["val_acc"]
-    return round((1.0 - acc) * len(images)), models.count_params(model)
+    logits = torch.empty(len(images), bundle.num_classes)
+    evaluate(model, loader, rt, out_logits=logits)
+    return logits, models.count_params(model)
+
+
+def count_test_errors(checkpoint_path: str, bundle, split: str = "test") -> tuple[int, int]:
+    """(errors on bundle.<split>, parameters) of the model in a kdtune checkpoint, fp32;
+    split "val" counts on the held-out validation images instead of the test set."""
+    logits, params = split_logits(checkpoint_path, bundle, split)
+    return int((logits.argmax(1) != getattr(bundle, split).labels).sum()), params
+
+
+def copy_fidelity(student: str, teacher: str, bundle, splits: Sequence[str]) -> dict[str, dict]:
+    """How closely a distilled student copies its teacher, per split: {split: {disagree: images
+    whose top-1 class differs, logit_rmse: RMS difference of the per-image centred logits (the
+    quantity a high-T KD loss regresses; logits are compared up to a shift, as softmax is),
+    teacher_logit_sd (the SD of the teacher's centred logits, the scale that RMSE is read
+    against: teachers of other logit scales compare by the ratio), teacher_errors /
+    student_errors}}. On the transfer set it says whether the student fitted
+    its targets; on held-out images, how far that copy carries."""
+    out = {}
+    for split in splits:
+        s, _ = split_logits(student, bundle, split)
+        t, _ = split_logits(teacher, bundle, split)
+        labels = getattr(bundle, split).labels
+        t_centred = t - t.mean(1, keepdim=True)
+        diff = (s - s.mean(1, keepdim=True)) - t_centred
+        out[split] = {"disagree": int((s.argmax(1) != t.argmax(1)).sum()),
+                      "logit_rmse": round(float(diff.pow(2).mean().sqrt()), 4),
+                      "teacher_logit_sd": round(float(t_centred.pow(2).mean().sqrt()), 4),
+                      "teacher_errors": int((t.argmax(1) != labels).sum()),
+                      "student_errors": int((s.argmax(1) != labels).sum())}
+    return out
 
 
 def search_spec(argv: Sequence[str]):

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from common import count_test_errors, mean_sd
+from common import copy_fidelity, count_test_errors, mean_sd
 
 PAPER = {"teacher 2x1200": 67, "student 2x800, no KD": 146, "student 2x800, KD": 74}
 ROLES = {"teacher 2x1200": "teacher", "student 2x800, no KD": "student", "student 2x800, KD": "kd"}
@@ -91,10 +91,14 @@ def run_resumable(fn, config: dict, bundle, folder: Path, split: str = "test", *
     errors counted once on bundle.<split> ("test", or "val" for the held-out protocol)."""
     check_same_config(folder, config)
     finished = _finished(folder)
-    if finished is not None:
-        return finished
-    with exclusive(folder):
-        return _train_and_count(fn, config, bundle, folder, split, **kw)
+    if finished is None:
+        with exclusive(folder):
+            finished = _train_and_count(fn, config, bundle, folder, split, **kw)
+    if "teacher_checkpoint" in config and "teacher_logit_sd" not in finished.get("fidelity", {}).get(split, {}):  # also for runs finished before it
+        finished["fidelity"] = copy_fidelity(finished["checkpoint"], config["teacher_checkpoint"],
+                                             bundle, ("train", split))
+        (folder / "result.json").write_text(json.dumps(finished))
+    return finished
 
 
 def _finished(folder: Path) -> dict | None:
@@ -289,8 +293,10 @@ def main(args, spec, bundle, out: Path) -> None:
 def lever_rows(root: Path) -> list[tuple]:
     """Every finished run under `root` (a storage path, or its holdout/ folder), one row per run
     name across seeds: (run, split, seeds, errors per seed, mean ± sd, per 10,000, ratio to the
-    undistilled student of the same seeds and epochs). Trains nothing: it is how levers tried by
-    several protocol calls are compared side by side."""
+    undistilled student of the same seeds and epochs, and for a KD run how it copies its teacher:
+    disagreements and centred-logit RMSE over the teacher's logit SD on the transfer set / the
+    counted split, means over seeds). Trains nothing: it is how levers tried by several protocol calls are compared side
+    by side."""
     runs: dict[str, dict[int, dict]] = {}
     for done in sorted(root.glob("seed*/*/result.json")):
         seed = int(done.parent.parent.name.removeprefix("seed"))
@@ -308,15 +314,31 @@ def lever_rows(root: Path) -> list[tuple]:
         if name.startswith("kd-") and len(base) == 1 and all(s in runs[base[0]] for s in seeds):
             undistilled = statistics.mean(runs[base[0]][s]["errors"] for s in seeds)
             ratio = f"{mean / undistilled:.2f}" if undistilled else "-"
-        rows.append((name, by_seed[seeds[0]].get("split", "test"), " ".join(map(str, seeds)),
-                     ", ".join(map(str, errs)), mean_sd(errs), f"{mean * 10_000 / images:.1f}",
-                     ratio))
+        split = by_seed[seeds[0]].get("split", "test")
+        rows.append((name, split, " ".join(map(str, seeds)), ", ".join(map(str, errs)), mean_sd(errs),
+                     f"{mean * 10_000 / images:.1f}", ratio, *_copy_columns(by_seed, seeds, split)))
     return rows
+
+
+def _copy_columns(by_seed: dict[int, dict], seeds: list[int], split: str) -> tuple[str, str]:
+    """("train / split" disagreements with the teacher, "train / split" logit RMSE), seed means;
+    "-" for runs without a teacher or finished before fidelity was recorded."""
+    if not all("fidelity" in by_seed[s] for s in seeds):
+        return "-", "-"
+
+    def mean(value, fmt: str) -> str:
+        return " / ".join(format(statistics.mean(value(by_seed[s]["fidelity"][part]) for s in seeds), fmt)
+                          for part in ("train", split))
+
+    # RMSE as a share of the teacher's logit spread: teachers of other logit scales compare
+    return (mean(lambda f: f["disagree"], ".0f"),
+            mean(lambda f: f["logit_rmse"] / f["teacher_logit_sd"], ".1%"))
 
 
 def print_levers(rows: list[tuple]) -> None:
     from common import print_table
 
     print_table(["run", "split", "seeds", "errors per seed", "mean ± sd", "per 10,000",
-                 "KD / no KD"], rows)
+                 "KD / no KD", "disagrees with teacher (train / split)",
+                 "logit RMSE / teacher's logit SD (train / split)"], rows)
 

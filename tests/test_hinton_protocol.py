@@ -154,9 +154,21 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     rows = hinton_protocol.lever_rows(tmp_path / "holdout")
     assert [r[0] for r in rows] == ["teacher-e1", "kd-e1-lr0.01-T20-a0.9-of-teacher-e1",
                                     "kd-e1-lr0.01-T8-a0.9-of-teacher-e1", "student-e1-lr0.05"]
-    for run, split, seeds, per_seed, _, per10k, ratio in rows:
-        errors = json.loads((seed / run / "result.json").read_text())["errors"]
+    for run, split, seeds, per_seed, _, per10k, ratio, disagree, rmse in rows:
+        result = json.loads((seed / run / "result.json").read_text())
+        errors = result["errors"]
         assert (split, seeds, per_seed) == ("val", "0", str(errors))
+        if run.startswith("kd-"):  # how it copies its teacher, on the transfer set and on val
+            fid = result["fidelity"]
+            assert disagree == f"{fid['train']['disagree']} / {fid['val']['disagree']}"
+            rel = [fid[p]["logit_rmse"] / fid[p]["teacher_logit_sd"] for p in ("train", "val")]
+            assert rmse == f"{rel[0]:.1%} / {rel[1]:.1%}"
+            assert fid["val"]["student_errors"] == errors
+            assert fid["val"]["teacher_errors"] == json.loads(
+                (seed / "teacher-e1" / "result.json").read_text())["errors"]
+            assert 0 <= fid["train"]["disagree"] <= len(data.train)
+        else:
+            assert "fidelity" not in result and disagree == rmse == "-"
         assert float(per10k) == pytest.approx(errors * 10_000 / len(bundle.val), abs=0.05)
     student = json.loads((seed / "student-e1-lr0.05" / "result.json").read_text())["errors"]
     kd = json.loads((seed / "kd-e1-lr0.01-T8-a0.9-of-teacher-e1" / "result.json").read_text())["errors"]
@@ -173,6 +185,21 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     assert "teacher-e1-mn2-do0.3" in kd_mn2["teacher_checkpoint"]
     assert len((seed / "student-e1-lr0.05" / "epochs.jsonl").read_text().splitlines()) == 1  # not retrained
     assert len(list(seed.iterdir())) == 6
+
+
+def test_copy_fidelity_of_a_model_with_itself_is_exact_and_counts_its_errors(bundle, tmp_path):
+    import common
+    from common import copy_fidelity, count_test_errors
+
+    result = hinton_protocol.run_resumable(train_teacher, CFG, bundle, tmp_path / "teacher")
+    fid = copy_fidelity(result["checkpoint"], result["checkpoint"], bundle, ("train", "test"))
+    for split in ("train", "test"):
+        errors, _ = count_test_errors(result["checkpoint"], bundle, split)
+        logits, _ = common.split_logits(result["checkpoint"], bundle, split)
+        sd = (logits - logits.mean(1, keepdim=True)).pow(2).mean().sqrt().item()
+        assert fid[split] == {"disagree": 0, "logit_rmse": 0.0, "teacher_errors": errors,
+                              "student_errors": errors, "teacher_logit_sd": pytest.approx(sd, abs=1e-4)}
+    assert fid["test"]["student_errors"] == result["errors"]
 
 
 def test_folder_names_carry_the_settings_a_call_can_change():
