@@ -323,7 +323,7 @@ def lever_rows(root: Path) -> list[tuple]:
 def _copy_columns(by_seed: dict[int, dict], seeds: list[int], split: str) -> tuple[str, str]:
     """("train / split" disagreements with the teacher, "train / split" logit RMSE), seed means;
     "-" for runs without a teacher or finished before fidelity was recorded."""
-    if not all("fidelity" in by_seed[s] for s in seeds):
+    if not all("teacher_logit_sd" in by_seed[s].get("fidelity", {}).get(split, {}) for s in seeds):
         return "-", "-"
 
     def mean(value, fmt: str) -> str:
