@@ -18,7 +18,9 @@ re-check (and re-run that file and tests/test_reliability.py):
  5. `carries_checkpoint` / `RAY_LOGGERS`: a result with a checkpoint carries
     `SHOULD_CHECKPOINT`, Ray's CSV/JSON/TensorBoard LoggerCallbacks write it in
     `on_trial_result(iteration, trials, trial, result)`, and `on_checkpoint`,
-    `on_trial_recover`, `on_trial_error`, `on_trial_complete` are the hooks that follow it.
+    `on_trial_recover`, `on_trial_error`, `on_trial_complete` are the hooks that follow it;
+    the CSV and JSON loggers copy storage's file over the driver's with
+    `_restore_from_remote(file_name, trial)` when a checkpointed trial starts again.
  6. OptunaSearch's state: the Optuna trial of a Tune trial is `_ot_trials[trial_id]`, the
     study `_ot_study`, the trials already told `_completed_trials`; `save()` pickles the
     searcher's `__dict__` into `<stage>/searcher-state-<session>.pkl` (`load_study`).

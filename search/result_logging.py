@@ -13,10 +13,18 @@ that fails and is retried (`on_trial_recover`) re-runs from its registered check
 held row is dropped and written again by the retry. A trial that errors for good or ends
 writes its held row: nothing will report that epoch again.
 
+A retried trial also keeps the rows it wrote. Ray's loggers copy the storage folder's file
+over the driver's own when a checkpointed trial starts again (`_restore_from_remote`); but
+within one driver session the storage file is only a periodic sync of the driver's, so the
+copy threw away every row written since the last sync (and all of them when it met a sync
+in flight: the SIGKILL test saw a trial's first epoch vanish). The driver's file, when it
+exists, is kept; only a driver that lacks it (Tuner.restore in a new session) copies it.
+
     tune.RunConfig(callbacks=checkpoint_consistent_loggers())
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from search.ray_adapter import RAY_LOGGERS, carries_checkpoint
@@ -58,6 +66,11 @@ class _RowAfterCheckpoint:
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._write_held(trials, trial)
         super().on_trial_complete(iteration, trials, trial, **info)
+
+    def _restore_from_remote(self, file_name: str, trial) -> None:
+        if Path(trial.local_path, file_name).exists():  # this session wrote it: newer than storage's copy
+            return
+        super()._restore_from_remote(file_name, trial)
 
     def __getstate__(self) -> dict:
         # Tuner.restore unpickles the run config: held rows belong to the finished session.
