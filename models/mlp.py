@@ -6,6 +6,12 @@
 linear head. `input_dropout` drops input pixels before the first block, `dropout` the hidden
 units (Srivastava et al. 2014 used 0.2 and 0.5 on MNIST, as did Hinton et al. 2015's teacher). With residual=True every hidden block after the first adds its input (the
 first maps C*H*W -> width, so it has no skip). 2x1200 on MNIST: 2,395,210 parameters.
+
+A dropped input takes the value `input_fill` (in the units the model sees; one value, or one
+per channel), and the kept ones are scaled about it: x -> fill + dropout(x - fill). Srivastava
+et al. dropped raw pixels to black; the inputs here are standardised, where 0 is the dataset's
+mean (grey on MNIST) and black is -mean/std. `resolve_input_fill` turns input_fill "black"
+(what the trainables use unless a config says otherwise) or "mean" into those numbers.
 """
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ import torch
 from torch import nn
 
 from models.registry import positive_int, register_model
+
+INPUT_FILLS = ("black", "mean")  # input_fill's names; resolve_input_fill turns them into values
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -53,7 +61,8 @@ class FlexibleMLP(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, width: int = 256, depth: int = 2,
                  residual: bool = False, batch_norm: bool = False, dropout: float = 0.0,
-                 activation: str = "relu", input_dropout: float = 0.0) -> None:
+                 activation: str = "relu", input_dropout: float = 0.0,
+                 input_fill: torch.Tensor | float = 0.0) -> None:
         super().__init__()
         positive_int("width", width)
         positive_int("depth (number of hidden layers)", depth)
@@ -62,6 +71,11 @@ class FlexibleMLP(nn.Module):
                 raise ValueError(f"{name} must be in [0, 1), got {p!r}")
         make_activation(activation)  # fail on a bad name before building anything
         self.input_drop = nn.Dropout(float(input_dropout)) if input_dropout > 0 else nn.Identity()
+        fill = torch.as_tensor(input_fill, dtype=torch.float32).flatten()
+        if fill.numel() not in (1, in_features):
+            raise ValueError(f"input_fill needs 1 or {in_features} values, got {fill.numel()}")
+        # Not saved in state_dict: it comes from the spec, and checkpoints from before it load as they were.
+        self.register_buffer("input_fill", fill, persistent=False)
         self.blocks = nn.Sequential(*[
             HiddenBlock(in_features if i == 0 else width, width, activation, batch_norm,
                         float(dropout), residual and i > 0)
@@ -70,7 +84,10 @@ class FlexibleMLP(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.input_drop(torch.flatten(x, 1))))
+        x = torch.flatten(x, 1)
+        if self.training and isinstance(self.input_drop, nn.Dropout):  # eval: the identity either way
+            x = self.input_fill + self.input_drop(x - self.input_fill)
+        return self.head(self.blocks(x))
 
     def gradient_probes(self) -> list[tuple[str, nn.Module]]:
         """Every Linear, hidden ones then the head, named layer00, layer01, ..."""
@@ -81,8 +98,32 @@ class FlexibleMLP(nn.Module):
 @register_model
 def mlp(num_classes: int, in_shape: tuple[int, int, int], width: int = 256, depth: int = 2,
         residual: bool = False, batch_norm: bool = False, dropout: float = 0.0,
-        activation: str = "relu", input_dropout: float = 0.0) -> FlexibleMLP:
-    """MLP over the C*H*W flattened image."""
+        activation: str = "relu", input_dropout: float = 0.0,
+        input_fill: float | list[float] = 0.0) -> FlexibleMLP:
+    """MLP over the C*H*W flattened image; `input_fill`: one value, or one per channel."""
     c, h, w = in_shape
+    if isinstance(input_fill, str):
+        raise ValueError(f"input_fill {input_fill!r} needs the data's normalisation: "
+                         f"resolve it with models.mlp.resolve_input_fill first")
+    fill = torch.as_tensor(input_fill, dtype=torch.float32).flatten()
+    if fill.numel() not in (1, c):
+        raise ValueError(f"input_fill needs 1 value or one per channel ({c}), got {fill.numel()}")
+    if fill.numel() == c > 1:  # flattening is channel-major: channel k owns inputs k*H*W .. (k+1)*H*W - 1
+        fill = fill.repeat_interleave(h * w)
     return FlexibleMLP(c * h * w, num_classes, width, depth, residual, batch_norm, dropout, activation,
-                       input_dropout)
+                       input_dropout, fill)
+
+
+def resolve_input_fill(model: str, kwargs: dict, mean, std) -> dict:
+    """`kwargs` for create_model with input_fill as numbers for data normalised by mean / std
+    (per channel, [0, 1] pixel units): "black" -> -mean/std, "mean" -> 0. An mlp with input
+    dropout and no input_fill gets "black", the pixels Srivastava et al. dropped. Other models,
+    and numbers, pass through."""
+    fill = kwargs.get("input_fill")
+    if model != "mlp" or not (isinstance(fill, str) or (fill is None and kwargs.get("input_dropout", 0) > 0)):
+        return kwargs
+    fill = fill or "black"
+    if fill not in INPUT_FILLS:
+        raise ValueError(f"input_fill must be a number, a list of numbers or one of {INPUT_FILLS}, got {fill!r}")
+    values = [-m / s if fill == "black" else 0.0 for m, s in zip(mean, std)]
+    return {**kwargs, "input_fill": values}

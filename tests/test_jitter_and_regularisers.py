@@ -94,6 +94,57 @@ def test_mlp_input_and_hidden_dropout():
     assert models.count_params(models.create_model("mlp", 10, (1, 28, 28), width=1200, depth=2)) == 2_395_210
 
 
+def _first_layer_input(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the first hidden Linear of an mlp receives for `x` (after input dropout)."""
+    seen = []
+    handle = model.blocks[0].linear.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    model(x)
+    handle.remove()
+    return seen[0]
+
+
+def test_input_dropout_drops_pixels_to_the_fill_value():
+    torch.manual_seed(0)
+    black = -0.5  # a black pixel, standardised
+    model = models.create_model("mlp", 10, (1, 4, 4), width=8, depth=1, input_dropout=0.25, input_fill=[black])
+    model.train()
+    # an all-black image is left as it is: dropping a black pixel changes nothing
+    dark = torch.full((500, 1, 4, 4), black)
+    assert torch.equal(_first_layer_input(model, dark), dark.flatten(1))
+    # a bright pixel is dropped to black, or kept and scaled about black by 1 / (1 - p)
+    seen = _first_layer_input(model, torch.ones(2000, 1, 4, 4))
+    dropped = seen == black
+    assert dropped.float().mean().item() == pytest.approx(0.25, abs=0.02)
+    assert torch.allclose(seen[~dropped], torch.tensor(black + (1 - black) / 0.75))
+    model.eval()  # the mean network: inputs untouched
+    assert torch.equal(_first_layer_input(model, torch.ones(3, 1, 4, 4)), torch.ones(3, 16))
+    # one fill per channel covers that channel's block of the channel-major flattened input
+    rgb = models.create_model("mlp", 10, (3, 2, 2), width=8, depth=1, input_dropout=0.5, input_fill=[-1.0, -2.0, -3.0])
+    assert torch.equal(rgb.input_fill, torch.tensor([-1.0] * 4 + [-2.0] * 4 + [-3.0] * 4))
+    with pytest.raises(ValueError, match="one per channel"):
+        models.create_model("mlp", 10, (3, 2, 2), input_dropout=0.5, input_fill=[-1.0, -2.0])
+    with pytest.raises(ValueError, match="resolve_input_fill"):
+        models.create_model("mlp", 10, (1, 4, 4), input_dropout=0.5, input_fill="black")
+
+
+def test_resolve_input_fill_names_black_and_mean_for_the_data_normalisation():
+    from models.mlp import resolve_input_fill
+
+    mean, std = (0.1307,), (0.3081,)
+    black = [-0.1307 / 0.3081]
+    assert resolve_input_fill("mlp", {"input_dropout": 0.2, "input_fill": "black"}, mean, std)["input_fill"] == black
+    assert resolve_input_fill("mlp", {"input_dropout": 0.2, "input_fill": "mean"}, mean, std)["input_fill"] == [0.0]
+    # input dropout without a fill drops to black, as Srivastava et al. dropped raw pixels
+    assert resolve_input_fill("mlp", {"input_dropout": 0.2}, mean, std)["input_fill"] == black
+    assert resolve_input_fill("mlp", {"width": 8}, mean, std) == {"width": 8}  # no input dropout: no fill
+    assert resolve_input_fill("mlp", {"input_fill": 0.3}, mean, std) == {"input_fill": 0.3}  # numbers pass
+    assert resolve_input_fill("cifar_resnet", {"depth": 8}, mean, std) == {"depth": 8}
+    with pytest.raises(ValueError, match="input_fill must be"):
+        resolve_input_fill("mlp", {"input_fill": "white"}, mean, std)
+    with pytest.raises(ValueError, match="input_fill must be a number or one of"):
+        TeacherConfig(model="mlp", model_kwargs={"input_dropout": 0.2, "input_fill": "white"})
+
+
 def test_max_norm_projects_rows_onto_the_ball_and_leaves_others():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Conv2d(2, 3, 3))
@@ -132,6 +183,8 @@ def test_a_jittered_max_norm_teacher_trains_with_every_row_in_the_ball(bundle):
         model, payload = checkpoint.load_model(rec.checkpoints[-1])
     assert metrics["val_acc"] > 0.3 and not metrics["diverged"]
     assert payload["dataset"]["augment"] == "jitter" and payload["dataset"]["augment_pixels"] == 1
+    # the trial dropped pixels to black, the data's own -mean/std, and its checkpoint says so
+    assert payload["model_spec"]["kwargs"]["input_fill"] == pytest.approx([-m / s for m, s in zip(bundle.mean, bundle.std)])
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
             assert (m.weight.norm(dim=1) <= 0.5 + 1e-4).all()

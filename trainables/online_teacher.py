@@ -50,10 +50,11 @@ class OnlineTeacher:
     def build(cls, cfg, rt: Runtime, bundle, steps_per_epoch: int) -> "OnlineTeacher":
         """The teacher `cfg.online_teacher` for `bundle`, optimised with the student's settings."""
         import models
+        from models.mlp import resolve_input_fill
         from trainables.losses import supervised_loss
 
-        model = models.create_model(cfg.online_teacher, bundle.num_classes, bundle.in_shape,
-                                    **cfg.online_teacher_kwargs_dict())
+        kwargs = resolve_input_fill(cfg.online_teacher, cfg.online_teacher_kwargs_dict(), bundle.mean, bundle.std)
+        model = models.create_model(cfg.online_teacher, bundle.num_classes, bundle.in_shape, **kwargs)
         model = rt.prepare(model)
         optimizer = create_optimizer(cfg, model)
         schedule = create_schedule(cfg, optimizer, steps_per_epoch)

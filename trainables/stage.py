@@ -72,11 +72,12 @@ def run_stage(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
     `test_best_epoch`: keep the best-val epoch's weights and evaluate them once on the test
     split after the last epoch (best_epoch.py; the final stage's retraining runs)."""
     import models
+    from models.mlp import resolve_input_fill
 
     data = load_data(cfg, data)
     torch.manual_seed(cfg.seed)
     model = models.create_model(cfg.model, data.num_classes, data.in_shape,
-                                **cfg.model_build_kwargs())
+                                **resolve_input_fill(cfg.model, cfg.model_build_kwargs(), data.mean, data.std))
     rt = Runtime.from_config(cfg, model)
     rt.apply()
     static = {"params": models.count_params(model),
