@@ -152,7 +152,7 @@ def _train_and_count(fn, config: dict, bundle, folder: Path, split: str, **kw) -
     return result
 
 
-RUN_ONLY = frozenset({"num_threads"})  # config keys that do not change the trained weights
+RUN_ONLY = frozenset({"num_threads", "data_dir"})  # config keys that do not change the trained weights (where the files are, not which)
 
 
 def folder_name(role: str, config: dict, teacher_levers: dict[str, float] | None = None) -> str:

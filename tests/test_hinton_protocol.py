@@ -56,6 +56,8 @@ def test_a_folder_refuses_to_resume_under_another_config(bundle, tmp_path):
     folder = tmp_path / "teacher"
     hinton_protocol.check_same_config(folder, CFG)
     hinton_protocol.check_same_config(folder, dict(CFG))  # the same run again: fine
+    # how the run is scheduled and where its files are read from are not what it trains
+    hinton_protocol.check_same_config(folder, {**CFG, "num_threads": 7, "data_dir": str(tmp_path / "elsewhere")})
     with pytest.raises(SystemExit, match=r"started with another config \(lr differ\)"):
         hinton_protocol.run_resumable(train_teacher, {**CFG, "lr": 123.0}, bundle, folder)
 
