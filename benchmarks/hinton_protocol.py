@@ -240,8 +240,11 @@ def describe_teacher(spec, levers: dict[str, float]) -> str:
     cfg = configs(spec, 0, None, 1, 0.0, 1.0, 0.0, 1, teacher_levers=levers)["teacher"]
     values = {key: cfg["model_kwargs"].get(key, 0.0) if key in MODEL_KWARGS else cfg.get(key)
               for key in TEACHER_LEVERS}
-    return ", ".join(f"{key} {'none' if v is None else f'{v:g}'}{'*' if key in levers else ''}"
+    text = ", ".join(f"{key} {'none' if v is None else f'{v:g}'}{'*' if key in levers else ''}"
                      for key, v in values.items())
+    if values["input_dropout"]:  # what a dropped pixel becomes (models/mlp.py resolve_input_fill)
+        text += f" (to {cfg['model_kwargs'].get('input_fill', 'black')})"
+    return text
 
 
 def main(args, spec, bundle, out: Path) -> None:

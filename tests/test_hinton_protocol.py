@@ -261,3 +261,14 @@ def test_a_second_process_on_the_same_run_is_stopped_before_it_trains(bundle, tm
     # the holder is gone (as when a killed process's descriptors close): the run trains
     result = hinton_protocol.run_resumable(train_teacher, CFG, bundle, folder)
     assert result["epochs"] == CFG["epochs"]
+
+
+def test_the_header_names_the_teachers_levers_and_what_a_dropped_pixel_becomes():
+    from search.cli import parse_args
+
+    spec, _ = parse_args(["--preset", "hinton_mnist"])
+    assert (hinton_protocol.describe_teacher(spec, {})
+            == "lr 0.03, max_norm 3.5, dropout 0.5, input_dropout 0.2 (to black)")
+    assert (hinton_protocol.describe_teacher(spec, {"max_norm": 1.0, "input_dropout": 0.1})
+            == "lr 0.03, max_norm 1*, dropout 0.5, input_dropout 0.1* (to black)")
+    assert hinton_protocol.describe_teacher(spec, {"input_dropout": 0.0}).endswith("input_dropout 0*")
