@@ -114,6 +114,13 @@ def mlp(num_classes: int, in_shape: tuple[int, int, int], width: int = 256, dept
                        input_dropout, fill)
 
 
+def check_input_fill_name(fill):
+    """`fill` back, unless it is a string that is not one of INPUT_FILLS (ValueError)."""
+    if isinstance(fill, str) and fill not in INPUT_FILLS:
+        raise ValueError(f"input_fill must be a number or one of {INPUT_FILLS}, got {fill!r}")
+    return fill
+
+
 def resolve_input_fill(model: str, kwargs: dict, mean, std) -> dict:
     """`kwargs` for create_model with input_fill as numbers for data normalised by mean / std
     (per channel, [0, 1] pixel units): "black" -> -mean/std, "mean" -> 0. An mlp with input
@@ -122,8 +129,6 @@ def resolve_input_fill(model: str, kwargs: dict, mean, std) -> dict:
     fill = kwargs.get("input_fill")
     if model != "mlp" or not (isinstance(fill, str) or (fill is None and kwargs.get("input_dropout", 0) > 0)):
         return kwargs
-    fill = fill or "black"
-    if fill not in INPUT_FILLS:
-        raise ValueError(f"input_fill must be a number, a list of numbers or one of {INPUT_FILLS}, got {fill!r}")
+    fill = check_input_fill_name(fill or "black")
     values = [-m / s if fill == "black" else 0.0 for m, s in zip(mean, std)]
     return {**kwargs, "input_fill": values}

@@ -80,9 +80,9 @@ def _trial(tmp_path, name="t"):
     local, remote = tmp_path / "driver" / name, tmp_path / "storage" / name
     local.mkdir(parents=True), remote.mkdir(parents=True)
     return _Trial(trial_id=name, config={}, checkpoint=object(), local_path=str(local),
-                           init_local_path=lambda: None,
-                           storage=SimpleNamespace(trial_fs_path=str(remote),
-                                                   storage_filesystem=pyarrow.fs.LocalFileSystem()))
+                  init_local_path=lambda: None,
+                  storage=SimpleNamespace(trial_fs_path=str(remote),
+                                          storage_filesystem=pyarrow.fs.LocalFileSystem()))
 
 
 def _rows(path):

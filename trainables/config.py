@@ -71,12 +71,13 @@ def _check_model_kwargs(field_name: str, model: str, kwargs: Mapping[str, Any]) 
         hint = f" (did you mean {', '.join(map(repr, hints))}?)" if hints else ""
         raise ValueError(f"{field_name} {unknown} are not options of model {model!r}{hint}; "
                          f"it accepts: {', '.join(sorted(accepted)) or 'no kwargs'}")
-    fill = kwargs.get("input_fill")
-    if model == "mlp" and isinstance(fill, str):  # the names resolve_input_fill turns into values
-        from models.mlp import INPUT_FILLS
+    if model == "mlp":  # a bad fill name fails here, not in the trial that resolves it
+        from models.mlp import check_input_fill_name
 
-        if fill not in INPUT_FILLS:
-            raise ValueError(f"{field_name} input_fill must be a number or one of {INPUT_FILLS}, got {fill!r}")
+        try:
+            check_input_fill_name(kwargs.get("input_fill"))
+        except ValueError as exc:
+            raise ValueError(f"{field_name} {exc}") from None
 
 
 @dataclass(frozen=True)
