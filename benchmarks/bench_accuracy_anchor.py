@@ -112,12 +112,16 @@ def main(argv=None) -> None:
     p.add_argument("--student-lr", type=float, help="hinton: the 2x800 students' lr (default 0.05)")
     p.add_argument("--kd-lr", type=float, help="hinton: the distilled 2x800's lr (default --student-lr; "
                                                "at T = 20 and alpha 0.9, 0.05 diverged in epoch 1)")
+    p.add_argument("--kd-batch-size", type=int, help="hinton: the distilled 2x800's batch size "
+                                                     "(default: the preset's 128, as the other 2x800)")
     p.add_argument("--holdout", action="store_true",
                    help="hinton: train on the 54,000-image train split only and count errors on the "
                         "6,000 validation images, never the test set (for choosing a lever)")
     p.add_argument("--levers", action="store_true",
                    help="hinton: print every finished run under --storage-path (with --holdout: its "
                         "held-out runs) side by side, one row per setting across seeds; trains nothing")
+    p.add_argument("--pixels", choices=("standardised", "unit"),
+                   help="hinton: the inputs every model sees: standardised (default) or raw pixels in [0, 1]")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--alpha", type=float, help="KD weight of the soft term (default 0.7; hinton 0.9)")
     p.add_argument("--temperature", type=float, help="KD temperature (default 4; hinton 20, the paper's)")
@@ -128,13 +132,13 @@ def main(argv=None) -> None:
     p.add_argument("--storage-path", help="checkpoints go here (default: a temp dir)")
     args = p.parse_args(argv)
     hinton_only = ("holdout", "levers", "teacher_epochs", "teacher_lr", "teacher_max_norm",
-                   "teacher_dropout", "teacher_input_dropout", "student_lr", "kd_lr")
-    for flag in hinton_only:
+                   "teacher_dropout", "teacher_input_dropout", "student_lr", "kd_lr", "kd_batch_size")
+    for flag in hinton_only + ("pixels",):
         if getattr(args, flag) not in (None, False) and args.protocol != "hinton":
             p.error(f"--{flag.replace('_', '-')} needs --protocol hinton")
     if args.experiment and args.protocol == "hinton":
         p.error("--experiment is read by --protocol short only")
-    for flag in ("teacher_lr", "teacher_max_norm", "student_lr", "kd_lr"):
+    for flag in ("teacher_lr", "teacher_max_norm", "student_lr", "kd_lr", "kd_batch_size"):
         if getattr(args, flag) is not None and not getattr(args, flag) > 0:
             p.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
     for flag in ("teacher_dropout", "teacher_input_dropout"):
@@ -148,7 +152,7 @@ def main(argv=None) -> None:
     if args.levers:  # reads result.json files only: no data, no training
         import hinton_protocol
 
-        root = Path(args.storage_path) / ("holdout" if args.holdout else "")
+        root = Path(args.storage_path) / ("unit" if args.pixels == "unit" else "") / ("holdout" if args.holdout else "")
         rows = hinton_protocol.lever_rows(root)
         if not rows:
             p.error(f"no finished protocol runs under {root}")

@@ -56,6 +56,17 @@ def full_train_bundle(bundle):
     return dataclasses.replace(bundle, train=train)
 
 
+def unit_pixels(bundle):
+    """The bundle with its inputs left as raw pixels in [0, 1] (normalised by mean 0, std 1), not
+    standardised: every model of a protocol call sees them, so teacher, students and the cached
+    teacher logits agree, and each checkpoint records mean 0 / std 1 as its normalisation. With
+    standardised inputs a background pixel is -0.42, not 0, so the first layer's weights on
+    pixels that are never inked in training still learn (as extra biases); on raw pixels they
+    keep their initial values (measured in benchmarks/README.md: not a lever)."""
+    channels = bundle.in_shape[0]
+    return dataclasses.replace(bundle, mean=(0.0,) * channels, std=(1.0,) * channels)
+
+
 # The teacher's levers a protocol call can set (--teacher-lr, --teacher-max-norm, --teacher-dropout,
 # --teacher-input-dropout), each with the tag it puts in the teacher's folder name.
 TEACHER_LEVERS = {"lr": "lr", "max_norm": "mn", "dropout": "do", "input_dropout": "ido"}
@@ -64,9 +75,10 @@ MODEL_KWARGS = frozenset({"dropout", "input_dropout"})  # FlexibleMLP's, not the
 
 def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, alpha: float,
             temperature: float, student_lr: float, threads: int, kd_lr: float | None = None,
-            teacher_levers: dict[str, float] | None = None) -> dict[str, dict]:
+            teacher_levers: dict[str, float] | None = None, kd_batch_size: int | None = None) -> dict[str, dict]:
     """The three configs of one seed; the KD config gets its teacher checkpoint later.
-    `teacher_levers` ({lever: value}, keys of TEACHER_LEVERS) replace the preset teacher's."""
+    `teacher_levers` ({lever: value}, keys of TEACHER_LEVERS) replace the preset teacher's;
+    `kd_batch_size` the distilled student's batch (default: the preset's, as the other student's)."""
     teacher = {**spec.teacher_config(), "seed": seed, "num_threads": threads}
     if teacher_epochs is not None:
         teacher["epochs"] = teacher_epochs
@@ -83,7 +95,8 @@ def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, al
     for key in ("augment_pixels", "augment_views"):
         student.pop(key, None)
     return {"teacher": teacher, "student": {**student, "alpha": 0.0},
-            "kd": {**student, "alpha": alpha, "temperature": temperature, "lr": kd_lr or student_lr}}
+            "kd": {**student, "alpha": alpha, "temperature": temperature, "lr": kd_lr or student_lr,
+                   "batch_size": kd_batch_size or student["batch_size"]}}
 
 
 def run_resumable(fn, config: dict, bundle, folder: Path, split: str = "test", **kw) -> dict:
@@ -155,22 +168,26 @@ def _train_and_count(fn, config: dict, bundle, folder: Path, split: str, **kw) -
 RUN_ONLY = frozenset({"num_threads", "data_dir"})  # config keys that do not change the trained weights (where the files are, not which)
 
 
-def folder_name(role: str, config: dict, teacher_levers: dict[str, float] | None = None) -> str:
+def folder_name(role: str, config: dict, teacher_levers: dict[str, float] | None = None,
+                preset_batch: int | None = None) -> str:
     """The run's folder under seed<S>/: its role and the settings a protocol call can change, so
     that runs of other settings sit beside it and share what does not depend on them (every
-    teacher shares the undistilled student; KD students of one teacher share it)."""
+    teacher shares the undistilled student; KD students of one teacher share it). A student's
+    batch size is named only where it is not `preset_batch`, so older runs keep their names."""
     name = f"{role}-e{config['epochs']}"
     if role == "teacher":  # the teacher's levers, in TEACHER_LEVERS' order; preset values: no tag
         return name + "".join(f"-{tag}{teacher_levers[key]:g}" for key, tag in TEACHER_LEVERS.items()
                               if key in (teacher_levers or {}))
     name += f"-lr{config['lr']:g}"
+    if preset_batch is not None and config["batch_size"] != preset_batch:
+        name += f"-b{config['batch_size']}"
     return name + (f"-T{config['temperature']:g}-a{config['alpha']:g}" if role == "kd" else "")
 
 
-def kd_folder_name(config: dict, teacher: str, preset_teacher: str) -> str:
+def kd_folder_name(config: dict, teacher: str, preset_teacher: str, preset_batch: int | None = None) -> str:
     """A KD student's folder: its own settings, then its teacher's folder name unless that is the
     preset's teacher, so students of two teachers never share a folder (nor a config check)."""
-    own = folder_name("kd", config)
+    own = folder_name("kd", config, preset_batch=preset_batch)
     return own if teacher == preset_teacher else f"{own}-of-{teacher}"
 
 
@@ -210,7 +227,8 @@ def run_seed(spec, bundle, out: Path, seed: int, split: str = "test", **kw) -> d
 
     teacher_dir = folder_name("teacher", cfg["teacher"], kw.get("teacher_levers"))
     names = {"teacher": teacher_dir, "student": folder_name("student", cfg["student"]),
-             "kd": kd_folder_name(cfg["kd"], teacher_dir, folder_name("teacher", spec.teacher_config()))}
+             "kd": kd_folder_name(cfg["kd"], teacher_dir, folder_name("teacher", spec.teacher_config()),
+                                  preset_batch=cfg["student"]["batch_size"])}
 
     def run(fn, role, config, **extra):
         return run_resumable(fn, config, bundle, folder / names[role], split, **extra)
@@ -234,16 +252,17 @@ def teacher_levers(args) -> dict[str, float]:
             if getattr(args, f"teacher_{key}", None) is not None}
 
 
-def describe_teacher(spec, levers: dict[str, float]) -> str:
+def describe_teacher(spec, levers: dict[str, float], pixels: str = "standardised") -> str:
     """The teacher's lever values as it trains ("lr 0.03, max_norm 3.5, dropout 0.5, ..."), the
-    ones a flag changed marked with *."""
+    ones a flag changed marked with *. Under `pixels` "unit" (raw [0, 1] inputs) both fills,
+    black (-mean/std) and mean (0), resolve to 0, a black pixel: the header says so."""
     cfg = configs(spec, 0, None, 1, 0.0, 1.0, 0.0, 1, teacher_levers=levers)["teacher"]
     values = {key: cfg["model_kwargs"].get(key, 0.0) if key in MODEL_KWARGS else cfg.get(key)
               for key in TEACHER_LEVERS}
     text = ", ".join(f"{key} {'none' if v is None else f'{v:g}'}{'*' if key in levers else ''}"
                      for key, v in values.items())
     if values["input_dropout"]:  # what a dropped pixel becomes (models/mlp.py resolve_input_fill)
-        text += f" (to {cfg['model_kwargs'].get('input_fill', 'black')})"
+        text += f" (to {'black' if pixels == 'unit' else cfg['model_kwargs'].get('input_fill', 'black')})"
     return text
 
 
@@ -251,6 +270,9 @@ def main(args, spec, bundle, out: Path) -> None:
     """The paper's three rows over `args.seeds`, beside its 67 / 146 / 74."""
     from common import print_table
 
+    pixels = args.pixels or "standardised"
+    if pixels == "unit":  # every model on raw pixels in [0, 1], as Srivastava et al. fed them
+        bundle, out = unit_pixels(bundle), out / "unit"
     if args.holdout:  # train split only, counted on the validation images; test never read
         data, split, out = bundle, "val", out / "holdout"
     else:  # the paper's: all training images, the test set once
@@ -259,16 +281,19 @@ def main(args, spec, bundle, out: Path) -> None:
     levers = teacher_levers(args)
     print(f"Hinton et al. 2015 protocol{' (held out)' if args.holdout else ''}: {len(data.train)} "
           f"training images, {n_eval} {split} images (touched once, last epoch); "
-          f"teacher {args.teacher_epochs or spec.teacher['epochs']} epochs, {describe_teacher(spec, levers)}; "
+          f"inputs {'raw pixels in [0, 1]' if pixels == 'unit' else 'standardised'}; "
+          f"teacher {args.teacher_epochs or spec.teacher['epochs']} epochs, {describe_teacher(spec, levers, pixels)}; "
           f"students {args.epochs} epochs "
-          f"(lr {args.student_lr}, KD lr {args.kd_lr or args.student_lr}); "
+          f"(lr {args.student_lr}, KD lr {args.kd_lr or args.student_lr}"
+          f"{f', KD batch {args.kd_batch_size}' if args.kd_batch_size else ''}); "
           f"KD T {args.temperature} alpha {args.alpha}; "
           f"seeds {args.seeds}; runs in {out}", flush=True)
     start = time.perf_counter()
     per_seed = [run_seed(spec, data, out, s, split, teacher_epochs=args.teacher_epochs,
                          teacher_levers=levers,
                          student_epochs=args.epochs, alpha=args.alpha, temperature=args.temperature,
-                         student_lr=args.student_lr, threads=args.threads, kd_lr=args.kd_lr)
+                         student_lr=args.student_lr, threads=args.threads, kd_lr=args.kd_lr,
+                         kd_batch_size=args.kd_batch_size)
                 for s in args.seeds]
     rows = []
     for name, role in ROLES.items():

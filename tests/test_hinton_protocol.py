@@ -4,6 +4,7 @@ On the offline digits set with tiny models; the real run is a benchmark."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -111,7 +112,8 @@ def _protocol_args(**over):
 
     base = dict(holdout=True, teacher_epochs=1, teacher_lr=None, teacher_max_norm=None,
                 teacher_dropout=None, teacher_input_dropout=None, epochs=1, student_lr=0.05,
-                kd_lr=0.01, temperature=20.0, alpha=0.9, seeds=[0], threads=1)
+                kd_lr=0.01, temperature=20.0, alpha=0.9, seeds=[0], threads=1, pixels=None,
+                kd_batch_size=None)
     return argparse.Namespace(**{**base, **over})
 
 
@@ -151,6 +153,12 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     hinton_protocol.main(_protocol_args(temperature=8.0, threads=2), spec, data, tmp_path)
     assert (seed / "kd-e1-lr0.01-T8-a0.9-of-teacher-e1" / "result.json").is_file()
     assert len(list(seed.iterdir())) == 4
+    # the distilled student's batch size: its own run, on the same teacher
+    hinton_protocol.main(_protocol_args(kd_batch_size=16), spec, data, tmp_path)
+    assert "KD batch 16" in capsys.readouterr().out
+    kd16 = seed / "kd-e1-lr0.01-b16-T20-a0.9-of-teacher-e1"
+    assert json.loads((kd16 / "config.json").read_text())["batch_size"] == 16
+    shutil.rmtree(kd16)  # the rows below count the four runs above
 
     # --levers: the four runs side by side, read back from their result.json files
     rows = hinton_protocol.lever_rows(tmp_path / "holdout")
@@ -214,6 +222,10 @@ def test_folder_names_carry_the_settings_a_call_can_change():
             == "kd-e60-lr0.01-T20-a0.9-of-teacher-e100-mn2")
     assert hinton_protocol.folder_name("student", {**cfg, "lr": 0.05}) == "student-e60-lr0.05"
     assert hinton_protocol.folder_name("kd", cfg) == "kd-e60-lr0.01-T20-a0.9"
+    # a batch size is named only where it is not the preset's, so older runs keep their names
+    assert hinton_protocol.folder_name("kd", {**cfg, "batch_size": 128}, preset_batch=128) == "kd-e60-lr0.01-T20-a0.9"
+    assert (hinton_protocol.kd_folder_name({**cfg, "batch_size": 32}, "teacher-e100", "teacher-e100", 128)
+            == "kd-e60-lr0.01-b32-T20-a0.9")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -222,6 +234,9 @@ def test_folder_names_carry_the_settings_a_call_can_change():
     (["--protocol", "hinton", "--levers"], "--levers needs --storage-path"),
     (["--teacher-max-norm", "2"], "--teacher-max-norm needs --protocol hinton"),
     (["--kd-lr", "0.01"], "--kd-lr needs --protocol hinton"),
+    (["--pixels", "unit"], "--pixels needs --protocol hinton"),
+    (["--kd-batch-size", "32"], "--kd-batch-size needs --protocol hinton"),
+    (["--protocol", "hinton", "--kd-batch-size", "0"], "--kd-batch-size must be > 0, got 0"),
     (["--protocol", "hinton", "--experiment", "x"], "--experiment is read by --protocol short only"),
     (["--protocol", "hinton", "--teacher-dropout", "1"], "--teacher-dropout must be in [0, 1), got 1.0"),
     (["--protocol", "hinton", "--teacher-max-norm", "0"], "--teacher-max-norm must be > 0, got 0.0"),
@@ -272,3 +287,33 @@ def test_the_header_names_the_teachers_levers_and_what_a_dropped_pixel_becomes()
     assert (hinton_protocol.describe_teacher(spec, {"max_norm": 1.0, "input_dropout": 0.1})
             == "lr 0.03, max_norm 1*, dropout 0.5, input_dropout 0.1* (to mean)")
     assert hinton_protocol.describe_teacher(spec, {"input_dropout": 0.0}).endswith("input_dropout 0*")
+
+
+def test_unit_pixels_feed_every_model_raw_pixels_in_their_own_folder(bundle, tmp_path, capsys):
+    """`--pixels unit`: teacher, students and the cached teacher logits all see raw pixels in
+    [0, 1] (each checkpoint records normalisation mean 0 / std 1), in <out>/unit/, beside the
+    standardised runs of the same storage path; a dropped input pixel is then black."""
+    import dataclasses
+
+    from search.cli import parse_args
+    from trainables import checkpoint
+
+    spec, _ = parse_args(["--preset", "hinton_mnist", "--dataset", "digits"])
+    data = dataclasses.replace(bundle, test=_Untouchable(len(bundle.test)))
+    hinton_protocol.main(_protocol_args(pixels="unit"), spec, data, tmp_path)
+    out = capsys.readouterr().out
+    assert "inputs raw pixels in [0, 1]" in out and "input_dropout 0.2 (to black)" in out
+    seed = tmp_path / "unit" / "holdout" / "seed0"
+    assert sorted(p.name for p in seed.iterdir()) == ["kd-e1-lr0.01-T20-a0.9-of-teacher-e1",
+                                                      "student-e1-lr0.05", "teacher-e1"]
+    for run in seed.iterdir():
+        result = json.loads((run / "result.json").read_text())
+        _, payload = checkpoint.load_model(result["checkpoint"])
+        assert (payload["dataset"]["mean"], payload["dataset"]["std"]) == ([0.0], [1.0])
+    # the KD student's cache held the unit-pixel teacher's logits: copied, its top-1 agrees
+    kd = json.loads((seed / "kd-e1-lr0.01-T20-a0.9-of-teacher-e1" / "result.json").read_text())
+    assert kd["fidelity"]["val"]["teacher_errors"] == json.loads(
+        (seed / "teacher-e1" / "result.json").read_text())["errors"]
+    assert not (tmp_path / "holdout").exists()  # the standardised runs' folder is left alone
+    unit = hinton_protocol.unit_pixels(bundle)
+    assert (unit.mean, unit.std, unit.train) == ((0.0,), (1.0,), bundle.train)
