@@ -195,8 +195,11 @@ def copy_fidelity(student: str, teacher: str, bundle, splits: Sequence[str]) -> 
     quantity a high-T KD loss regresses; logits are compared up to a shift, as softmax is),
     teacher_logit_sd (the SD of the teacher's centred logits, the scale that RMSE is read
     against: teachers of other logit scales compare by the ratio), teacher_errors /
-    student_errors}}. On the transfer set it says whether the student fitted
-    its targets; on held-out images, how far that copy carries."""
+    student_errors, lost: images the teacher gets right and the student wrong, and the teacher's
+    top-2 logit margin, median over those (lost_teacher_margin, None when none are lost) and over
+    all images (teacher_margin)}}. On the transfer set it says whether the student fitted its
+    targets; on held-out images, how far that copy carries. A copy whose logit error flips only
+    the teacher's near-ties loses images at a margin far below the teacher's usual one."""
     out = {}
     for split in splits:
         s, _ = split_logits(student, bundle, split)
@@ -204,7 +207,13 @@ def copy_fidelity(student: str, teacher: str, bundle, splits: Sequence[str]) -> 
         labels = getattr(bundle, split).labels
         t_centred = t - t.mean(1, keepdim=True)
         diff = (s - s.mean(1, keepdim=True)) - t_centred
+        top2 = t.topk(2, dim=1).values
+        margin = top2[:, 0] - top2[:, 1]  # logits by which the teacher's top class leads
+        lost = (s.argmax(1) != labels) & (t.argmax(1) == labels)
         out[split] = {"disagree": int((s.argmax(1) != t.argmax(1)).sum()),
+                      "lost": int(lost.sum()),
+                      "lost_teacher_margin": round(float(margin[lost].quantile(0.5)), 4) if lost.any() else None,
+                      "teacher_margin": round(float(margin.quantile(0.5)), 4),
                       "logit_rmse": round(float(diff.pow(2).mean().sqrt()), 4),
                       "teacher_logit_sd": round(float(t_centred.pow(2).mean().sqrt()), 4),
                       "teacher_errors": int((t.argmax(1) != labels).sum()),

@@ -107,7 +107,7 @@ def run_resumable(fn, config: dict, bundle, folder: Path, split: str = "test", *
     if finished is None:
         with exclusive(folder):
             finished = _train_and_count(fn, config, bundle, folder, split, **kw)
-    if "teacher_checkpoint" in config and "teacher_logit_sd" not in finished.get("fidelity", {}).get(split, {}):  # also for runs finished before it
+    if "teacher_checkpoint" in config and "lost" not in finished.get("fidelity", {}).get(split, {}):  # also for runs finished before it
         finished["fidelity"] = copy_fidelity(finished["checkpoint"], config["teacher_checkpoint"],
                                              bundle, ("train", split))
         (folder / "result.json").write_text(json.dumps(finished))
@@ -348,19 +348,27 @@ def lever_rows(root: Path) -> list[tuple]:
     return rows
 
 
-def _copy_columns(by_seed: dict[int, dict], seeds: list[int], split: str) -> tuple[str, str]:
-    """("train / split" disagreements with the teacher, "train / split" logit RMSE), seed means;
-    "-" for runs without a teacher or finished before fidelity was recorded."""
-    if not all("teacher_logit_sd" in by_seed[s].get("fidelity", {}).get(split, {}) for s in seeds):
-        return "-", "-"
+def _copy_columns(by_seed: dict[int, dict], seeds: list[int], split: str) -> tuple[str, str, str]:
+    """("train / split" disagreements with the teacher, "train / split" logit RMSE, the images of
+    `split` lost to the teacher with the teacher's median top-2 margin on them and on all images),
+    seed means; "-" for runs without a teacher or finished before fidelity was recorded."""
+    fids = [by_seed[s].get("fidelity", {}) for s in seeds]
+    if not all("teacher_logit_sd" in f.get(split, {}) for f in fids):
+        return "-", "-", "-"
 
     def mean(value, fmt: str) -> str:
-        return " / ".join(format(statistics.mean(value(by_seed[s]["fidelity"][part]) for s in seeds), fmt)
+        return " / ".join(format(statistics.mean(value(f[part]) for f in fids), fmt)
                           for part in ("train", split))
 
+    lost = "-"
+    if all("lost" in f[split] for f in fids):
+        margins = [f[split]["lost_teacher_margin"] for f in fids if f[split]["lost_teacher_margin"] is not None]
+        lost = (f"{statistics.mean(f[split]['lost'] for f in fids):.1f} at margin "
+                f"{statistics.mean(margins):.2f}" if margins else "0") + \
+               f" (all {statistics.mean(f[split]['teacher_margin'] for f in fids):.1f})"
     # RMSE as a share of the teacher's logit spread: teachers of other logit scales compare
     return (mean(lambda f: f["disagree"], ".0f"),
-            mean(lambda f: f["logit_rmse"] / f["teacher_logit_sd"], ".1%"))
+            mean(lambda f: f["logit_rmse"] / f["teacher_logit_sd"], ".1%"), lost)
 
 
 def print_levers(rows: list[tuple]) -> None:
@@ -368,5 +376,6 @@ def print_levers(rows: list[tuple]) -> None:
 
     print_table(["run", "split", "seeds", "errors per seed", "mean ± sd", "per 10,000",
                  "KD / no KD", "disagrees with teacher (train / split)",
-                 "logit RMSE / teacher's logit SD (train / split)"], rows)
+                 "logit RMSE / teacher's logit SD (train / split)",
+                 "lost to the teacher on split, at its median top-2 margin (all images)"], rows)
 

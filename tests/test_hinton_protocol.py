@@ -164,7 +164,7 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     rows = hinton_protocol.lever_rows(tmp_path / "holdout")
     assert [r[0] for r in rows] == ["teacher-e1", "kd-e1-lr0.01-T20-a0.9-of-teacher-e1",
                                     "kd-e1-lr0.01-T8-a0.9-of-teacher-e1", "student-e1-lr0.05"]
-    for run, split, seeds, per_seed, _, per10k, ratio, disagree, rmse in rows:
+    for run, split, seeds, per_seed, _, per10k, ratio, disagree, rmse, lost in rows:
         result = json.loads((seed / run / "result.json").read_text())
         errors = result["errors"]
         assert (split, seeds, per_seed) == ("val", "0", str(errors))
@@ -173,12 +173,15 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
             assert disagree == f"{fid['train']['disagree']} / {fid['val']['disagree']}"
             rel = [fid[p]["logit_rmse"] / fid[p]["teacher_logit_sd"] for p in ("train", "val")]
             assert rmse == f"{rel[0]:.1%} / {rel[1]:.1%}"
+            v = fid["val"]
+            at = f"{v['lost']:.1f} at margin {v['lost_teacher_margin']:.2f}" if v["lost"] else "0"
+            assert lost == f"{at} (all {v['teacher_margin']:.1f})"
             assert fid["val"]["student_errors"] == errors
             assert fid["val"]["teacher_errors"] == json.loads(
                 (seed / "teacher-e1" / "result.json").read_text())["errors"]
             assert 0 <= fid["train"]["disagree"] <= len(data.train)
         else:
-            assert "fidelity" not in result and disagree == rmse == "-"
+            assert "fidelity" not in result and disagree == rmse == lost == "-"
         assert float(per10k) == pytest.approx(errors * 10_000 / len(bundle.val), abs=0.05)
     student = json.loads((seed / "student-e1-lr0.05" / "result.json").read_text())["errors"]
     kd = json.loads((seed / "kd-e1-lr0.01-T8-a0.9-of-teacher-e1" / "result.json").read_text())["errors"]
@@ -207,9 +210,31 @@ def test_copy_fidelity_of_a_model_with_itself_is_exact_and_counts_its_errors(bun
         errors, _ = count_test_errors(result["checkpoint"], bundle, split)
         logits, _ = common.split_logits(result["checkpoint"], bundle, split)
         sd = (logits - logits.mean(1, keepdim=True)).pow(2).mean().sqrt().item()
+        top2 = logits.topk(2, dim=1).values
         assert fid[split] == {"disagree": 0, "logit_rmse": 0.0, "teacher_errors": errors,
-                              "student_errors": errors, "teacher_logit_sd": pytest.approx(sd, abs=1e-4)}
+                              "student_errors": errors, "teacher_logit_sd": pytest.approx(sd, abs=1e-4),
+                              "lost": 0, "lost_teacher_margin": None,
+                              "teacher_margin": pytest.approx(float((top2[:, 0] - top2[:, 1]).quantile(0.5)), abs=1e-4)}
     assert fid["test"]["student_errors"] == result["errors"]
+
+
+def test_copy_fidelity_counts_the_images_lost_to_the_teacher_at_the_teachers_margin(monkeypatch):
+    """lost: the teacher right, the student wrong; the margins are the teacher's top-2 logit
+    gaps, median over the lost images and over all."""
+    import types
+
+    import common
+    import torch
+
+    teacher = torch.tensor([[3.0, 0, 0], [0.0, 0.5, 0], [0, 0, 2.0], [4.0, 0, 0]])  # right on 0-2
+    student = torch.tensor([[3.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 4.0, 0]])  # wrong on 1 and 2
+    labels = torch.tensor([0, 1, 2, 1])
+    bundle = types.SimpleNamespace(val=types.SimpleNamespace(labels=labels))
+    monkeypatch.setattr(common, "split_logits", lambda path, b, split: ({"t": teacher, "s": student}[path], 9))
+    fid = common.copy_fidelity("s", "t", bundle, ("val",))["val"]
+    assert (fid["teacher_errors"], fid["student_errors"], fid["disagree"], fid["lost"]) == (1, 2, 3, 2)
+    assert fid["lost_teacher_margin"] == pytest.approx(1.25)  # images 1 and 2: margins 0.5 and 2
+    assert fid["teacher_margin"] == pytest.approx(2.5)  # of 3, 0.5, 2 and 4
 
 
 def test_folder_names_carry_the_settings_a_call_can_change():
