@@ -27,6 +27,11 @@ choosing: every model trains on the 54,000 images of the train split only and is
 the 6,000 validation images (teachers included, so they never saw those images), in
 <out>/holdout/; the test set is not read. A lever chosen there is then run once on the paper's
 protocol.
+
+Levers beside the teacher's (--teacher-*): the distilled student's --kd-lr, --kd-batch-size,
+--temperature, --alpha and --epochs, each named in its run's folder; --pixels unit runs every
+model on raw pixels in [0, 1] instead of standardised ones, under <out>/unit/. Each KD run records
+how it copies its teacher (copy_fidelity in common.py), and --levers tabulates a storage path.
 """
 from __future__ import annotations
 
