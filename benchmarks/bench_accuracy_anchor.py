@@ -152,7 +152,7 @@ def main(argv=None) -> None:
     if args.levers:  # reads result.json files only: no data, no training
         import hinton_protocol
 
-        root = Path(args.storage_path) / ("unit" if args.pixels == "unit" else "") / ("holdout" if args.holdout else "")
+        root = hinton_protocol.runs_root(Path(args.storage_path), args.pixels, args.holdout)
         rows = hinton_protocol.lever_rows(root)
         if not rows:
             p.error(f"no finished protocol runs under {root}")

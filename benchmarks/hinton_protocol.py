@@ -72,6 +72,11 @@ def unit_pixels(bundle):
     return dataclasses.replace(bundle, mean=(0.0,) * channels, std=(1.0,) * channels)
 
 
+def runs_root(storage: Path, pixels: str | None, holdout: bool) -> Path:
+    """Where a protocol call's seed<S>/ folders live: <storage>[/unit][/holdout]."""
+    return storage / ("unit" if pixels == "unit" else "") / ("holdout" if holdout else "")
+
+
 # The teacher's levers a protocol call can set (--teacher-lr, --teacher-max-norm, --teacher-dropout,
 # --teacher-input-dropout), each with the tag it puts in the teacher's folder name.
 TEACHER_LEVERS = {"lr": "lr", "max_norm": "mn", "dropout": "do", "input_dropout": "ido"}
@@ -277,9 +282,10 @@ def main(args, spec, bundle, out: Path) -> None:
 
     pixels = args.pixels or "standardised"
     if pixels == "unit":  # every model on raw pixels in [0, 1], as Srivastava et al. fed them
-        bundle, out = unit_pixels(bundle), out / "unit"
+        bundle = unit_pixels(bundle)
+    out = runs_root(out, pixels, args.holdout)
     if args.holdout:  # train split only, counted on the validation images; test never read
-        data, split, out = bundle, "val", out / "holdout"
+        data, split = bundle, "val"
     else:  # the paper's: all training images, the test set once
         data, split = full_train_bundle(bundle), "test"
     n_eval = len(getattr(data, split))
