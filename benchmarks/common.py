@@ -209,15 +209,16 @@ def copy_fidelity(student: str, teacher: str, bundle, splits: Sequence[str]) -> 
         diff = (s - s.mean(1, keepdim=True)) - t_centred
         top2 = t.topk(2, dim=1).values
         margin = top2[:, 0] - top2[:, 1]  # logits by which the teacher's top class leads
-        lost = (s.argmax(1) != labels) & (t.argmax(1) == labels)
+        s_wrong, t_wrong = s.argmax(1) != labels, t.argmax(1) != labels
+        lost = s_wrong & ~t_wrong
         out[split] = {"disagree": int((s.argmax(1) != t.argmax(1)).sum()),
                       "lost": int(lost.sum()),
                       "lost_teacher_margin": round(float(margin[lost].quantile(0.5)), 4) if lost.any() else None,
                       "teacher_margin": round(float(margin.quantile(0.5)), 4),
                       "logit_rmse": round(float(diff.pow(2).mean().sqrt()), 4),
                       "teacher_logit_sd": round(float(t_centred.pow(2).mean().sqrt()), 4),
-                      "teacher_errors": int((t.argmax(1) != labels).sum()),
-                      "student_errors": int((s.argmax(1) != labels).sum())}
+                      "teacher_errors": int(t_wrong.sum()),
+                      "student_errors": int(s_wrong.sum())}
     return out
 
 

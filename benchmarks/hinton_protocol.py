@@ -373,10 +373,11 @@ def _copy_columns(by_seed: dict[int, dict], seeds: list[int], split: str) -> tup
 
     lost = "-"
     if all("lost" in f[split] for f in fids):
+        # the lost images' margin is averaged over the seeds that lost any
         margins = [f[split]["lost_teacher_margin"] for f in fids if f[split]["lost_teacher_margin"] is not None]
-        lost = (f"{statistics.mean(f[split]['lost'] for f in fids):.1f} at margin "
-                f"{statistics.mean(margins):.2f}" if margins else "0") + \
-               f" (all {statistics.mean(f[split]['teacher_margin'] for f in fids):.1f})"
+        count = (f"{statistics.mean(f[split]['lost'] for f in fids):.1f} at margin {statistics.mean(margins):.2f}"
+                 if margins else "0")
+        lost = f"{count} (all {statistics.mean(f[split]['teacher_margin'] for f in fids):.1f})"
     # RMSE as a share of the teacher's logit spread: teachers of other logit scales compare
     return (mean(lambda f: f["disagree"], ".0f"),
             mean(lambda f: f["logit_rmse"] / f["teacher_logit_sd"], ".1%"), lost)

@@ -342,3 +342,15 @@ def test_unit_pixels_feed_every_model_raw_pixels_in_their_own_folder(bundle, tmp
     assert not (tmp_path / "holdout").exists()  # the standardised runs' folder is left alone
     unit = hinton_protocol.unit_pixels(bundle)
     assert (unit.mean, unit.std, unit.train) == ((0.0,), (1.0,), bundle.train)
+
+
+def test_the_lost_column_averages_margins_over_the_seeds_that_lost_any():
+    def fid(lost, margin, all_):
+        part = {"disagree": 1, "logit_rmse": 0.1, "teacher_logit_sd": 1.0, "lost": lost,
+                "lost_teacher_margin": margin, "teacher_margin": all_}
+        return {"fidelity": {"train": part, "val": part}}
+
+    two = {0: fid(3, 0.5, 10.0), 1: fid(0, None, 12.0)}
+    assert hinton_protocol._copy_columns(two, [0, 1], "val")[2] == "1.5 at margin 0.50 (all 11.0)"
+    none = {0: fid(0, None, 10.0)}  # no seed lost an image: no margin to average
+    assert hinton_protocol._copy_columns(none, [0], "val")[2] == "0 (all 10.0)"
