@@ -114,6 +114,9 @@ def main(argv=None) -> None:
                                                "at T = 20 and alpha 0.9, 0.05 diverged in epoch 1)")
     p.add_argument("--kd-batch-size", type=int, help="hinton: the distilled 2x800's batch size "
                                                      "(default: the preset's 128, as the other 2x800)")
+    p.add_argument("--kd-precision", choices=("fp32", "bf16"),
+                   help="hinton: the distilled 2x800's compute precision, and its cached teacher "
+                        "logits' (default: auto, bf16 where the CPU has it)")
     p.add_argument("--holdout", action="store_true",
                    help="hinton: train on the 54,000-image train split only and count errors on the "
                         "6,000 validation images, never the test set (for choosing a lever)")
@@ -132,7 +135,8 @@ def main(argv=None) -> None:
     p.add_argument("--storage-path", help="checkpoints go here (default: a temp dir)")
     args = p.parse_args(argv)
     hinton_only = ("holdout", "levers", "teacher_epochs", "teacher_lr", "teacher_max_norm",
-                   "teacher_dropout", "teacher_input_dropout", "student_lr", "kd_lr", "kd_batch_size")
+                   "teacher_dropout", "teacher_input_dropout", "student_lr", "kd_lr", "kd_batch_size",
+                   "kd_precision")
     for flag in hinton_only + ("pixels",):
         if getattr(args, flag) not in (None, False) and args.protocol != "hinton":
             p.error(f"--{flag.replace('_', '-')} needs --protocol hinton")

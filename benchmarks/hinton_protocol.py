@@ -29,7 +29,7 @@ the 6,000 validation images (teachers included, so they never saw those images),
 protocol.
 
 Levers beside the teacher's (--teacher-*): the distilled student's --kd-lr, --kd-batch-size,
---temperature, --alpha and --epochs, each named in its run's folder; --pixels unit runs every
+--kd-precision (fp32 or bf16, for it and its cached teacher logits), --temperature, --alpha and --epochs, each named in its run's folder; --pixels unit runs every
 model on raw pixels in [0, 1] instead of standardised ones, under <out>/unit/. Each KD run records
 how it copies its teacher (copy_fidelity in common.py), and --levers tabulates a storage path.
 """
@@ -85,10 +85,14 @@ MODEL_KWARGS = frozenset({"dropout", "input_dropout"})  # FlexibleMLP's, not the
 
 def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, alpha: float,
             temperature: float, student_lr: float, threads: int, kd_lr: float | None = None,
-            teacher_levers: dict[str, float] | None = None, kd_batch_size: int | None = None) -> dict[str, dict]:
+            teacher_levers: dict[str, float] | None = None, kd_batch_size: int | None = None,
+            kd_precision: str | None = None) -> dict[str, dict]:
     """The three configs of one seed; the KD config gets its teacher checkpoint later.
     `teacher_levers` ({lever: value}, keys of TEACHER_LEVERS) replace the preset teacher's;
-    `kd_batch_size` the distilled student's batch (default: the preset's, as the other student's)."""
+    `kd_batch_size` the distilled student's batch (default: the preset's, as the other student's);
+    `kd_precision` ("fp32" or "bf16") its compute precision and that of its cached teacher
+    logits (default: the train config's "auto", bf16 where the CPU has it; only a given value
+    enters the config, so runs from before the lever keep their config)."""
     teacher = {**spec.teacher_config(), "seed": seed, "num_threads": threads}
     if teacher_epochs is not None:
         teacher["epochs"] = teacher_epochs
@@ -104,9 +108,11 @@ def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, al
     # no jitter width and no fixed views (the KD student's cache has one row per image).
     for key in ("augment_pixels", "augment_views"):
         student.pop(key, None)
-    return {"teacher": teacher, "student": {**student, "alpha": 0.0},
-            "kd": {**student, "alpha": alpha, "temperature": temperature, "lr": kd_lr or student_lr,
-                   "batch_size": kd_batch_size or student["batch_size"]}}
+    kd = {**student, "alpha": alpha, "temperature": temperature, "lr": kd_lr or student_lr,
+          "batch_size": kd_batch_size or student["batch_size"]}
+    if kd_precision is not None:
+        kd["precision"] = kd_precision
+    return {"teacher": teacher, "student": {**student, "alpha": 0.0}, "kd": kd}
 
 
 def run_resumable(fn, config: dict, bundle, folder: Path, split: str = "test", **kw) -> dict:
@@ -183,7 +189,8 @@ def folder_name(role: str, config: dict, teacher_levers: dict[str, float] | None
     """The run's folder under seed<S>/: its role and the settings a protocol call can change, so
     that runs of other settings sit beside it and share what does not depend on them (every
     teacher shares the undistilled student; KD students of one teacher share it). A student's
-    batch size is named only where it is not `preset_batch`, so older runs keep their names."""
+    batch size is named only where it is not `preset_batch`, and its precision only where a call
+    gave one, so older runs keep their names."""
     name = f"{role}-e{config['epochs']}"
     if role == "teacher":  # the teacher's levers, in TEACHER_LEVERS' order; preset values: no tag
         return name + "".join(f"-{tag}{teacher_levers[key]:g}" for key, tag in TEACHER_LEVERS.items()
@@ -191,6 +198,8 @@ def folder_name(role: str, config: dict, teacher_levers: dict[str, float] | None
     name += f"-lr{config['lr']:g}"
     if preset_batch is not None and config["batch_size"] != preset_batch:
         name += f"-b{config['batch_size']}"
+    if "precision" in config:  # only a run given a precision names it (older runs: "auto")
+        name += f"-{config['precision']}"
     return name + (f"-T{config['temperature']:g}-a{config['alpha']:g}" if role == "kd" else "")
 
 
@@ -246,7 +255,8 @@ def run_seed(spec, bundle, out: Path, seed: int, split: str = "test", **kw) -> d
     rows = {"teacher": run(train_teacher, "teacher", cfg["teacher"])}
     rows["student"] = run(distill_student, "student", cfg["student"])
     teacher = rows["teacher"]["checkpoint"]
-    logits = local_cache(bundle, teacher)  # un-jittered students: one row per image
+    # un-jittered students: one row per image; computed at the KD student's precision
+    logits = local_cache(bundle, teacher, precision=cfg["kd"].get("precision", "auto"))
     rows["kd"] = run(distill_student, "kd", {**cfg["kd"], "teacher_checkpoint": teacher},
                      teacher_logits=logits)
     for name, role in ROLES.items():
@@ -296,7 +306,8 @@ def main(args, spec, bundle, out: Path) -> None:
           f"teacher {args.teacher_epochs or spec.teacher['epochs']} epochs, {describe_teacher(spec, levers, pixels)}; "
           f"students {args.epochs} epochs "
           f"(lr {args.student_lr}, KD lr {args.kd_lr or args.student_lr}"
-          f"{f', KD batch {args.kd_batch_size}' if args.kd_batch_size else ''}); "
+          f"{f', KD batch {args.kd_batch_size}' if args.kd_batch_size else ''}"
+          f"{f', KD precision {args.kd_precision}' if args.kd_precision else ''}); "
           f"KD T {args.temperature} alpha {args.alpha}; "
           f"seeds {args.seeds}; runs in {out}", flush=True)
     start = time.perf_counter()
@@ -304,7 +315,7 @@ def main(args, spec, bundle, out: Path) -> None:
                          teacher_levers=levers,
                          student_epochs=args.epochs, alpha=args.alpha, temperature=args.temperature,
                          student_lr=args.student_lr, threads=args.threads, kd_lr=args.kd_lr,
-                         kd_batch_size=args.kd_batch_size)
+                         kd_batch_size=args.kd_batch_size, kd_precision=args.kd_precision)
                 for s in args.seeds]
     rows = []
     for name, role in ROLES.items():

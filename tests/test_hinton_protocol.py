@@ -113,7 +113,7 @@ def _protocol_args(**over):
     base = dict(holdout=True, teacher_epochs=1, teacher_lr=None, teacher_max_norm=None,
                 teacher_dropout=None, teacher_input_dropout=None, epochs=1, student_lr=0.05,
                 kd_lr=0.01, temperature=20.0, alpha=0.9, seeds=[0], threads=1, pixels=None,
-                kd_batch_size=None)
+                kd_batch_size=None, kd_precision=None)
     return argparse.Namespace(**{**base, **over})
 
 
@@ -158,7 +158,24 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     assert "KD batch 16" in capsys.readouterr().out
     kd16 = seed / "kd-e1-lr0.01-b16-T20-a0.9-of-teacher-e1"
     assert json.loads((kd16 / "config.json").read_text())["batch_size"] == 16
-    shutil.rmtree(kd16)  # the rows below count the four runs above
+    shutil.rmtree(kd16)
+    # the distilled student's precision: its config, its folder, and its cached teacher logits
+    import search.teacher_cache
+
+    cache_precisions = []
+    real_cache = search.teacher_cache.local_cache
+
+    def recording_cache(*a, **k):
+        cache_precisions.append(k.get("precision"))
+        return real_cache(*a, **k)
+
+    monkeypatch.setattr(search.teacher_cache, "local_cache", recording_cache)
+    hinton_protocol.main(_protocol_args(kd_precision="fp32"), spec, data, tmp_path)
+    assert "KD precision fp32" in capsys.readouterr().out and cache_precisions == ["fp32"]
+    kd32 = seed / "kd-e1-lr0.01-fp32-T20-a0.9-of-teacher-e1"
+    assert json.loads((kd32 / "config.json").read_text())["precision"] == "fp32"
+    assert "precision" not in json.loads((seed / "student-e1-lr0.05" / "config.json").read_text())
+    shutil.rmtree(kd32)  # the rows below count the four runs above
 
     # --levers: the four runs side by side, read back from their result.json files
     rows = hinton_protocol.lever_rows(tmp_path / "holdout")
@@ -251,6 +268,19 @@ def test_folder_names_carry_the_settings_a_call_can_change():
     assert hinton_protocol.folder_name("kd", {**cfg, "batch_size": 128}, preset_batch=128) == "kd-e60-lr0.01-T20-a0.9"
     assert (hinton_protocol.kd_folder_name({**cfg, "batch_size": 32}, "teacher-e100", "teacher-e100", 128)
             == "kd-e60-lr0.01-b32-T20-a0.9")
+    # a precision is named only where a call gave one (runs before the lever have none)
+    assert hinton_protocol.folder_name("kd", {**cfg, "precision": "fp32"}) == "kd-e60-lr0.01-fp32-T20-a0.9"
+
+
+def test_kd_precision_enters_only_the_distilled_students_config():
+    from search.cli import parse_args
+
+    spec, _ = parse_args(["--preset", "hinton_mnist", "--dataset", "digits"])
+    kw = dict(teacher_epochs=None, student_epochs=1, alpha=0.9, temperature=20.0, student_lr=0.05, threads=1)
+    given = hinton_protocol.configs(spec, 0, **kw, kd_precision="bf16")
+    assert given["kd"]["precision"] == "bf16"
+    assert "precision" not in given["student"] and "precision" not in given["teacher"]
+    assert "precision" not in hinton_protocol.configs(spec, 0, **kw)["kd"]  # older runs' configs match
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -261,6 +291,9 @@ def test_folder_names_carry_the_settings_a_call_can_change():
     (["--kd-lr", "0.01"], "--kd-lr needs --protocol hinton"),
     (["--pixels", "unit"], "--pixels needs --protocol hinton"),
     (["--kd-batch-size", "32"], "--kd-batch-size needs --protocol hinton"),
+    (["--kd-precision", "fp32"], "--kd-precision needs --protocol hinton"),
+    (["--protocol", "hinton", "--levers", "--storage-path", "x", "--kd-precision", "fp32"],
+     "--levers trains nothing: drop --kd-precision"),
     (["--protocol", "hinton", "--kd-batch-size", "0"], "--kd-batch-size must be > 0, got 0"),
     (["--protocol", "hinton", "--experiment", "x"], "--experiment is read by --protocol short only"),
     (["--protocol", "hinton", "--teacher-dropout", "1"], "--teacher-dropout must be in [0, 1), got 1.0"),
