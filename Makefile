@@ -22,6 +22,9 @@ $(STAMP): setup.cfg pyproject.toml
 	# compat: the repository root on sys.path through a .pth file (the top-level packages are
 	# plain folders of it), so setuptools has no meta-path finder to warn about.
 	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	# The venv's one editable install now points at this clone: the other clones' stamps go, so
+	# `make` in one of them installs again instead of running against this clone's code.
+	rm -f $(VENV)/.kdtune-*
 	touch $@
 
 run: $(STAMP)
