@@ -77,6 +77,7 @@ def compute_parts(bundle: DatasetBundle, teacher_checkpoint: str, parts: list[st
                               GPU_BATCH if rt.device.type == "cuda" else CPU_BATCH, rt.device,
                               mean=bundle.mean, std=bundle.std, autocast_dtype=rt.autocast_dtype,
                               channels_last=rt.channels_last, augment=bundle.augment,
+                              augment_pixels=bundle.augment_pixels,  # the trials' shift / padding
                               view=_view(part), seed=seed, dtype=None)
         array, dtype = to_numpy(logits), dtype_name(logits)
         if save_dir is not None:

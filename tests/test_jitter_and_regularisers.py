@@ -200,9 +200,11 @@ def test_a_jittered_max_norm_teacher_trains_with_every_row_in_the_ball(bundle):
                if isinstance(m, torch.nn.Linear)) > 0.5
 
 
-def test_jittered_students_through_the_view_cache_train_like_the_online_teacher(bundle):
+@pytest.mark.parametrize("pixels", [None, 3])
+def test_jittered_students_through_the_view_cache_train_like_the_online_teacher(bundle, pixels):
     """Students given `augment: jitter` and fixed views read the teacher's logits from a cache
-    that is exact: the same metrics as running the teacher on every jittered batch."""
+    that is exact: the same metrics as running the teacher on every jittered batch, at the
+    default shift and at another (the cache's views shift by the students' augment_pixels)."""
     from search.teacher_cache import local_cache
     from trainables.distill import distill_student
     from trainables.teacher import train_teacher
@@ -211,10 +213,10 @@ def test_jittered_students_through_the_view_cache_train_like_the_online_teacher(
     with reporting.local_session() as rec:
         train_teacher({**base, "width": 64, "epochs": 1}, data=bundle)
         teacher = rec.checkpoints[-1]
-        student = {**base, "epochs": 2, "augment": "jitter", "augment_views": 2, "alpha": 0.7,
-                   "temperature": 3.0, "teacher_checkpoint": teacher}
+        student = {**base, "epochs": 2, "augment": "jitter", "augment_pixels": pixels, "augment_views": 2,
+                   "alpha": 0.7, "temperature": 3.0, "teacher_checkpoint": teacher}
         online = distill_student({**student, "teacher_logits": "online"}, data=bundle)
-        jittered = bundle.with_augment("jitter")
+        jittered = bundle.with_augment("jitter", pixels)
         shared = local_cache(jittered, teacher, views=2, seed=2, precision="fp32")
         assert (shared.views, shared.rows_per_view, shared.num_classes) == (2, len(bundle.train), 10)
         cached = distill_student(student, data=bundle, teacher_logits=shared)
