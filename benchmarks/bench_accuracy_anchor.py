@@ -117,6 +117,10 @@ def main(argv=None) -> None:
     p.add_argument("--kd-precision", choices=("fp32", "bf16"),
                    help="hinton: the distilled 2x800's compute precision, and its cached teacher "
                         "logits' (default: auto, bf16 where the CPU has it)")
+    p.add_argument("--student-views", type=int, metavar="K",
+                   help="hinton: both 2x800s train on K fixed views of the training images jittered "
+                        "as the teacher's, the distilled one against the teacher's logits of each view "
+                        "(NOT the paper's protocol: its students saw plain images; default: the paper's)")
     p.add_argument("--holdout", action="store_true",
                    help="hinton: train on the 54,000-image train split only and count errors on the "
                         "6,000 validation images, never the test set (for choosing a lever)")
@@ -136,13 +140,13 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     hinton_only = ("holdout", "levers", "teacher_epochs", "teacher_lr", "teacher_max_norm",
                    "teacher_dropout", "teacher_input_dropout", "student_lr", "kd_lr", "kd_batch_size",
-                   "kd_precision")
+                   "kd_precision", "student_views")
     for flag in hinton_only + ("pixels",):
         if getattr(args, flag) not in (None, False) and args.protocol != "hinton":
             p.error(f"--{flag.replace('_', '-')} needs --protocol hinton")
     if args.experiment and args.protocol == "hinton":
         p.error("--experiment is read by --protocol short only")
-    for flag in ("teacher_lr", "teacher_max_norm", "student_lr", "kd_lr", "kd_batch_size"):
+    for flag in ("teacher_lr", "teacher_max_norm", "student_lr", "kd_lr", "kd_batch_size", "student_views"):
         if getattr(args, flag) is not None and not getattr(args, flag) > 0:
             p.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
     for flag in ("teacher_dropout", "teacher_input_dropout"):

@@ -30,8 +30,10 @@ protocol.
 
 Levers beside the teacher's (--teacher-*): the distilled student's --kd-lr, --kd-batch-size,
 --kd-precision (fp32 or bf16, for it and its cached teacher logits), --temperature, --alpha and --epochs, each named in its run's folder; --pixels unit runs every
-model on raw pixels in [0, 1] instead of standardised ones, under <out>/unit/. Each KD run records
-how it copies its teacher (copy_fidelity in common.py), and --levers tabulates a storage path.
+model on raw pixels in [0, 1] instead of standardised ones, under <out>/unit/; --student-views K
+puts both 2x800s on K fixed jittered views (a deviation from the paper, named in their folders).
+Each KD run records how it copies its teacher (copy_fidelity in common.py), and --levers
+tabulates a storage path.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -86,13 +89,15 @@ MODEL_KWARGS = frozenset({"dropout", "input_dropout"})  # FlexibleMLP's, not the
 def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, alpha: float,
             temperature: float, student_lr: float, threads: int, kd_lr: float | None = None,
             teacher_levers: dict[str, float] | None = None, kd_batch_size: int | None = None,
-            kd_precision: str | None = None) -> dict[str, dict]:
+            kd_precision: str | None = None, student_views: int | None = None) -> dict[str, dict]:
     """The three configs of one seed; the KD config gets its teacher checkpoint later.
     `teacher_levers` ({lever: value}, keys of TEACHER_LEVERS) replace the preset teacher's;
     `kd_batch_size` the distilled student's batch (default: the preset's, as the other student's);
     `kd_precision` ("fp32" or "bf16") its compute precision and that of its cached teacher
     logits (default: the train config's "auto", bf16 where the CPU has it; only a given value
-    enters the config, so runs from before the lever keep their config)."""
+    enters the config, so runs from before the lever keep their config); `student_views` K puts
+    both 2x800s on K fixed views of the training images jittered as the teacher's are (not the
+    paper's protocol, whose students saw the plain images; None: the paper's)."""
     teacher = {**spec.teacher_config(), "seed": seed, "num_threads": threads}
     if teacher_epochs is not None:
         teacher["epochs"] = teacher_epochs
@@ -108,6 +113,9 @@ def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, al
     # no jitter width and no fixed views (the KD student's cache has one row per image).
     for key in ("augment_pixels", "augment_views"):
         student.pop(key, None)
+    if student_views is not None:  # the deviation: the teacher's jitter, as K fixed views
+        student.update(augment="jitter", augment_pixels=teacher.get("augment_pixels") or 2,
+                       augment_views=student_views)
     kd = {**student, "alpha": alpha, "temperature": temperature, "lr": kd_lr or student_lr,
           "batch_size": kd_batch_size or student["batch_size"]}
     if kd_precision is not None:
@@ -189,8 +197,8 @@ def folder_name(role: str, config: dict, teacher_levers: dict[str, float] | None
     """The run's folder under seed<S>/: its role and the settings a protocol call can change, so
     that runs of other settings sit beside it and share what does not depend on them (every
     teacher shares the undistilled student; KD students of one teacher share it). A student's
-    batch size is named only where it is not `preset_batch`, and its precision only where a call
-    gave one, so older runs keep their names."""
+    batch size is named only where it is not `preset_batch`, its precision only where a call
+    gave one, and its jitter only where it has one, so older runs keep their names."""
     name = f"{role}-e{config['epochs']}"
     if role == "teacher":  # the teacher's levers, in TEACHER_LEVERS' order; preset values: no tag
         return name + "".join(f"-{tag}{teacher_levers[key]:g}" for key, tag in TEACHER_LEVERS.items()
@@ -200,6 +208,8 @@ def folder_name(role: str, config: dict, teacher_levers: dict[str, float] | None
         name += f"-b{config['batch_size']}"
     if "precision" in config:  # only a run given a precision names it (older runs: "auto")
         name += f"-{config['precision']}"
+    if config.get("augment") == "jitter":  # jittered students (--student-views): shift and views
+        name += f"-j{config['augment_pixels']}v{config['augment_views']}"
     return name + (f"-T{config['temperature']:g}-a{config['alpha']:g}" if role == "kd" else "")
 
 
@@ -255,8 +265,12 @@ def run_seed(spec, bundle, out: Path, seed: int, split: str = "test", **kw) -> d
     rows = {"teacher": run(train_teacher, "teacher", cfg["teacher"])}
     rows["student"] = run(distill_student, "student", cfg["student"])
     teacher = rows["teacher"]["checkpoint"]
-    # un-jittered students: one row per image; computed at the KD student's precision
-    logits = local_cache(bundle, teacher, precision=cfg["kd"].get("precision", "auto"))
+    # computed at the KD student's precision; un-jittered students: one row per image, jittered
+    # ones: one row per image and view, the pixels of the student's own loader (same seed)
+    kd = cfg["kd"]
+    views = bundle.with_augment("jitter", kd["augment_pixels"]) if kd.get("augment") == "jitter" else bundle
+    logits = local_cache(views, teacher, views=kd.get("augment_views"), seed=seed,
+                         precision=kd.get("precision", "auto"))
     rows["kd"] = run(distill_student, "kd", {**cfg["kd"], "teacher_checkpoint": teacher},
                      teacher_logits=logits)
     for name, role in ROLES.items():
@@ -300,6 +314,8 @@ def main(args, spec, bundle, out: Path) -> None:
         data, split = full_train_bundle(bundle), "test"
     n_eval = len(getattr(data, split))
     levers = teacher_levers(args)
+    jittered = (f"; both on {args.student_views} fixed jittered views, NOT the paper's protocol "
+                f"(its students saw plain images)" if args.student_views else "")
     print(f"Hinton et al. 2015 protocol{' (held out)' if args.holdout else ''}: {len(data.train)} "
           f"training images, {n_eval} {split} images (touched once, last epoch); "
           f"inputs {'raw pixels in [0, 1]' if pixels == 'unit' else 'standardised'}; "
@@ -307,7 +323,8 @@ def main(args, spec, bundle, out: Path) -> None:
           f"students {args.epochs} epochs "
           f"(lr {args.student_lr}, KD lr {args.kd_lr or args.student_lr}"
           f"{f', KD batch {args.kd_batch_size}' if args.kd_batch_size else ''}"
-          f"{f', KD precision {args.kd_precision}' if args.kd_precision else ''}); "
+          f"{f', KD precision {args.kd_precision}' if args.kd_precision else ''}"
+          f"{jittered}); "
           f"KD T {args.temperature} alpha {args.alpha}; "
           f"seeds {args.seeds}; runs in {out}", flush=True)
     start = time.perf_counter()
@@ -315,7 +332,8 @@ def main(args, spec, bundle, out: Path) -> None:
                          teacher_levers=levers,
                          student_epochs=args.epochs, alpha=args.alpha, temperature=args.temperature,
                          student_lr=args.student_lr, threads=args.threads, kd_lr=args.kd_lr,
-                         kd_batch_size=args.kd_batch_size, kd_precision=args.kd_precision)
+                         kd_batch_size=args.kd_batch_size, kd_precision=args.kd_precision,
+                         student_views=args.student_views)
                 for s in args.seeds]
     rows = []
     for name, role in ROLES.items():
@@ -360,7 +378,8 @@ def lever_rows(root: Path) -> list[tuple]:
         images = by_seed[seeds[0]].get("images", 10_000)
         mean = statistics.mean(errs)
         ratio = "-"
-        base = [n for n in runs if n.startswith(f"student-{name.split('-')[1]}-")]
+        base = [n for n in runs if n.startswith(f"student-{name.split('-')[1]}-")
+                and _jitter_tag(n) == _jitter_tag(name)]  # jittered KD against jittered no KD
         if name.startswith("kd-") and len(base) == 1 and all(s in runs[base[0]] for s in seeds):
             undistilled = statistics.mean(runs[base[0]][s]["errors"] for s in seeds)
             ratio = f"{mean / undistilled:.2f}" if undistilled else "-"
@@ -368,6 +387,12 @@ def lever_rows(root: Path) -> list[tuple]:
         rows.append((name, split, " ".join(map(str, seeds)), ", ".join(map(str, errs)), mean_sd(errs),
                      f"{mean * 10_000 / images:.1f}", ratio, *_copy_columns(by_seed, seeds, split)))
     return rows
+
+
+def _jitter_tag(name: str) -> str | None:
+    """A student run's jitter tag ("-j2v60", from --student-views), None for plain students."""
+    found = re.search(r"-j\d+v\d+", name)
+    return found.group(0) if found else None
 
 
 def _copy_columns(by_seed: dict[int, dict], seeds: list[int], split: str) -> tuple[str, str, str]:

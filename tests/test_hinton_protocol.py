@@ -113,7 +113,7 @@ def _protocol_args(**over):
     base = dict(holdout=True, teacher_epochs=1, teacher_lr=None, teacher_max_norm=None,
                 teacher_dropout=None, teacher_input_dropout=None, epochs=1, student_lr=0.05,
                 kd_lr=0.01, temperature=20.0, alpha=0.9, seeds=[0], threads=1, pixels=None,
-                kd_batch_size=None, kd_precision=None)
+                kd_batch_size=None, kd_precision=None, student_views=None)
     return argparse.Namespace(**{**base, **over})
 
 
@@ -162,20 +162,34 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     # the distilled student's precision: its config, its folder, and its cached teacher logits
     import search.teacher_cache
 
-    cache_precisions = []
+    caches = []  # (precision, views, the pixels' augmentation) of each cached teacher's logits
     real_cache = search.teacher_cache.local_cache
 
-    def recording_cache(*a, **k):
-        cache_precisions.append(k.get("precision"))
-        return real_cache(*a, **k)
+    def recording_cache(views_of, *a, **k):
+        caches.append((k.get("precision"), k.get("views"), views_of.augment))
+        return real_cache(views_of, *a, **k)
 
     monkeypatch.setattr(search.teacher_cache, "local_cache", recording_cache)
     hinton_protocol.main(_protocol_args(kd_precision="fp32"), spec, data, tmp_path)
-    assert "KD precision fp32" in capsys.readouterr().out and cache_precisions == ["fp32"]
+    assert "KD precision fp32" in capsys.readouterr().out and caches == [("fp32", None, "none")]
     kd32 = seed / "kd-e1-lr0.01-fp32-T20-a0.9-of-teacher-e1"
     assert json.loads((kd32 / "config.json").read_text())["precision"] == "fp32"
     assert "precision" not in json.loads((seed / "student-e1-lr0.05" / "config.json").read_text())
-    shutil.rmtree(kd32)  # the rows below count the four runs above
+    shutil.rmtree(kd32)
+    # jittered students (not the paper's): both 2x800s on K fixed views, the KD one against the
+    # teacher's logits of those views, each in its own folder; --levers pairs jittered with jittered
+    hinton_protocol.main(_protocol_args(student_views=2), spec, data, tmp_path)
+    assert "both on 2 fixed jittered views, NOT the paper's protocol" in capsys.readouterr().out
+    assert caches[-1] == ("auto", 2, "jitter")
+    jittered = [seed / "student-e1-lr0.05-j2v2", seed / "kd-e1-lr0.01-j2v2-T20-a0.9-of-teacher-e1"]
+    for run in jittered:
+        cfg = json.loads((run / "config.json").read_text())
+        assert (cfg["augment"], cfg["augment_pixels"], cfg["augment_views"]) == ("jitter", 2, 2)
+    ratios = {r[0]: r[6] for r in hinton_protocol.lever_rows(tmp_path / "holdout")}
+    errors = [json.loads((run / "result.json").read_text())["errors"] for run in jittered]
+    assert ratios[jittered[1].name] == (f"{errors[1] / errors[0]:.2f}" if errors[0] else "-")
+    for run in jittered:
+        shutil.rmtree(run)  # the rows below count the four runs above
 
     # --levers: the four runs side by side, read back from their result.json files
     rows = hinton_protocol.lever_rows(tmp_path / "holdout")
@@ -270,6 +284,8 @@ def test_folder_names_carry_the_settings_a_call_can_change():
             == "kd-e60-lr0.01-b32-T20-a0.9")
     # a precision is named only where a call gave one (runs before the lever have none)
     assert hinton_protocol.folder_name("kd", {**cfg, "precision": "fp32"}) == "kd-e60-lr0.01-fp32-T20-a0.9"
+    jitter = {"augment": "jitter", "augment_pixels": 2, "augment_views": 60}
+    assert hinton_protocol.folder_name("kd", {**cfg, **jitter}) == "kd-e60-lr0.01-j2v60-T20-a0.9"
 
 
 def test_kd_precision_enters_only_the_distilled_students_config():
@@ -292,6 +308,8 @@ def test_kd_precision_enters_only_the_distilled_students_config():
     (["--pixels", "unit"], "--pixels needs --protocol hinton"),
     (["--kd-batch-size", "32"], "--kd-batch-size needs --protocol hinton"),
     (["--kd-precision", "fp32"], "--kd-precision needs --protocol hinton"),
+    (["--student-views", "12"], "--student-views needs --protocol hinton"),
+    (["--protocol", "hinton", "--student-views", "0"], "--student-views must be > 0, got 0"),
     (["--protocol", "hinton", "--levers", "--storage-path", "x", "--kd-precision", "fp32"],
      "--levers trains nothing: drop --kd-precision"),
     (["--protocol", "hinton", "--kd-batch-size", "0"], "--kd-batch-size must be > 0, got 0"),
