@@ -179,7 +179,9 @@ def _key(bundle: DatasetBundle, teacher_checkpoint: str, seed: int, precision: s
     key = (f"{Path(teacher_checkpoint).resolve()}|{seed}|{precision}|{bundle.name}|{bundle.augment}|"
            f"{len(bundle.train)}|{len(bundle.val)}")
     if bundle.augment_pixels is not None:  # a non-default crop padding / jitter shift
-        key += f"|{bundle.augment_pixels}"
+        # "px": caches saved before 2026-12-05 under "|<pixels>" hold views at the default shift
+        # (the bug fixed then); this key never matches them, so a resumed search recomputes.
+        key += f"|px{bundle.augment_pixels}"
     return f"logits-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
