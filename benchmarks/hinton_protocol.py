@@ -29,9 +29,10 @@ the 6,000 validation images (teachers included, so they never saw those images),
 protocol.
 
 Levers beside the teacher's (--teacher-*): the distilled student's --kd-lr, --kd-batch-size,
---kd-precision (fp32 or bf16, for it and its cached teacher logits), --temperature, --alpha and --epochs, each named in its run's folder; --pixels unit runs every
-model on raw pixels in [0, 1] instead of standardised ones, under <out>/unit/; --student-views K
-puts both 2x800s on K fixed jittered views (a deviation from the paper, named in their folders).
+--kd-precision (fp32 or bf16, for it and its cached teacher logits), --temperature, --alpha and
+--epochs, each named in its run's folder; --pixels unit runs every model on raw pixels in [0, 1]
+instead of standardised ones, under <out>/unit/; --student-views K puts both 2x800s on K fixed
+jittered views (a deviation from the paper, named in their folders).
 Each KD run records how it copies its teacher (copy_fidelity in common.py), and --levers
 tabulates a storage path.
 """
@@ -98,6 +99,8 @@ def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, al
     enters the config, so runs from before the lever keep their config); `student_views` K puts
     both 2x800s on K fixed views of the training images jittered as the teacher's are (not the
     paper's protocol, whose students saw the plain images; None: the paper's)."""
+    from datasets.augment import resolve_pixels
+
     teacher = {**spec.teacher_config(), "seed": seed, "num_threads": threads}
     if teacher_epochs is not None:
         teacher["epochs"] = teacher_epochs
@@ -114,8 +117,8 @@ def configs(spec, seed: int, teacher_epochs: int | None, student_epochs: int, al
     for key in ("augment_pixels", "augment_views"):
         student.pop(key, None)
     if student_views is not None:  # the deviation: the teacher's jitter, as K fixed views
-        student.update(augment="jitter", augment_pixels=teacher.get("augment_pixels") or 2,
-                       augment_views=student_views)
+        student.update(augment="jitter", augment_views=student_views,
+                       augment_pixels=resolve_pixels("jitter", teacher.get("augment_pixels")))
     kd = {**student, "alpha": alpha, "temperature": temperature, "lr": kd_lr or student_lr,
           "batch_size": kd_batch_size or student["batch_size"]}
     if kd_precision is not None:
@@ -265,14 +268,13 @@ def run_seed(spec, bundle, out: Path, seed: int, split: str = "test", **kw) -> d
     rows = {"teacher": run(train_teacher, "teacher", cfg["teacher"])}
     rows["student"] = run(distill_student, "student", cfg["student"])
     teacher = rows["teacher"]["checkpoint"]
-    # computed at the KD student's precision; un-jittered students: one row per image, jittered
-    # ones: one row per image and view, the pixels of the student's own loader (same seed)
+    # computed at the KD student's precision, on its own augmentation: un-jittered students get
+    # one row per image, jittered ones one per image and view, the pixels of their loader (same seed)
     kd = cfg["kd"]
-    views = bundle.with_augment("jitter", kd["augment_pixels"]) if kd.get("augment") == "jitter" else bundle
-    logits = local_cache(views, teacher, views=kd.get("augment_views"), seed=seed,
+    transfer = bundle.with_augment(kd["augment"], kd.get("augment_pixels"))
+    logits = local_cache(transfer, teacher, views=kd.get("augment_views"), seed=seed,
                          precision=kd.get("precision", "auto"))
-    rows["kd"] = run(distill_student, "kd", {**cfg["kd"], "teacher_checkpoint": teacher},
-                     teacher_logits=logits)
+    rows["kd"] = run(distill_student, "kd", {**kd, "teacher_checkpoint": teacher}, teacher_logits=logits)
     for name, role in ROLES.items():
         r = rows[role]
         print(f"  seed {seed} {name:22s} {r['errors']:5d} {split} errors  ({r['params']:,} params, "
