@@ -19,9 +19,12 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# compat: the repository root on sys.path through a .pth file (the top-level packages are
-	# plain folders of it), so setuptools has no meta-path finder to warn about.
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	# setuptools' default editable mode: an import hook maps kdtune.<folder> to this clone's
+	# folders (setup.cfg package_dir), so nothing but `kdtune` is importable from the install.
+	# That mode ends with an informational note ("Editable installation. Please be careful with
+	# folders ... of the same name as your package"), which pip >= 25 prints as a warning on every
+	# install; the filter drops that one note (kdtune/ is the package itself), nothing else.
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e '.[test]'
 	# The venv's one editable install now points at this clone: the other clones' stamps go, so
 	# `make` in one of them installs again instead of running against this clone's code.
 	rm -f $(VENV)/.kdtune-*

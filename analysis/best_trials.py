@@ -13,20 +13,16 @@ Works on a running search.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script from a checkout: the repo root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from analysis.cli import make_parser, parse  # noqa: E402
-from analysis.experiment import STAGES, Experiment  # noqa: E402
-from analysis.report import (fmt_bool, fmt_float, fmt_int, fmt_pct, fmt_points,  # noqa: E402
+from kdtune.analysis.cli import make_parser, parse
+from kdtune.analysis.experiment import STAGES, Experiment
+from kdtune.analysis.report import (fmt_bool, fmt_float, fmt_int, fmt_pct, fmt_points,
                              markdown_table, notes_block, write_text)
-from search.arg_types import positive_int  # noqa: E402
-from trainables.losses import method_settings  # noqa: E402
-from trainables.reporting import METRIC, MODE  # noqa: E402
+from kdtune.search.input.arg_types import positive_int
+from kdtune.trainables.losses import method_settings
+from kdtune.trainables.reporting import METRIC, MODE
 
 COLUMNS = ("rank", "trial_id", "model", "depth", "width", "kd_method", "alpha", "temperature", "lr",
            "weight_decay", METRIC, "val_loss", "params", "reduction_pct", "epochs", "stopped_early")

@@ -19,7 +19,7 @@ from typing import Sequence
 # not reported yet; analysis never starts Ray, so keep its import quiet.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from analysis.experiment import Experiment, ExperimentError  # noqa: E402
+from kdtune.analysis.experiment import Experiment, ExperimentError  # noqa: E402
 
 
 def make_parser(doc: str | None, script: str, out_default: str = "<experiment_dir>/analysis"

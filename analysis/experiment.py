@@ -1,12 +1,16 @@
 """Reading one kdtune experiment: the manifest, each stage's Ray Tune results, tidy tables.
 
 Every analysis script reads through this module; "best epoch", "stopped early" and
-"reduction vs teacher" come from trainables/outcome.py, as in the search's own manifest and
+"reduction vs teacher" come from trainables/trial_outcome.py, as in the search's own manifest and
 summary.md, so they mean the same thing in every table and figure.
 
     exp = Experiment.open("kdtune_results/digits-20261122-101500")
     exp.trials()             # one row per trial of every stage that has started
     exp.curves("distill")    # trial_id -> that trial's per-epoch DataFrame
+    exp.stages               # stage -> status, in run order
+    exp.best("distill")      # a finished stage's winner: config, best-epoch metrics, checkpoint
+    exp.final_table()        # the final stage: one row per retrained config (test mean ± sd, KD gain)
+    exp.export(rank=1)       # the student as ONNX / torch.export / TorchScript + model card
 
 Stage folders are read with Ray's own `ExperimentAnalysis` (no trainable needed). A stage
 that has not started, or has no Tune snapshot yet, is skipped with a note in `exp.notes`,
@@ -21,17 +25,17 @@ from typing import Any
 
 import pandas as pd
 
-from search.manifest import STAGES, Manifest
-from search.spaces import METHOD_DIMS
-from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
-from trainables.outcome import best_epoch, epoch_number, epochs_trained, finite, reduction_pct, stopped_early
-from trainables.outcome import diverged as trial_diverged
-from trainables.reporting import METRIC, MODE
+from kdtune.search.record.manifest import STAGES, Manifest
+from kdtune.search.tune.search_spaces import METHOD_DIMS
+from kdtune.trainables.checkpoint import FILENAME as CHECKPOINT_FILE
+from kdtune.trainables.trial_outcome import best_epoch, epoch_number, epochs_trained, finite, reduction_pct, stopped_early
+from kdtune.trainables.trial_outcome import diverged as trial_diverged
+from kdtune.trainables.reporting import METRIC, MODE
 
 # The sampled (or pinned) config keys shown in every table, in this order. kd_method: the KD
 # method of a trial that distils ("kd" for runs from before methods existed), None otherwise.
 CONFIG_COLUMNS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay")
-# Hyperparameters of one KD method each (search.spaces.METHOD_DIMS); NaN in other methods' rows.
+# Hyperparameters of one KD method each (kdtune.search.tune.search_spaces.METHOD_DIMS); NaN in other methods' rows.
 METHOD_COLUMNS = tuple(METHOD_DIMS)
 # Metrics taken from a trial's best epoch (by METRIC), not from its last one.
 BEST_EPOCH_COLUMNS = ("val_loss", "train_acc", "train_loss", "params", "flops", "agreement")
@@ -85,6 +89,60 @@ class Experiment:
         """A path in the output folder (created on first use)."""
         self.out.mkdir(parents=True, exist_ok=True)
         return self.out / filename
+
+    @property
+    def stages(self) -> dict[str, str]:
+        """Stage name -> status (pending, running, interrupted, failed, done), in run order."""
+        return {name: info.get("status", "pending") for name, info in self.manifest.get("stages", {}).items()}
+
+    def best(self, name: str = "distill") -> dict[str, Any]:
+        """A finished stage's winner as the search recorded it: trial_id, config, metrics (of its
+        best epoch; the final stage's: means over seeds, test_acc included), best_checkpoint."""
+        info = self.stage_info(name)
+        if info.get("status") != "done":
+            raise ExperimentError(f"stage {name} of {self.path.name} is {self.status(name)}, not done "
+                                  f"(stages: {', '.join(f'{k} {v}' for k, v in self.stages.items())})")
+        return {k: info.get(k) for k in ("trial_id", "config", "metrics", "best_checkpoint", "epochs_run")}
+
+    def final_table(self) -> pd.DataFrame:
+        """The final stage, one row per retrained config: role, source stage and trial, model and
+        size, seeds tested, val/test accuracy mean and sd over seeds (fractions), and for distilled
+        configs the KD gain on test over the retrained baseline with its 95% interval (fractions)."""
+        info = self.stage_info("final")
+        if info.get("status") != "done":
+            raise ExperimentError(f"the final stage of {self.path.name} is {self.status('final')}, not done")
+        rows = []
+        for row in info.get("results", []):
+            gain = row.get("kd_gain_test") or {}
+            rows.append({**{k: v for k, v in row.items() if k not in ("runs", "kd_gain_test")},
+                         "kd_gain": gain.get("diff"), "kd_gain_low": gain.get("low"), "kd_gain_high": gain.get("high")})
+        return pd.DataFrame(rows)
+
+    def export(self, stage: str | None = None, rank: int = 1, out: str | Path | None = None,
+               repeats: int | None = None) -> Path:
+        """Write the rank-th best student of `stage` (default: final once done, else distill) as
+        analysis/export.py does; the folder of verified files. ExperimentError if it fails."""
+        import contextlib
+        import io
+
+        from kdtune.analysis import export
+
+        argv = [str(self.path), "--rank", str(rank)] + (["--stage", stage] if stage else [])
+        argv += ["--repeats", str(repeats)] if repeats is not None else []  # timed runs per latency figure
+        folder = Path(out) if out is not None else None
+        if folder is not None:
+            argv += ["--out", str(folder)]
+        errors = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(errors):
+                code = export.main(argv)
+        except SystemExit as exc:  # the script's one-line usage errors
+            code = exc.code
+        if code != 0:
+            message = errors.getvalue().strip().splitlines()
+            raise ExperimentError(message[-1] if message else f"export failed with exit code {code}")
+        chosen = stage or ("final" if self.status("final") == "done" else "distill")
+        return folder if folder is not None else self.path / "export" / f"{chosen}-rank{rank}"
 
     def note(self, message: str) -> None:
         if message not in self.notes:
@@ -215,7 +273,7 @@ def kd_method(cfg: dict[str, Any]) -> str | None:
 
 def distils(cfg: dict[str, Any]) -> bool:
     """Did this trial train a soft term? (kd, mse: alpha > 0; dkd, dist: nonzero weights)"""
-    from trainables.config import DistillConfig
+    from kdtune.trainables.config import DistillConfig
 
     known = set(DistillConfig.keys())
     try:
@@ -232,7 +290,7 @@ def is_residual(cfg: dict[str, Any]) -> bool | None:
     if "residual" in kwargs:
         return bool(kwargs["residual"])
     try:
-        import models  # lazy: the registry imports every architecture (and torch)
+        from kdtune import models  # lazy: the registry imports every architecture (and torch)
 
         return models.registry.model_kwargs(cfg.get("model")).get("residual")
     except (ValueError, TypeError):
@@ -240,10 +298,10 @@ def is_residual(cfg: dict[str, Any]) -> bool | None:
 
 
 def _checkpoint_params(path: str) -> int | None:
-    from trainables.checkpoint import CheckpointError, load_model
+    from kdtune.trainables.checkpoint import CheckpointError, load_model
 
     try:
-        import models
+        from kdtune import models
 
         return models.count_params(load_model(path)[0])
     except (CheckpointError, OSError):

@@ -29,23 +29,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script from a checkout: the repo root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import datasets  # noqa: E402
-import models  # noqa: E402
-from analysis import exporters  # noqa: E402
-from analysis.cli import fail, make_parser, parse  # noqa: E402
-from analysis.experiment import Experiment, distils  # noqa: E402
-from analysis.final_report import rebuild_dataset  # noqa: E402
-from search.arg_types import positive_int  # noqa: E402
-from search.manifest import git_revision  # noqa: E402
-from search.stages import effective_config  # noqa: E402
-from trainables.checkpoint import CheckpointError, check_compatible, load_model  # noqa: E402
-from trainables.reporting import METRIC  # noqa: E402
+from kdtune import datasets
+from kdtune import models
+from kdtune.analysis import exporters
+from kdtune.analysis.cli import fail, make_parser, parse
+from kdtune.analysis.experiment import Experiment, distils
+from kdtune.analysis.final_report import rebuild_dataset
+from kdtune.search.input.arg_types import positive_int
+from kdtune.search.record.manifest import git_revision
+from kdtune.search.stages.tune_stage import effective_config
+from kdtune.trainables.checkpoint import CheckpointError, check_compatible, load_model
+from kdtune.trainables.reporting import METRIC
 
 STAGE_CHOICES = ("final", "distill")
 EVAL_BATCH = 256  # rows per call when verifying; the test split's last batch is shorter

@@ -22,27 +22,24 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script from a checkout: the repo root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import matplotlib.pyplot as plt  # Agg backend: kdtune.analysis.report selects it
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 
-import matplotlib.pyplot as plt  # noqa: E402  (analysis.report selects the Agg backend)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, classification_report  # noqa: E402
-
-import datasets  # noqa: E402
-import models  # noqa: E402
-from analysis.cli import fail, make_parser, parse  # noqa: E402
-from analysis.experiment import Experiment  # noqa: E402
-from analysis import final_seeds  # noqa: E402
-from analysis.report import (fmt_float, fmt_int, fmt_pct, fmt_points, markdown_table,  # noqa: E402
+from kdtune import datasets
+from kdtune import models
+from kdtune.analysis.cli import fail, make_parser, parse
+from kdtune.analysis.experiment import Experiment
+from kdtune.analysis import final_seeds
+from kdtune.analysis.report import (fmt_float, fmt_int, fmt_pct, fmt_points, markdown_table,
                              notes_block, save_figure, write_text)
-from search.arg_types import positive_int  # noqa: E402
-from trainables.outcome import reduction_pct  # noqa: E402
-from trainables.checkpoint import CheckpointError, check_compatible, load_model  # noqa: E402
-from trainables.reporting import METRIC  # noqa: E402
+from kdtune.search.input.arg_types import positive_int
+from kdtune.trainables.trial_outcome import reduction_pct
+from kdtune.trainables.checkpoint import CheckpointError, check_compatible, load_model
+from kdtune.trainables.reporting import METRIC
 
 EVAL_BATCH = 512  # no gradients: big batches, few Python iterations
 

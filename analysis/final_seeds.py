@@ -5,7 +5,7 @@ config x seed, the best-val epoch's checkpoint the stage tested) instead of the 
 single best trials, and groups them per config: test accuracy mean ± sd over seeds
 (recomputed here from the checkpoints), val_acc of the tested epochs, size, latency, and
 the KD gain on test against the retrained baseline with the stage's interval method
-(search/final_stats.py), recomputed from this report's own test accuracies.
+(search/stages/final_stats.py), recomputed from this report's own test accuracies.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.experiment import Experiment
-from search.final_stats import mean_sd, welch_interval
+from kdtune.analysis.experiment import Experiment
+from kdtune.search.stages.final_stats import mean_sd, welch_interval
 
 
 def _local(exp: Experiment, recorded: str | None) -> str | None:

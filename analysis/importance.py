@@ -20,23 +20,19 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script from a checkout: the repo root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import matplotlib.pyplot as plt  # Agg backend: kdtune.analysis.report selects it
+import optuna
+from matplotlib.colors import LogNorm
+from matplotlib.ticker import FuncFormatter
+import pandas as pd
 
-import matplotlib.pyplot as plt  # noqa: E402  (analysis.report selects the Agg backend)
-import optuna  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from analysis.cli import make_parser, parse  # noqa: E402
-from analysis.experiment import Experiment  # noqa: E402
-from analysis.report import fmt_float, markdown_table, notes_block, save_figure, write_text  # noqa: E402
-from search.spaces import BOOL_DIMS, FLOAT_DIMS, INT_METHOD_DIMS, METHOD_DIMS  # noqa: E402  (which are sampled log)
-from search.study import load_study  # noqa: E402
-from trainables.reporting import METRIC, MODE  # noqa: E402
+from kdtune.analysis.cli import make_parser, parse
+from kdtune.analysis.experiment import Experiment
+from kdtune.analysis.report import fmt_float, markdown_table, notes_block, save_figure, write_text
+from kdtune.search.tune.search_spaces import BOOL_DIMS, FLOAT_DIMS, INT_METHOD_DIMS, METHOD_DIMS  # which are sampled log
+from kdtune.search.tune.optuna_study import load_study
+from kdtune.trainables.reporting import METRIC, MODE
 
 PARAMS = ("alpha", "temperature", "lr", "weight_decay", "depth", "width")
 # Numeric hyperparameters of one KD method each (absent from other methods' trials).

@@ -13,27 +13,23 @@ Also writes learning_curves.md / learning_curves.csv (one row per trial and epoc
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script from a checkout: the repo root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import matplotlib.pyplot as plt  # Agg backend: kdtune.analysis.report selects it
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
-import matplotlib.pyplot as plt  # noqa: E402  (analysis.report selects the Agg backend)
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-
-from analysis.cli import make_parser, parse  # noqa: E402
-from analysis.experiment import STAGES, Experiment  # noqa: E402
-from analysis.report import fmt_float, fmt_int, fmt_pct, markdown_table, notes_block, save_figure, write_text  # noqa: E402
-from search.rungs import rung_milestones  # noqa: E402
-from trainables.reporting import METRIC  # noqa: E402
+from kdtune.analysis.cli import make_parser, parse
+from kdtune.analysis.experiment import STAGES, Experiment
+from kdtune.analysis.report import fmt_float, fmt_int, fmt_pct, markdown_table, notes_block, save_figure, write_text
+from kdtune.search.tune.rungs import rung_milestones
+from kdtune.trainables.reporting import METRIC
 
 GRAD_PREFIX = "grad_norm/"  # trainables/loop.py reports grad_norm/<probe> per epoch
 
 
 def asha_rungs(spec: dict) -> list[int]:
-    """Epochs at which ASHA compared the spec's trials (search/rungs.py); [] without ASHA settings."""
+    """Epochs at which ASHA compared the spec's trials (search/tune/rungs.py); [] without ASHA settings."""
     grace, rf, top = spec.get("grace_period"), spec.get("reduction_factor"), spec.get("max_epochs")
     if not grace or not rf or not top or rf < 2:
         return []

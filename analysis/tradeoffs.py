@@ -11,20 +11,16 @@ tradeoffs_flops.png to <experiment>/analysis/.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script from a checkout: the repo root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import matplotlib.pyplot as plt  # Agg backend: kdtune.analysis.report selects it
+import pandas as pd
 
-import matplotlib.pyplot as plt  # noqa: E402  (analysis.report selects the Agg backend)
-import pandas as pd  # noqa: E402
-
-from analysis.cli import make_parser, parse  # noqa: E402
-from analysis.experiment import Experiment  # noqa: E402
-from analysis.pareto import front_order, pareto_mask  # noqa: E402
-from analysis.report import (fmt_float, fmt_int, fmt_pct, fmt_points, markdown_table,  # noqa: E402
+from kdtune.analysis.cli import make_parser, parse
+from kdtune.analysis.experiment import Experiment
+from kdtune.search.tune.nondominated import front_order, pareto_mask
+from kdtune.analysis.report import (fmt_float, fmt_int, fmt_pct, fmt_points, markdown_table,
                              notes_block, save_figure, write_text)
-from trainables.reporting import METRIC  # noqa: E402
+from kdtune.trainables.reporting import METRIC
 
 COSTS = {"params": "parameters", "flops": "FLOPs per image"}
 TABLE = ("stage", "trial_id", "model", "depth", "width", "alpha", "temperature", "lr", METRIC,

@@ -7,8 +7,8 @@ standard augmentation (random crop 32 from 4-pixel padding, random horizontal fl
                  RandomHorizontalFlip, ToTensor, Normalize, via DataLoader(num_workers=2).
 Each side iterates a full epoch, repeated; the median images/s is printed with the ratio.
 
-    python benchmarks/bench_data_iterator.py            # 10,000 random images, 3 repeats
-    python benchmarks/bench_data_iterator.py --n 2000 --repeats 5
+    python -m benchmarks.bench_data_iterator            # 10,000 random images, 3 repeats
+    python -m benchmarks.bench_data_iterator --n 2000 --repeats 5
 """
 from __future__ import annotations
 
@@ -16,14 +16,13 @@ import argparse
 import statistics
 import time
 
-import common  # noqa: F401  (puts the repository root on sys.path)
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from common import CIFAR_MEAN as MEAN, CIFAR_STD as STD, HWCDataset
-from datasets import DeviceLoader, Split
+from benchmarks.common import CIFAR_MEAN as MEAN, CIFAR_STD as STD, HWCDataset
+from kdtune.datasets import DeviceLoader, Split
 
 
 def epoch_rate(make_iter, n: int, repeats: int) -> tuple[float, list[float]]:

@@ -8,14 +8,14 @@ cached logits are computed once beforehand, as a search does. Each variant is ru
 epoch pays warm-up), and each ratio the median of the runs' own ratios (baseline, cached and
 online run back to back, so a change in machine load between runs cancels). Run:
 
-    python benchmarks/bench_kd_overhead.py            # ~2 min on 2 CPU cores
-    python benchmarks/bench_kd_overhead.py --runs 5 --mlp-n 54000 --resnet-n 2000
+    python -m benchmarks.bench_kd_overhead            # ~2 min on 2 CPU cores
+    python -m benchmarks.bench_kd_overhead --runs 5 --mlp-n 54000 --resnet-n 2000
 
 MNIST pair: real MNIST images when `--data-dir` (default the repository's ./data)
 holds them (else random). The resnet pair
 trains on augmented data: by default the search runs its teacher online; its "cached"
 column is the opt-in `augment_views` mode (2 fixed augmented views, their teacher logits
-computed once by search/teacher_cache.py's code, as a search does). Targets: cached <= 1.15x,
+computed once by search/stages/teacher_cache.py's code, as a search does). Targets: cached <= 1.15x,
 online <= 1.6x of the baseline's epoch time (epoch = training + validation).
 """
 from __future__ import annotations
@@ -24,17 +24,16 @@ import argparse
 import statistics
 import time
 
-import common  # noqa: F401  (puts the repository root on sys.path)
 import torch
 
-from common import (MNIST_DIR, machine_line, mnist_present, print_table, random_bundle,
+from benchmarks.common import (MNIST_DIR, machine_line, mnist_present, print_table, random_bundle,
                     save_teacher, verdict)
-from trainables import reporting
-from trainables.config import DistillConfig
-from trainables.distill import distill_student
-from trainables.runtime import Runtime
-from search.teacher_cache import local_cache
-from trainables.teacher_logits import compute_logits, load_teacher, prepare_teacher
+from kdtune.trainables import reporting
+from kdtune.trainables.config import DistillConfig
+from kdtune.trainables.distill import distill_student
+from kdtune.trainables.runtime import Runtime
+from kdtune.search.stages.teacher_cache import local_cache
+from kdtune.trainables.teacher_logits import compute_logits, load_teacher, prepare_teacher
 
 PAIRS = {
     # name: (shape, n_train, teacher (name, kwargs), student (name, kwargs), batch, augment)
@@ -58,7 +57,7 @@ def bench(name: str, runs: int, precision: str, threads: int, sizes: dict,
     shape, n, (t_name, t_kw), (s_name, s_kw), batch, augment = PAIRS[name]
     n = sizes.get(name) or n
     if shape[0] == 1 and mnist_dir:
-        import datasets
+        from kdtune import datasets
 
         bundle = datasets.create_dataset("mnist", mnist_dir, subset=n)
     else:

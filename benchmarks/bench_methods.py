@@ -12,9 +12,9 @@ figure, not a model choice, which is made on val), and each method's best trial 
 methods run (analysis/best_trials.py's per-method table). Where the manifest has a `final`
 stage, its test mean and sd over seeds are reported as well.
 
-    python benchmarks/bench_methods.py                                  # digits, a few minutes
-    python benchmarks/bench_methods.py --dataset mnist --data-dir ./data
-    python benchmarks/bench_methods.py --methods kd,dkd,dist,mse --num-samples 24 -- --max-epochs 12
+    python -m benchmarks.bench_methods                                  # digits, a few minutes
+    python -m benchmarks.bench_methods --dataset mnist --data-dir ./data
+    python -m benchmarks.bench_methods --methods kd,dkd,dist,mse --num-samples 24 -- --max-epochs 12
 (flags after `--` go to both runs unchanged.)
 """
 from __future__ import annotations
@@ -24,9 +24,8 @@ import json
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repository root on sys.path)
-from common import machine_line, print_table, run_cli
-from search.spaces import METHOD_DIMS
+from benchmarks.common import machine_line, print_table, run_cli
+from kdtune.search.tune.search_spaces import METHOD_DIMS
 
 
 TEACHER_FLAGS = ("--teacher", "--teacher-epochs", "--teacher-weights", "--teacher-augment")
@@ -49,9 +48,9 @@ def test_accuracy(experiment: Path, checkpoint: str) -> float:
     """Top-1 accuracy of one checkpoint on the run's own test split."""
     import torch
 
-    from analysis.experiment import Experiment
-    from analysis.final_report import predict, rebuild_dataset
-    from trainables.checkpoint import load_model
+    from kdtune.analysis.experiment import Experiment
+    from kdtune.analysis.final_report import predict, rebuild_dataset
+    from kdtune.trainables.checkpoint import load_model
 
     exp = Experiment.open(experiment)
     bundle = rebuild_dataset(exp)
@@ -62,7 +61,7 @@ def test_accuracy(experiment: Path, checkpoint: str) -> float:
 
 
 def summarise(experiment: Path, wall: float) -> dict:
-    from search.manifest import Manifest
+    from kdtune.search.record.manifest import Manifest
 
     stages = Manifest.load(experiment).data["stages"]
     distill = stages["distill"]
@@ -97,7 +96,7 @@ def final_cell(final: dict | None) -> str:
 
 def headline_gap(final: dict | None, reference: dict | None) -> dict | None:
     """Welch's interval on the two headlines' per-seed test accuracies (methods - kd-only)."""
-    from search.final_stats import welch_interval
+    from kdtune.search.stages.final_stats import welch_interval
 
     a, b = headline_row(final), headline_row(reference)
     if a is None or b is None:
@@ -107,8 +106,8 @@ def headline_gap(final: dict | None, reference: dict | None) -> dict | None:
 
 
 def per_method(experiment: Path) -> list[dict]:
-    from analysis.best_trials import best_per_method
-    from analysis.experiment import Experiment
+    from kdtune.analysis.best_trials import best_per_method
+    from kdtune.analysis.experiment import Experiment
 
     table = best_per_method(Experiment.open(experiment).trials(("distill",)))
     return table.to_dict("records")
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         kd_dir = out / f"kd-only-{stamp}"
         walls = {"kd-only": run_cli([*common_flags, "--methods", "kd", "--name", kd_dir.name])}
         (kd_dir / "bench_wall.json").write_text(json.dumps({"wall_s": walls["kd-only"]}))
-    from search.manifest import Manifest
+    from kdtune.search.record.manifest import Manifest
 
     teacher = Manifest.load(kd_dir).teacher_checkpoint()
     # The methods run adopts that teacher, so flags that shape a teacher kdtune trains would be

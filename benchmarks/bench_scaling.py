@@ -5,7 +5,7 @@ i.e. `run_kd_search.py --max-concurrent K`) in one Ray session, levels interleav
 repeat (1, 2, 1, 2, ...). To give every level the same work, the search is Optuna's seeded
 RandomSampler over the preset's distillation space (the same configs in the same order at
 every level, whatever finishes first) with FIFO scheduling (every trial runs --max-epochs);
-the pieces are the search's own (search.spaces, search.stages.run_stage, distill_student
+the pieces are the search's own (kdtune.search.tune.search_spaces, kdtune.search.stages.tune_stage.run_stage, distill_student
 with the driver's cached teacher logits).
 
 Trials must be compute-bound for this to mean anything: on digits (1,437 8x8 images) a
@@ -17,10 +17,10 @@ level 2 uses both cores of this machine. Figure: trials / wall hour, median over
 GPU (--gpu): levels 1, 2, 4, 8 students on one card, each trial with 1/K of the GPU
 (`--gpus-per-trial 1/K`); needs a CUDA machine with >= 8 CPUs (not run on the 2-core box).
 
-    python benchmarks/bench_scaling.py                                  # MNIST 8k, CPU, ~3 min
-    python benchmarks/bench_scaling.py --repeats 3 --num-samples 8 --max-epochs 5
-    python benchmarks/bench_scaling.py --dataset digits --max-epochs 8  # Ray-overhead-bound
-    python benchmarks/bench_scaling.py --gpu --dataset cifar10 --data-dir ./data --subset 10000
+    python -m benchmarks.bench_scaling                                  # MNIST 8k, CPU, ~3 min
+    python -m benchmarks.bench_scaling --repeats 3 --num-samples 8 --max-epochs 5
+    python -m benchmarks.bench_scaling --dataset digits --max-epochs 8  # Ray-overhead-bound
+    python -m benchmarks.bench_scaling --gpu --dataset cifar10 --data-dir ./data --subset 10000
 """
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repository root on sys.path)
-from common import (MNIST_DIR, ensure_teacher, machine_line, median, mnist_present, print_table,
+from benchmarks.common import (MNIST_DIR, ensure_teacher, machine_line, median, mnist_present, print_table,
                     run_search, search_spec)
 
 CPU_TARGET = 1.6  # trials/hour at 2 vs 1 concurrent on 2 cores: our own goal (2 cores cannot give 2x)
@@ -72,8 +71,8 @@ def main(argv=None) -> None:
           f"{args.max_epochs} epochs per search, levels {levels}, "
           f"{'GPU' if args.gpu else 'CPU'}; results in {out}", flush=True)
 
-    from search.pipeline import start_ray
-    from search.teacher_cache import local_cache
+    from kdtune.search.stages.pipeline import start_ray
+    from kdtune.search.stages.teacher_cache import local_cache
 
     teacher = ensure_teacher(spec, bundle, out, args.teacher_checkpoint)
     logits = local_cache(bundle, teacher)

@@ -1,23 +1,23 @@
 """Search efficiency: kdtune's ASHA + TPE distillation search vs full-length random search.
 
 Both searches distil students from the same teacher (trained once here, or given with
---teacher-checkpoint) over the same space (the preset's, through search.spaces.make_space),
+--teacher-checkpoint) over the same space (the preset's, through kdtune.search.tune.search_spaces.make_space),
 with the same number of trials, 2 trials at a time, in the same Ray session, interleaved per
 seed (kdtune, random, kdtune, random, ...):
-  - kdtune: search.stages.optuna_search (seeded TPE) + search.stages.asha (the preset's grace
+  - kdtune: kdtune.search.stages.tune_stage.optuna_search (seeded TPE) + kdtune.search.stages.tune_stage.asha (the preset's grace
     period and reduction factor), i.e. the pipeline's distill stage;
   - random: Optuna's RandomSampler over the same define-by-run space, FIFO scheduler (every
     trial runs max_epochs). With the same seed, TPE's first 10 (n_startup_trials) configs
     are the random sampler's first 10: the searches differ by ASHA's stops and TPE's picks;
   - ray-asha (reference, --ray-asha): the same TPE with Ray's own ASHAScheduler on the same
-    rungs, which kdtune used before search/asha.py.
+    rungs, which kdtune used before search/tune/capped_asha.py.
 Measured: epochs consumed (sum of training_iteration over trials), wall time, best val_acc.
 Target: kdtune within 0.5 points of the random search's best val_acc for <= 1/3
 of its epochs.
 
-    python benchmarks/bench_search_efficiency.py                       # digits, ~2.5 min
-    python benchmarks/bench_search_efficiency.py --seeds 0 1 2 --ray-asha   # median over seeds
-    python benchmarks/bench_search_efficiency.py --dataset mnist --data-dir ./data \\
+    python -m benchmarks.bench_search_efficiency                       # digits, ~2.5 min
+    python -m benchmarks.bench_search_efficiency --seeds 0 1 2 --ray-asha   # median over seeds
+    python -m benchmarks.bench_search_efficiency --dataset mnist --data-dir ./data \\
         --subset 10000 --num-samples 16 --teacher-checkpoint path/checkpoint.pt
 """
 from __future__ import annotations
@@ -28,8 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repository root on sys.path)
-from common import (ensure_teacher, machine_line, median, print_table, run_search,
+from benchmarks.common import (ensure_teacher, machine_line, median, print_table, run_search,
                     search_spec)
 
 EPOCH_TARGET, ACC_GAP_TARGET = 1 / 3, 0.5  # epochs ratio <=, accuracy gap <= (points)
@@ -83,8 +82,8 @@ def main(argv=None) -> None:
           f"{spec.grace_period} rf {spec.reduction_factor}, {args.max_concurrent} concurrent; "
           f"results in {out}", flush=True)
 
-    from search.pipeline import start_ray
-    from search.teacher_cache import local_cache
+    from kdtune.search.stages.pipeline import start_ray
+    from kdtune.search.stages.teacher_cache import local_cache
 
     t0 = time.perf_counter()
     teacher = ensure_teacher(spec, bundle, out, args.teacher_checkpoint)

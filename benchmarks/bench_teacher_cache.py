@@ -1,6 +1,6 @@
 """The search's teacher-logit cache on a local 2-node Ray cluster: build time and trial memory.
 
-1. Build time: `search.teacher_cache.build_cache` (tasks with a trial's resources, one CPU
+1. Build time: `kdtune.search.stages.teacher_cache.build_cache` (tasks with a trial's resources, one CPU
    each here, sharded by view, spread over the nodes) for K views of CIFAR-shaped images
    with a random-weight resnet56 teacher, first on a one-node cluster (1 worker), then
    after a second node joined (2 workers), in the same process. Each build recomputes
@@ -11,8 +11,8 @@
    seconds); for reference the same trial holding a private copy of the whole cache
    (the earlier design: a K x N tensor per trial). Peak RSS is the worker's VmHWM.
 
-    python benchmarks/bench_teacher_cache.py                          # ~5 min on 2 CPU cores
-    python benchmarks/bench_teacher_cache.py --memory-only --mem-n 10000     # part 2 on a local Ray
+    python -m benchmarks.bench_teacher_cache                          # ~5 min on 2 CPU cores
+    python -m benchmarks.bench_teacher_cache --memory-only --mem-n 10000     # part 2 on a local Ray
 """
 from __future__ import annotations
 
@@ -21,10 +21,9 @@ import os
 import tempfile
 import time
 
-import common  # noqa: F401  (puts the repository root on sys.path)
 import numpy as np
 
-from common import machine_line, print_table, random_bundle, save_teacher
+from benchmarks.common import machine_line, print_table, random_bundle, save_teacher
 
 
 def _status_kb(key: str) -> int:
@@ -39,8 +38,8 @@ def trial_memory(bundle, shared, views: int, epochs: int, private: bool) -> dict
     """Run one distillation trial here; this process's memory figures (MiB)."""
     import torch
 
-    from trainables import reporting
-    from trainables.distill import distill_student
+    from kdtune.trainables import reporting
+    from kdtune.trainables.distill import distill_student
 
     logits = shared
     if private:  # the earlier design: every trial holds the whole K x N cache itself
@@ -79,7 +78,7 @@ def main(argv=None) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from search.teacher_cache import build_cache
+    from kdtune.search.stages.teacher_cache import build_cache
 
     print(machine_line())
     cluster = None

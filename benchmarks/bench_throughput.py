@@ -5,7 +5,7 @@ Same teacher/student pair, same machine, same run, interleaved (kdtune, seed, kd
     (device-resident uint8 split + DeviceLoader with batched augmentation; cached teacher
     logits when inputs are not augmented (MNIST); for `resnet-views` the default mode of
     augmented data: the trial cycles K = its epochs fixed augmented views whose teacher
-    logits were computed once beforehand (search/teacher_cache.py's code, here in-process
+    logits were computed once beforehand (search/stages/teacher_cache.py's code, here in-process
     with `local_cache`), rows gathered per batch from numpy; for `resnet` the teacher
     online under inference_mode (`--augment-views online`); bf16 autocast + channels_last
     where the runtime picks them). The figure is the trial's own `images_per_s` of its
@@ -20,23 +20,22 @@ Pairs: mlp 2x1200 -> mlp 2x800 on MNIST (real files if present, else random 1x28
 resnet56 -> resnet20 on random CIFAR-shaped data. Teachers have random weights (speed does
 not depend on them).
 
-    python benchmarks/bench_throughput.py                    # ~2.5 min on 2 CPU cores
-    python benchmarks/bench_throughput.py --pairs mlp --mlp-n 54000 --repeats 5
-    python benchmarks/bench_throughput.py --pairs resnet resnet-views --resnet-n 4096 --repeats 5
-    python benchmarks/bench_throughput.py --profile          # + torch.profiler top ops of kdtune's side
+    python -m benchmarks.bench_throughput                    # ~2.5 min on 2 CPU cores
+    python -m benchmarks.bench_throughput --pairs mlp --mlp-n 54000 --repeats 5
+    python -m benchmarks.bench_throughput --pairs resnet resnet-views --resnet-n 4096 --repeats 5
+    python -m benchmarks.bench_throughput --profile          # + torch.profiler top ops of kdtune's side
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-import common  # noqa: F401  (puts the repository root on sys.path)
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from common import (CIFAR_MEAN, CIFAR_STD, MNIST_DIR, MNIST_MEAN, MNIST_STD, HWCDataset,
+from benchmarks.common import (CIFAR_MEAN, CIFAR_STD, MNIST_DIR, MNIST_MEAN, MNIST_STD, HWCDataset,
                     interleave, machine_line, median, mnist_present, print_table, random_bundle,
                     save_teacher, split_to_numpy, verdict)
 
@@ -55,16 +54,16 @@ PAIRS = {
 def kdtune_side(bundle, teacher_dir: str, student: tuple[str, dict], batch: int, threads: int,
                 precision: str, views: int | None):
     """(one timed epoch, its config, the shared cache, the cache's one-off seconds)."""
-    from search.teacher_cache import local_cache
-    from trainables import reporting
-    from trainables.distill import distill_student
+    from kdtune.search.stages.teacher_cache import local_cache
+    from kdtune.trainables import reporting
+    from kdtune.trainables.distill import distill_student
 
     config = {"dataset": bundle.name, "model": student[0], **student[1], "epochs": 2,
               "batch_size": batch, "precision": precision, "num_threads": threads,
               "teacher_checkpoint": teacher_dir, "alpha": ALPHA, "temperature": TEMPERATURE}
     if views:
         config["augment_views"] = views
-    # The search's one-off cache (search/teacher_cache.py): without views on augmented data
+    # The search's one-off cache (search/stages/teacher_cache.py): without views on augmented data
     # it holds only the validation logits and the trial runs its teacher online.
     start = time.perf_counter()
     cache = local_cache(bundle, teacher_dir, views=views, precision=precision)
@@ -87,8 +86,8 @@ def hinton_loss(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
 def seed_side(dataset, teacher_dir: str, student: tuple[str, dict], in_shape, batch: int,
               workers: int):
-    import models
-    from trainables.teacher_logits import load_teacher
+    from kdtune import models
+    from kdtune.trainables.teacher_logits import load_teacher
 
     teacher = load_teacher(teacher_dir)  # fp32, NCHW, eval
     net = models.create_model(student[0], 10, in_shape, **student[1])
@@ -133,7 +132,7 @@ def make_bundle(key: str, n: int, real_mnist: bool, data_dir: str):
     if key.startswith("resnet"):
         return random_bundle((3, 32, 32), n, "crop_flip", n_val=max(n // 10, 128))
     if real_mnist:
-        import datasets
+        from kdtune import datasets
 
         return datasets.create_dataset("mnist", data_dir, subset=n)
     return random_bundle((1, 28, 28), n, "none")
@@ -143,8 +142,8 @@ def profile_kdtune(config: dict, bundle, cache, rows: int = 15) -> None:
     """Top operators (self CPU time) of one kdtune trial: where its time goes."""
     from torch.profiler import ProfilerActivity, profile
 
-    from trainables import reporting
-    from trainables.distill import distill_student
+    from kdtune.trainables import reporting
+    from kdtune.trainables.distill import distill_student
 
     cfg = {**config, "epochs": 1}
     with profile(activities=[ProfilerActivity.CPU]) as prof, reporting.local_session():

@@ -16,8 +16,8 @@ adopts that teacher (`--teacher-checkpoint`). Figures, from each run's manifest.
     CPU with bf16).
 The final stage is off (`--final-seeds 0`): it is not what is compared.
 
-    python benchmarks/bench_views_search.py                        # ~10 min on 2 CPU cores
-    python benchmarks/bench_views_search.py --per-batch 300 --num-samples 6 --max-epochs 4
+    python -m benchmarks.bench_views_search                        # ~10 min on 2 CPU cores
+    python -m benchmarks.bench_views_search --per-batch 300 --num-samples 6 --max-epochs 4
 """
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ import json
 import tempfile
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repository root on sys.path)
-from common import machine_line, print_table, run_cli
+from benchmarks.common import machine_line, print_table, run_cli
 
 
 def stage_figures(experiment: Path) -> dict:

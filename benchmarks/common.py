@@ -4,14 +4,13 @@ Benchmarks are measured comparisons, not timed tests: both sides run in the same
 interleaved (A, B, A, B, ...), and the figure quoted is the median over repeats, so a noisy
 machine (other jobs on the same 2 cores) slows both sides alike.
 
-    from common import random_bundle, save_teacher, median, print_table
+    from benchmarks.common import random_bundle, save_teacher, median, print_table
 """
 from __future__ import annotations
 
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -22,10 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-# Runnable as `python benchmarks/x.py` from a checkout without the editable install.
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+_ROOT = Path(__file__).resolve().parents[1]  # the repository: MNIST_DIR below is its ./data
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -41,7 +37,7 @@ def random_bundle(shape: tuple[int, int, int], n_train: int, augment: str, class
 
     Named "digits" (always registered) so trainable configs validate; only shapes matter.
     """
-    from datasets.bundle import DatasetBundle, Split
+    from kdtune.datasets.bundle import DatasetBundle, Split
 
     g = torch.Generator().manual_seed(seed)
 
@@ -91,8 +87,8 @@ def split_to_numpy(split) -> tuple[np.ndarray, np.ndarray]:
 def save_teacher(model_name: str, kwargs: dict, bundle, directory: str | None = None,
                  model: torch.nn.Module | None = None) -> str:
     """Save a (random-weight unless `model` is given) teacher as a kdtune checkpoint dir."""
-    import models
-    from trainables import checkpoint
+    from kdtune import models
+    from kdtune.trainables import checkpoint
 
     directory = directory or tempfile.mkdtemp(prefix="kdtune-bench-teacher-")
     model = model or models.create_model(model_name, bundle.num_classes, bundle.in_shape, **kwargs)
@@ -163,69 +159,11 @@ def machine_line() -> str:
             f"{torch.get_num_threads()}, load avg {load:.2f}, {time.strftime('%Y-%m-%d %H:%M')}")
 
 
-# ---- search benchmarks: the search's own pieces (search.stages, search.spaces) -------------
-def split_logits(checkpoint_path: str, bundle, split: str) -> tuple[torch.Tensor, int]:
-    """(fp32 eval-mode logits of the checkpoint's model on bundle.<split>, rows in the split's
-    order; its parameter count)."""
-    import models
-    from datasets import DeviceLoader
-    from trainables import checkpoint
-    from trainables.loop import evaluate
-    from trainables.runtime import Runtime
-
-    model, _ = checkpoint.load_model(checkpoint_path)
-    rt = Runtime(torch.device("cpu"), None, False, torch.get_num_threads())
-    images = getattr(bundle, split)
-    loader = DeviceLoader(images, batch_size=1000, mean=bundle.mean, std=bundle.std)
-    logits = torch.empty(len(images), bundle.num_classes)
-    evaluate(model, loader, rt, out_logits=logits)
-    return logits, models.count_params(model)
-
-
-def count_test_errors(checkpoint_path: str, bundle, split: str = "test") -> tuple[int, int]:
-    """(errors on bundle.<split>, parameters) of the model in a kdtune checkpoint, fp32;
-    split "val" counts on the held-out validation images instead of the test set."""
-    logits, params = split_logits(checkpoint_path, bundle, split)
-    return int((logits.argmax(1) != getattr(bundle, split).labels).sum()), params
-
-
-def copy_fidelity(student: str, teacher: str, bundle, splits: Sequence[str]) -> dict[str, dict]:
-    """How closely a distilled student copies its teacher, per split: {split: {disagree: images
-    whose top-1 class differs, logit_rmse: RMS difference of the per-image centred logits (the
-    quantity a high-T KD loss regresses; logits are compared up to a shift, as softmax is),
-    teacher_logit_sd (the SD of the teacher's centred logits, the scale that RMSE is read
-    against: teachers of other logit scales compare by the ratio), teacher_errors /
-    student_errors, lost: images the teacher gets right and the student wrong, and the teacher's
-    top-2 logit margin, median over those (lost_teacher_margin, None when none are lost) and over
-    all images (teacher_margin)}}. On the transfer set it says whether the student fitted its
-    targets; on held-out images, how far that copy carries. A copy whose logit error flips only
-    the teacher's near-ties loses images at a margin far below the teacher's usual one."""
-    out = {}
-    for split in splits:
-        s, _ = split_logits(student, bundle, split)
-        t, _ = split_logits(teacher, bundle, split)
-        labels = getattr(bundle, split).labels
-        t_centred = t - t.mean(1, keepdim=True)
-        diff = (s - s.mean(1, keepdim=True)) - t_centred
-        top2 = t.topk(2, dim=1).values
-        margin = top2[:, 0] - top2[:, 1]  # logits by which the teacher's top class leads
-        s_wrong, t_wrong = s.argmax(1) != labels, t.argmax(1) != labels
-        lost = s_wrong & ~t_wrong
-        out[split] = {"disagree": int((s.argmax(1) != t.argmax(1)).sum()),
-                      "lost": int(lost.sum()),
-                      "lost_teacher_margin": round(float(margin[lost].quantile(0.5)), 4) if lost.any() else None,
-                      "teacher_margin": round(float(margin.quantile(0.5)), 4),
-                      "logit_rmse": round(float(diff.pow(2).mean().sqrt()), 4),
-                      "teacher_logit_sd": round(float(t_centred.pow(2).mean().sqrt()), 4),
-                      "teacher_errors": int(t_wrong.sum()),
-                      "student_errors": int(s_wrong.sum())}
-    return out
-
-
+# ---- search benchmarks: the search's own pieces (kdtune.search.stages.tune_stage, kdtune.search.tune.search_spaces) -------------
 def search_spec(argv: Sequence[str]):
     """(SearchSpec, DatasetBundle) exactly as run_kd_search.py builds them from its flags."""
-    from search.cli import parse_args
-    from search.validate import preflight
+    from kdtune.search.input.cli import parse_args
+    from kdtune.search.input.validate import preflight
 
     spec, _ = parse_args(list(argv))
     return preflight(spec)
@@ -234,8 +172,8 @@ def search_spec(argv: Sequence[str]):
 def ensure_teacher(spec, bundle, out_dir: Path, checkpoint_path: str | None = None) -> str:
     """The teacher checkpoint file: the given one, else the spec's teacher trained once here
     (plain call of trainables.teacher.train_teacher, as the pipeline's teacher stage runs it)."""
-    from trainables import checkpoint, reporting
-    from trainables.teacher import train_teacher
+    from kdtune.trainables import checkpoint, reporting
+    from kdtune.trainables.teacher import train_teacher
 
     if checkpoint_path:
         return checkpoint.checkpoint_file(checkpoint_path)
@@ -251,7 +189,7 @@ def ensure_teacher(spec, bundle, out_dir: Path, checkpoint_path: str | None = No
 def run_cli(flags: list[str]) -> float:
     """One complete kdtune run through search/run_kd_search.py's own `main` (every stage the
     pipeline has); its wall seconds. A non-zero exit stops the benchmark with the command."""
-    from search.run_kd_search import main
+    from kdtune.search.run_kd_search import main
 
     start = time.perf_counter()
     code = main(flags)
@@ -264,11 +202,11 @@ def run_search(spec, bundle, *, name: str, out_dir: Path, teacher_checkpoint: st
                sampler: str, scheduler: str, seed: int, num_samples: int, max_concurrent: int,
                max_epochs: int | None = None, cpus: float | None = None,
                gpus: float | None = None) -> dict:
-    """One distillation search over the spec's space through search.stages.run_stage.
+    """One distillation search over the spec's space through kdtune.search.stages.tune_stage.run_stage.
 
-    sampler "tpe" is kdtune's (search.stages.optuna_search); "random" is Optuna's
+    sampler "tpe" is kdtune's (kdtune.search.stages.tune_stage.optuna_search); "random" is Optuna's
     RandomSampler behind the same ConcurrencyLimiter. scheduler "asha" is kdtune's
-    (search.stages.asha: search/asha.py with the spec's grace period and reduction factor);
+    (kdtune.search.stages.tune_stage.asha: search/tune/capped_asha.py with the spec's grace period and reduction factor);
     "ray-asha" is Ray's ASHAScheduler with the same rungs (what kdtune used before); "fifo"
     runs every trial to max_epochs. Returns epochs (sum of training_iteration), wall_s,
     best val_acc, trials, and trials per hour.
@@ -278,10 +216,10 @@ def run_search(spec, bundle, *, name: str, out_dir: Path, teacher_checkpoint: st
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from search import spaces
-    from search.stages import Stage, asha, best_of, optuna_search, run_stage
-    from trainables.distill import distill_student
-    from trainables.reporting import METRIC, MODE
+    from kdtune.search.tune import search_spaces as spaces
+    from kdtune.search.stages.tune_stage import Stage, asha, best_of, optuna_search, run_stage
+    from kdtune.trainables.distill import distill_student
+    from kdtune.trainables.reporting import METRIC, MODE
 
     max_epochs = max_epochs or spec.max_epochs
     constants = {**spec.student_constants(teacher_checkpoint), "epochs": max_epochs}

@@ -1,7 +1,7 @@
 """kdtune datasets: a registry of datasets decoded once into uint8 tensors, plus
 `DeviceLoader`, which batches, augments and normalises them on the training device.
 
-    from datasets import create_dataset, DeviceLoader
+    from kdtune.datasets import create_dataset, DeviceLoader
     bundle = create_dataset("digits")            # offline default; or "cifar10", "./data"
     loader = DeviceLoader(bundle.train, batch_size=128, mean=bundle.mean, std=bundle.std,
                           augment=bundle.augment, shuffle=True, seed=0)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .bundle import AUGMENTS
-
+AUGMENTS = ("none", "crop_flip", "jitter")  # the names a DatasetBundle's `augment` may take
 CROP_PADDING = 4  # pixels of zero padding on each side before the random crop
 JITTER_PIXELS = 2  # largest shift in x and in y (Hinton et al. 2015: "up to two pixels")
 # The default `pixels` of each augmentation: crop padding, or largest jitter shift.
@@ -77,7 +76,7 @@ def resolve_pixels(name: str, pixels: int | None) -> int:
 
 def draw_params(name: str, n: int, generator: torch.Generator,
                 pixels: int | None = None) -> AugmentParams:
-    """Parameters of augmentation `name` (one of bundle.AUGMENTS) for n images, on CPU;
+    """Parameters of augmentation `name` (one of AUGMENTS) for n images, on CPU;
     `pixels`: crop padding (crop_flip) or largest shift (jitter), None = the default."""
     pixels = resolve_pixels(name, pixels)
     if name == "crop_flip":

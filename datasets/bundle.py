@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-AUGMENTS = ("none", "crop_flip", "jitter")
+from .augment import resolve_pixels
 
 
 class DatasetError(ValueError):
@@ -82,8 +82,6 @@ class DatasetBundle:
     split: dict | None = None
 
     def __post_init__(self) -> None:
-        from .augment import resolve_pixels  # augment imports AUGMENTS from here
-
         resolve_pixels(self.augment, self.augment_pixels)  # raises on an unknown name / bad pixels
         channels = self.in_shape[0]
         if len(self.mean) != channels or len(self.std) != channels:

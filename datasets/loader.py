@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from .augment import apply_params, draw_params, resolve_pixels
-from .bundle import AUGMENTS, Split
+from .augment import AUGMENTS
+from .bundle import Split
 
 
 AUGMENT_STREAM = 1  # keeps the augmentation draws apart from the order's

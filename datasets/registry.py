@@ -5,7 +5,7 @@ builder decodes its files once into a `Decoded` (uint8 tensors + metadata); `cre
 then does what is common to all of them: the seeded val split, the optional train subset
 and the normalisation constants, and returns a `DatasetBundle`.
 
-    from datasets import create_dataset
+    from kdtune.datasets import create_dataset
     bundle = create_dataset("cifar10", "./data", val_fraction=0.1, seed=0)
 """
 from __future__ import annotations

@@ -2,11 +2,11 @@
 
 Importing the package imports the architecture modules, which registers their models:
 
-    import models
+    from kdtune import models
     models.list_models()
     net = models.create_model("mlp", num_classes=10, in_shape=(1, 28, 28), width=1200, depth=2)
 """
-from models.registry import (
+from kdtune.models.registry import (
     count_params,
     create_from_spec,
     create_model,
@@ -17,7 +17,7 @@ from models.registry import (
 )
 
 # Imported for their @register_model side effect.
-from models import cifar_resnet, mlp, resnet, torchvision_resnets  # noqa: F401,E402
+from kdtune.models import cifar_resnet, mlp, resnet, torchvision_resnets  # noqa: F401,E402
 
 __all__ = [
     "count_params",

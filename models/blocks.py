@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.layers import conv3x3
+from kdtune.models.layers import conv3x3
 
 
 def _shortcut(in_ch: int, out_ch: int, stride: int, residual: bool) -> nn.Module | None:

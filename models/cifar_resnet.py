@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.blocks import block_class, init_weights, make_stage
-from models.layers import first_weighted
-from models.registry import positive_int, register_model
+from kdtune.models.blocks import block_class, init_weights, make_stage
+from kdtune.models.layers import first_weighted
+from kdtune.models.registry import positive_int, register_model
 
 
 class CifarResNet(nn.Module):

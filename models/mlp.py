@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.registry import positive_int, register_model
+from kdtune.models.registry import positive_int, register_model
 
 INPUT_FILLS = ("black", "mean")  # input_fill's names; resolve_input_fill turns them into values
 

@@ -5,7 +5,7 @@ nothing else. Every model built by `create_model` carries a JSON-able `kdtune_sp
 checkpoints store it and `create_from_spec` rebuilds the architecture from it (a teacher is
 rebuilt from its metadata, never from its checkpoint path: docs/architecture.md).
 
-    from models import create_model, count_params
+    from kdtune.models import create_model, count_params
     net = create_model("resnet20", num_classes=10, in_shape=(3, 32, 32))
     count_params(net)  # 272474
 """

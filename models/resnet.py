@@ -15,9 +15,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from models.blocks import block_class, init_weights, make_stage
-from models.layers import DropBlock2d, conv3x3, first_weighted
-from models.registry import positive_int, register_model
+from kdtune.models.blocks import block_class, init_weights, make_stage
+from kdtune.models.layers import DropBlock2d, conv3x3, first_weighted
+from kdtune.models.registry import positive_int, register_model
 
 
 class FlexibleResNet(nn.Module):

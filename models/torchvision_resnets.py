@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from models.layers import first_weighted
-from models.registry import register_model
+from kdtune.models.layers import first_weighted
+from kdtune.models.registry import register_model
 
 # Keys allowed to differ in shape from a checkpoint: the stem we replace and the head.
 _RESHAPABLE = ("conv1.weight", "fc.weight", "fc.bias")

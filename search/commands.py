@@ -18,13 +18,13 @@ from typing import Sequence
 
 # command -> (module with main(argv) -> int, one-line summary)
 COMMANDS = {
-    "search": ("search.run_kd_search", "run or resume a search (teacher -> baseline -> distill)"),
-    "best": ("analysis.best_trials", "top-k trials of every stage (Markdown + CSV)"),
-    "report": ("analysis.final_report", "TEST split: teacher vs baseline vs distilled, latency, confusion matrix"),
-    "export": ("analysis.export", "write a student as ONNX / torch.export / TorchScript + model_card.json"),
-    "tradeoffs": ("analysis.tradeoffs", "Pareto front: val_acc vs params and FLOPs (PNG)"),
-    "importance": ("analysis.importance", "which hyperparameters mattered (Optuna fANOVA)"),
-    "curves": ("analysis.learning_curves", "val_acc per epoch and per-layer gradient norms (PNG)"),
+    "search": ("kdtune.search.run_kd_search", "run or resume a search (teacher -> baseline -> distill)"),
+    "best": ("kdtune.analysis.best_trials", "top-k trials of every stage (Markdown + CSV)"),
+    "report": ("kdtune.analysis.final_report", "TEST split: teacher vs baseline vs distilled, latency, confusion matrix"),
+    "export": ("kdtune.analysis.export", "write a student as ONNX / torch.export / TorchScript + model_card.json"),
+    "tradeoffs": ("kdtune.analysis.tradeoffs", "Pareto front: val_acc vs params and FLOPs (PNG)"),
+    "importance": ("kdtune.analysis.importance", "which hyperparameters mattered (Optuna fANOVA)"),
+    "curves": ("kdtune.analysis.learning_curves", "val_acc per epoch and per-layer gradient norms (PNG)"),
 }
 
 

@@ -15,16 +15,11 @@ import signal
 import sys
 from pathlib import Path
 
-# Runnable as a plain script from a checkout: put the repository root on the path.
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
 
 def main(argv: list[str] | None = None) -> int:
-    from search.cli import parse_args
-    from search.errors import UsageError
-    from search.validate import preflight
+    from kdtune.search.input.cli import parse_args
+    from kdtune.search.input.errors import UsageError
+    from kdtune.search.input.validate import preflight
 
     try:
         spec, args = parse_args(argv)
@@ -33,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_kd_search.py: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
 
-    from search.pipeline import Interrupted, graceful_sigterm, run
+    from kdtune.search.stages.pipeline import Interrupted, graceful_sigterm, run
+    from kdtune.search.tune.progress import run_header
 
     # SIGTERM (cluster schedulers, `kill`) takes the same graceful path as Ctrl-C: Ray Tune
     # saves the experiment state and returns from fit(), so --resume loses nothing.
@@ -42,11 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     graceful_sigterm()
 
-    print(f"kdtune: experiment {spec.experiment_dir} ({'resuming' if spec.resume else 'new'}; "
-          f"dataset {spec.dataset}: {len(bundle.train)} train / {len(bundle.val)} val images)", flush=True)
-    print(f"kdtune: stages {' -> '.join(spec.planned_stages())}; up to {spec.max_epochs} epochs a trial, "
-          f"{spec.max_concurrent} at once" + ("" if spec.verbose else "; --verbose shows Ray's own tables"),
-          flush=True)
+    print(run_header(spec, bundle), flush=True)
     try:
         run(spec, bundle)
     except (Interrupted, KeyboardInterrupt) as exc:

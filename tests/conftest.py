@@ -1,11 +1,7 @@
-"""Shared pytest set-up: CPU only, quiet local Ray, repo root importable."""
+"""Shared pytest set-up: CPU only, quiet local Ray. kdtune is imported as the installed
+package (`pip install -e .`); benchmarks/ and experiments/ import from the repository root,
+which pytest puts on the path for the tests package (rootdir/tests/__init__.py)."""
 import os
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 # Local test clusters need no token auth (every ray.init writes ~/.ray/auth_token otherwise).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -18,7 +14,7 @@ import pytest  # noqa: E402  (after the environment above is set)
 
 # Fixtures that start Ray: a test using one (directly or through another fixture) is a `ray`
 # test even without the marker written on it, so the fast tier never starts Ray by accident.
-RAY_FIXTURES = {"small_search", "ray_session", "local_ray"}
+RAY_FIXTURES = {"small_search", "search_only", "ray_session", "local_ray", "ray_local"}
 
 
 # Tests reading the one session-wide finished search run on one pytest-xdist worker (make
@@ -39,10 +35,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("small_search"))
 
 
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_ray(request, monkeypatch):
+    """A test not marked `ray` that starts Ray in-process fails, naming itself: the fast tier
+    (`-m "not slow"`) must never wait for a Ray start-up. Tests that start Ray in a subprocess
+    (the CLI) carry the marker by hand."""
+    if request.node.get_closest_marker("ray") is None:
+        import ray
+
+        def refuse(*args, **kwargs):
+            pytest.fail(f"{request.node.nodeid} starts Ray (ray.init) but is not marked `ray`: mark it "
+                        "@pytest.mark.ray or use one of conftest.RAY_FIXTURES", pytrace=False)
+
+        monkeypatch.setattr(ray, "init", refuse)
+    yield
+
+
 @pytest.fixture(scope="session")
 def bundle():
     """The offline digits set, decoded once for every test that trains on it."""
-    import datasets
+    from kdtune import datasets
 
     return datasets.create_dataset("digits", val_fraction=0.1, seed=0)
 
@@ -54,14 +66,16 @@ def small_search(tmp_path_factory):
     rf 3, 4 epochs at most, so it has rungs to cut at), per-layer gradient norms on (for
     learning_curves' second plot), every trial logged to MLflow (`--tracker mlflow`, a SQLite store
     in <experiment>/mlflow.db), and the final stage: the best baseline and the best distilled
-    config retrained over 2 seeds. Tests read the budget back from manifest.json's spec; what the
-    run printed on stdout (captured: not a terminal) is in <experiment>.console.txt."""
+    config retrained over 2 seeds. Run through the Python API (kdtune.run_search, which builds the
+    CLI's command line), so every test of it also tests the API. Tests read the budget back from
+    manifest.json's spec; what the run printed on stdout (captured: not a terminal) is in
+    <experiment>.console.txt."""
     import contextlib
 
     import yaml
 
-    from search.preset_loader import PRESET_DIR
-    from search.run_kd_search import main
+    import kdtune
+    from kdtune.search.input.preset_loader import PRESET_DIR
 
     tmp = tmp_path_factory.mktemp("small_search")
     preset = yaml.safe_load((PRESET_DIR / "digits.yaml").read_text())
@@ -69,12 +83,11 @@ def small_search(tmp_path_factory):
     (tmp / "digits_grads.yaml").write_text(yaml.safe_dump(preset))
     console = tmp / "small.console.txt"
     with open(console, "w", buffering=1) as out, contextlib.redirect_stdout(out):  # a file: no terminal
-        code = main(["--num-samples", "6", "--baseline-samples", "3", "--max-epochs", "4", "--grace-period", "1",
-                     "--reduction-factor", "3", "--teacher-epochs", "3", "--max-concurrent", "2",
-                     "--width", "16:64", "--depth", "1:2", "--preset", str(tmp / "digits_grads.yaml"),
-                     "--final-seeds", "2", "--final-top-k", "1",
-                     "--storage-path", str(tmp), "--name", "small", "--tracker", "mlflow"])
-    assert code == 0, console.read_text()[-3000:]
+        exp = kdtune.run_search(num_samples=6, baseline_samples=3, max_epochs=4, grace_period=1,
+                                reduction_factor=3, teacher_epochs=3, max_concurrent=2, width="16:64", depth="1:2",
+                                preset=str(tmp / "digits_grads.yaml"), final_seeds=2, final_top_k=1,
+                                storage_path=str(tmp), name="small", tracker="mlflow")
+    assert exp.path == (tmp / "small").resolve() and exp.stages["final"] == "done", console.read_text()[-3000:]
     return tmp / "small"
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis import best_trials, final_report, importance, learning_curves, tradeoffs
-from analysis.pareto import pareto_mask
+from kdtune.analysis import best_trials, final_report, importance, learning_curves, tradeoffs
+from kdtune.search.tune.nondominated import pareto_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = (best_trials, tradeoffs, final_report, importance, learning_curves)
@@ -132,8 +132,8 @@ def test_tradeoffs_front_is_non_dominated_and_complete(exp, teacher_params, caps
 
 
 def test_final_report_teacher_matches_an_independent_test_evaluation(search_only, teacher_params):
-    import datasets
-    from trainables.checkpoint import load_model
+    from kdtune import datasets
+    from kdtune.trainables.checkpoint import load_model
 
     exp = search_only
     assert final_report.main([str(exp), "--repeats", "3"]) == 0
@@ -197,7 +197,7 @@ def test_final_report_reads_the_final_stage(exp):
 def test_importance_covers_the_sampled_params(exp, capsys):
     from optuna.trial import TrialState
 
-    from search.study import load_study
+    from kdtune.search.tune.optuna_study import load_study
 
     assert importance.main([str(exp)]) == 0
     table = pd.read_csv(exp / "analysis" / "importance.csv")

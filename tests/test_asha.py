@@ -1,4 +1,4 @@
-"""search/asha.py: the promotion-capped, pause-based ASHA, driven without Ray.
+"""search/tune/capped_asha.py: the promotion-capped, pause-based ASHA, driven without Ray.
 
 A small event loop plays Tune's part (the searcher is asked for trials while the limiter
 allows, the scheduler chooses what to start, each running trial reports one epoch per step
@@ -13,7 +13,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from search.asha import CappedASHA, PauseAwareLimiter, rung_milestones
+from kdtune.search.tune.capped_asha import CappedASHA, PauseAwareLimiter, rung_milestones
 
 
 class FakeTrial:

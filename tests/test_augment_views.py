@@ -15,13 +15,13 @@ import ray
 import torch
 import yaml
 
-import datasets
-from search.teacher_cache import build_cache, local_cache
+from kdtune import datasets
+from kdtune.search.stages.teacher_cache import build_cache, local_cache
 from tests import fakedata
-from trainables import reporting
-from trainables.distill import distill_student
-from trainables.teacher import train_teacher
-from trainables.teacher_logits import compute_logits, for_inference, load_teacher
+from kdtune.trainables import reporting
+from kdtune.trainables.distill import distill_student
+from kdtune.trainables.teacher import train_teacher
+from kdtune.trainables.teacher_logits import compute_logits, for_inference, load_teacher
 
 FAST = {"dataset": "cifar10", "batch_size": 32, "lr": 0.05, "precision": "fp32", "seed": 3,
         "model": "cifar_resnet", "depth": 8}
@@ -54,9 +54,9 @@ def teacher_ckpt(cifar, tmp_path_factory):
 
 
 def test_view_cache_rows_are_the_teachers_logits_of_the_trials_batches(cifar, teacher_ckpt):
-    from trainables.config import DistillConfig
-    from trainables.runtime import Runtime
-    from trainables.stage import loaders
+    from kdtune.trainables.config import DistillConfig
+    from kdtune.trainables.runtime import Runtime
+    from kdtune.trainables.trial import loaders
 
     teacher = for_inference(load_teacher(teacher_ckpt))
     cache = compute_logits(teacher, cifar.train, 64, "cpu", mean=cifar.mean, std=cifar.std,
@@ -129,7 +129,7 @@ def test_no_later_task_runs_in_a_cache_build_worker(cifar, teacher_ckpt, ray_loc
     would inherit its teacher and allocator heap (and on a GPU its CUDA context)."""
     def ran_a_cache_build() -> bool:  # nested: pickled by value, so it imports nothing itself
         import sys
-        return "search.teacher_cache" in sys.modules  # a build task's worker imported it
+        return "kdtune.search.stages.teacher_cache" in sys.modules  # a build task's worker imported it
 
     build_cache(cifar, teacher_ckpt, views=2, seed=3, precision="fp32", cpus=1)
     probe = ray.remote(num_cpus=1)(ran_a_cache_build)
@@ -139,10 +139,10 @@ def test_no_later_task_runs_in_a_cache_build_worker(cifar, teacher_ckpt, ray_loc
 def test_default_views_train_like_the_online_teacher(cifar_root, cifar, teacher_ckpt, ray_local, tmp_path):
     """The command line's default on CIFAR-format files against --augment-views online:
     the same trial metrics, the default reading its training rows from the search's cache."""
-    from search.cli import parse_args
-    from search.manifest import Manifest
-    from search.pipeline import teacher_logits
-    from search.validate import preflight
+    from kdtune.search.input.cli import parse_args
+    from kdtune.search.record.manifest import Manifest
+    from kdtune.search.stages.pipeline import teacher_logits
+    from kdtune.search.input.validate import preflight
 
     preset = {"dataset": "cifar10", "val_fraction": 0.2, "seed": 3, "students": ["cifar_resnet"],
               "train": {"batch_size": 32, "precision": "fp32"}, "teacher": {"model": "cifar_resnet"},
@@ -168,7 +168,7 @@ def test_default_views_train_like_the_online_teacher(cifar_root, cifar, teacher_
 
 def test_a_trial_with_the_search_cache_never_loads_the_teacher(cifar, teacher_ckpt, ray_local,
                                                                tmp_path, monkeypatch):
-    import trainables.distill as distill
+    from kdtune.trainables import distill
 
     shared = build_cache(cifar, teacher_ckpt, views=2, seed=3, precision="fp32", cpus=1)
     def refuse(*_a, **_k):

@@ -8,7 +8,7 @@ import pytest
 import ray
 import torch
 
-from search.run_kd_search import main
+from kdtune.search.run_kd_search import main
 from tests import fakedata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,8 +22,8 @@ def _not_kdtune(tmp: Path) -> str:
 
 def _foreign_teacher(tmp: Path) -> str:
     """A real kdtune checkpoint, made for 3x32x32 / 100-class data (digits is 1x8x8 / 10)."""
-    from trainables.checkpoint import save_checkpoint
-    import models
+    from kdtune.trainables.checkpoint import save_checkpoint
+    from kdtune import models
 
     model = models.create_model("resnet20", num_classes=100, in_shape=(3, 32, 32))
     meta = {"name": "cifar100", "num_classes": 100, "in_shape": [3, 32, 32]}
@@ -56,7 +56,7 @@ def _preset_with(tmp: Path, space: dict) -> str:
     """The digits preset with `space` entries added."""
     import yaml
 
-    from search.preset_loader import PRESET_DIR
+    from kdtune.search.input.preset_loader import PRESET_DIR
 
     preset = yaml.safe_load((PRESET_DIR / "digits.yaml").read_text())
     preset["space"].update(space)
@@ -79,7 +79,7 @@ def _file_as_storage(tmp: Path) -> str:
 def _digits_preset(tmp: Path, edit) -> str:
     """The bundled digits preset with `edit(preset)` applied, as a YAML file."""
     import yaml
-    from search.preset_loader import PRESET_DIR
+    from kdtune.search.input.preset_loader import PRESET_DIR
 
     preset = yaml.safe_load((PRESET_DIR / "digits.yaml").read_text())
     edit(preset)
@@ -102,7 +102,7 @@ def _unread_key(p):
 
 
 def _state_dict_of_mlp(tmp: Path) -> str:
-    import models
+    from kdtune import models
 
     path = tmp / "mlp.pth"
     torch.save(models.create_model("mlp", 10, (1, 8, 8)).state_dict(), path)
@@ -111,9 +111,9 @@ def _state_dict_of_mlp(tmp: Path) -> str:
 
 def _digits_teacher(tmp: Path, seed: int) -> str:
     """A kdtune checkpoint of a digits teacher whose split was drawn with `seed`."""
-    import datasets
-    import models
-    from trainables.checkpoint import save_checkpoint
+    from kdtune import datasets
+    from kdtune import models
+    from kdtune.trainables.checkpoint import save_checkpoint
 
     bundle = datasets.create_dataset("digits", val_fraction=0.2, seed=seed)
     model = models.create_model("mlp", bundle.num_classes, bundle.in_shape, depth=1, width=8)

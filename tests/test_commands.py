@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from search import commands
+from kdtune.search import commands
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,4 +47,4 @@ def test_every_command_module_has_a_main_and_the_entry_point_is_declared():
         assert callable(importlib.import_module(module).main), module
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    assert cfg["options.entry_points"]["console_scripts"].strip() == "kdtune = search.commands:main"
+    assert cfg["options.entry_points"]["console_scripts"].strip() == "kdtune = kdtune.search.commands:main"

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 from ray.tune.experiment import Trial
 
-from search import console
-from search.asha import CappedASHA
+from kdtune.search.tune import progress as console
+from kdtune.search.tune.capped_asha import CappedASHA
 
 LINE = re.compile(r"^(teacher|baseline|distill|final) \|[ #0-9]{10}\| (\d+)/(\d+) epochs \| (\d+)/(\d+) ended")
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests import fakedata
-from datasets import DatasetError, DeviceLoader, Split, create_dataset, list_datasets
+from kdtune.datasets import DatasetError, DeviceLoader, Split, create_dataset, list_datasets
 
 REAL_MNIST = Path(os.environ.get("KDTUNE_MNIST_DIR") or Path(__file__).resolve().parents[1] / "data")
 
@@ -219,7 +219,7 @@ def test_crop_flip_changes_pixels_keeps_shape(cifar):
 
 
 def test_crop_flip_matches_reference():
-    from datasets.augment import apply_params, draw_params
+    from kdtune.datasets.augment import apply_params, draw_params
     imgs = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
     gen = torch.Generator().manual_seed(0)
     out = apply_params("crop_flip", imgs, draw_params("crop_flip", 16, gen))

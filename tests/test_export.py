@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-import datasets
-import models
-from analysis import export, exporters
-from trainables.checkpoint import load_model
+from kdtune import datasets
+from kdtune import models
+from kdtune.analysis import export, exporters
+from kdtune.trainables.checkpoint import load_model
 
 
 def _test_split(exp_dir: Path):
@@ -26,8 +26,11 @@ def _test_split(exp_dir: Path):
 
 @pytest.fixture(scope="module")
 def exported(search_only, tmp_path_factory):
+    """Exported through the Python API (Experiment.export runs analysis/export.py's main)."""
+    import kdtune
+
     out = tmp_path_factory.mktemp("export") / "student"
-    assert export.main([str(search_only), "--out", str(out), "--repeats", "3"]) == 0
+    assert kdtune.open_experiment(search_only).export(out=out, repeats=3) == out
     return out, json.loads((out / "model_card.json").read_text())
 
 

@@ -1,4 +1,4 @@
-"""search/fidelity.py: Optuna hears PRUNED for every trial shorter than max_epochs.
+"""search/tune/optuna_searcher.py: Optuna hears PRUNED for every trial shorter than max_epochs.
 
 The searcher is driven the way Tune drives it (on_trial_result for results the scheduler let
 go on, on_trial_complete with the stopping result or none), then a finished search's study,
@@ -12,8 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.fidelity import FidelityOptunaSearch, study_trials_by_ray_id
-from search.ray_adapter import load_study, optuna_study
+from kdtune.search.tune.optuna_searcher import FidelityOptunaSearch, study_trials_by_ray_id
+from kdtune.search.tune.ray_adapter import load_study, optuna_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

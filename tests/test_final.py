@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import datasets
-from trainables.best_epoch import best_epoch_file
-from trainables.checkpoint import load_model
-from trainables.distill import distill_student
-from trainables.reporting import local_session
-from trainables.runtime import resolve_autocast
+from kdtune import datasets
+from kdtune.trainables.best_epoch import best_epoch_file
+from kdtune.trainables.checkpoint import load_model
+from kdtune.trainables.distill import distill_student
+from kdtune.trainables.reporting import local_session
+from kdtune.trainables.runtime import resolve_autocast
 
 RETRAIN = {"dataset": "digits", "val_fraction": 0.1, "model": "mlp", "depth": 1, "width": 32, "epochs": 5,
            "lr": 0.05, "alpha": 0.0, "precision": "fp32", "test_best_epoch": True}

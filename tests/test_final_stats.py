@@ -1,4 +1,4 @@
-"""The final stage's statistics (search/final_stats.py) and candidate choice (search/final_select.py).
+"""The final stage's statistics (search/stages/final_stats.py) and candidate choice (search/stages/final_select.py).
 
 No Ray, no training: milliseconds.
 """
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from search.final_select import SearchTrial, pareto_members, ranked_distinct, select, top_k
-from search.final_stats import mean_sd, welch_interval
+from kdtune.search.stages.final_select import SearchTrial, pareto_members, ranked_distinct, select, top_k
+from kdtune.search.stages.final_stats import mean_sd, welch_interval
 
 
 def _welch_by_hand(a, b, confidence):

@@ -1,4 +1,4 @@
-"""search/given_teacher.py: a run that adopts --teacher-checkpoint shows that teacher's model,
+"""search/stages/adopted_teacher.py: a run that adopts --teacher-checkpoint shows that teacher's model,
 size and accuracy on the run's own validation split, as a trained teacher's row does."""
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets import DeviceLoader, create_dataset
-from search import given_teacher
-from search.manifest import Manifest
-from search.summary import render
-from search.teacher_cache import local_cache
-from trainables import checkpoint
-from trainables.reporting import local_session
-from trainables.teacher import train_teacher
+from kdtune.datasets import DeviceLoader, create_dataset
+from kdtune.search.stages import adopted_teacher as given_teacher
+from kdtune.search.record.manifest import Manifest
+from kdtune.search.record.summary import render
+from kdtune.search.stages.teacher_cache import local_cache
+from kdtune.trainables import checkpoint
+from kdtune.trainables.reporting import local_session
+from kdtune.trainables.teacher import train_teacher
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,18 @@
-"""The paper-protocol runner of benchmarks/bench_accuracy_anchor.py --protocol hinton
-(benchmarks/hinton_protocol.py): all training images, last epoch, resumable after a kill.
+"""The paper-protocol runner of experiments/hinton2015/accuracy_anchor.py --protocol hinton
+(experiments/hinton2015/protocol.py): all training images, last epoch, resumable after a kill.
 On the offline digits set with tiny models; the real run is a benchmark."""
 from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import hinton_protocol  # noqa: E402
+from experiments.hinton2015 import accuracy_anchor
+from experiments.hinton2015 import protocol as hinton_protocol
 
-from trainables import reporting  # noqa: E402
-from trainables.teacher import train_teacher  # noqa: E402
+from kdtune.trainables import reporting
+from kdtune.trainables.teacher import train_teacher
 
 CFG = {"dataset": "digits", "model": "mlp", "depth": 1, "width": 16, "epochs": 3, "lr": 0.05,
        "precision": "fp32", "augment": "jitter", "model_kwargs": {"input_dropout": 0.2}}
@@ -68,8 +66,8 @@ def test_the_protocol_students_stay_unjittered_under_a_jittered_search():
     the paper's 2x800 students must not inherit that (no jitter, no views: one row per image)."""
     import dataclasses
 
-    from search.cli import parse_args
-    from trainables.config import DistillConfig, TrainConfig
+    from kdtune.search.input.cli import parse_args
+    from kdtune.trainables.config import DistillConfig, TrainConfig
 
     spec, _ = parse_args(["--preset", "hinton_mnist", "--augment", "jitter:2"])
     spec = dataclasses.replace(spec, augment_views=spec.max_epochs)  # as preflight fills it in
@@ -124,7 +122,7 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     its own KD student, beside the teacher and the undistilled student it shares."""
     import dataclasses
 
-    from search.cli import parse_args
+    from kdtune.search.input.cli import parse_args
 
     spec, _ = parse_args(["--preset", "hinton_mnist", "--dataset", "digits"])  # its models, on digits
     data = dataclasses.replace(bundle, test=_Untouchable(len(bundle.test)))
@@ -143,12 +141,12 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     assert f"{len(bundle.train)} training images, {len(bundle.val)} val images" in out
     assert f"val errors /{len(bundle.val):,}" in out and "per 10,000: teacher" in out
 
-    import trainables.teacher
+    from kdtune.trainables import teacher
 
     def no_retraining(*a, **k):
         raise AssertionError("the shared teacher was trained again")
 
-    monkeypatch.setattr(trainables.teacher, "train_teacher", no_retraining)
+    monkeypatch.setattr(teacher, "train_teacher", no_retraining)
     # another temperature, and another thread count (which is not part of what a run trains)
     hinton_protocol.main(_protocol_args(temperature=8.0, threads=2), spec, data, tmp_path)
     assert (seed / "kd-e1-lr0.01-T8-a0.9-of-teacher-e1" / "result.json").is_file()
@@ -160,16 +158,16 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
     assert json.loads((kd16 / "config.json").read_text())["batch_size"] == 16
     shutil.rmtree(kd16)
     # the distilled student's precision: its config, its folder, and its cached teacher logits
-    import search.teacher_cache
+    from kdtune.search.stages import teacher_cache
 
     caches = []  # (precision, views, the pixels' augmentation) of each cached teacher's logits
-    real_cache = search.teacher_cache.local_cache
+    real_cache = teacher_cache.local_cache
 
     def recording_cache(views_of, *a, **k):
         caches.append((k.get("precision"), k.get("views"), views_of.augment))
         return real_cache(views_of, *a, **k)
 
-    monkeypatch.setattr(search.teacher_cache, "local_cache", recording_cache)
+    monkeypatch.setattr(teacher_cache, "local_cache", recording_cache)
     hinton_protocol.main(_protocol_args(kd_precision="fp32"), spec, data, tmp_path)
     assert "KD precision fp32" in capsys.readouterr().out and caches == [("fp32", None, "none")]
     kd32 = seed / "kd-e1-lr0.01-fp32-T20-a0.9-of-teacher-e1"
@@ -232,14 +230,14 @@ def test_holdout_trains_on_the_train_split_counts_val_and_never_reads_test(bundl
 
 
 def test_copy_fidelity_of_a_model_with_itself_is_exact_and_counts_its_errors(bundle, tmp_path):
-    import common
-    from common import copy_fidelity, count_test_errors
+    from experiments.hinton2015 import model_errors
+    from experiments.hinton2015.model_errors import copy_fidelity, count_test_errors
 
     result = hinton_protocol.run_resumable(train_teacher, CFG, bundle, tmp_path / "teacher")
     fid = copy_fidelity(result["checkpoint"], result["checkpoint"], bundle, ("train", "test"))
     for split in ("train", "test"):
         errors, _ = count_test_errors(result["checkpoint"], bundle, split)
-        logits, _ = common.split_logits(result["checkpoint"], bundle, split)
+        logits, _ = model_errors.split_logits(result["checkpoint"], bundle, split)
         sd = (logits - logits.mean(1, keepdim=True)).pow(2).mean().sqrt().item()
         top2 = logits.topk(2, dim=1).values
         assert fid[split] == {"disagree": 0, "logit_rmse": 0.0, "teacher_errors": errors,
@@ -254,15 +252,15 @@ def test_copy_fidelity_counts_the_images_lost_to_the_teacher_at_the_teachers_mar
     gaps, median over the lost images and over all."""
     import types
 
-    import common
+    from experiments.hinton2015 import model_errors
     import torch
 
     teacher = torch.tensor([[3.0, 0, 0], [0.0, 0.5, 0], [0, 0, 2.0], [4.0, 0, 0]])  # right on 0-2
     student = torch.tensor([[3.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 4.0, 0]])  # wrong on 1 and 2
     labels = torch.tensor([0, 1, 2, 1])
     bundle = types.SimpleNamespace(val=types.SimpleNamespace(labels=labels))
-    monkeypatch.setattr(common, "split_logits", lambda path, b, split: ({"t": teacher, "s": student}[path], 9))
-    fid = common.copy_fidelity("s", "t", bundle, ("val",))["val"]
+    monkeypatch.setattr(model_errors, "split_logits", lambda path, b, split: ({"t": teacher, "s": student}[path], 9))
+    fid = model_errors.copy_fidelity("s", "t", bundle, ("val",))["val"]
     assert (fid["teacher_errors"], fid["student_errors"], fid["disagree"], fid["lost"]) == (1, 2, 3, 2)
     assert fid["lost_teacher_margin"] == pytest.approx(1.25)  # images 1 and 2: margins 0.5 and 2
     assert fid["teacher_margin"] == pytest.approx(2.5)  # of 3, 0.5, 2 and 4
@@ -289,7 +287,7 @@ def test_folder_names_carry_the_settings_a_call_can_change():
 
 
 def test_kd_precision_enters_only_the_distilled_students_config():
-    from search.cli import parse_args
+    from kdtune.search.input.cli import parse_args
 
     spec, _ = parse_args(["--preset", "hinton_mnist", "--dataset", "digits"])
     kw = dict(teacher_epochs=None, student_epochs=1, alpha=0.9, temperature=20.0, student_lr=0.05, threads=1)
@@ -320,19 +318,17 @@ def test_kd_precision_enters_only_the_distilled_students_config():
      "--levers trains nothing: drop --alpha"),
 ])
 def test_protocol_flags_are_refused_where_they_would_do_nothing(argv, message, capsys):
-    import bench_accuracy_anchor
 
     with pytest.raises(SystemExit) as exc:
-        bench_accuracy_anchor.main(argv)
+        accuracy_anchor.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
 
 
 def test_levers_on_an_empty_storage_path_says_so(tmp_path, capsys):
-    import bench_accuracy_anchor
 
     with pytest.raises(SystemExit) as exc:
-        bench_accuracy_anchor.main(["--protocol", "hinton", "--levers", "--storage-path", str(tmp_path)])
+        accuracy_anchor.main(["--protocol", "hinton", "--levers", "--storage-path", str(tmp_path)])
     assert exc.value.code == 2
     assert f"no finished protocol runs under {tmp_path}" in capsys.readouterr().err
 
@@ -355,7 +351,7 @@ def test_a_second_process_on_the_same_run_is_stopped_before_it_trains(bundle, tm
 
 
 def test_the_header_names_the_teachers_levers_and_what_a_dropped_pixel_becomes():
-    from search.cli import parse_args
+    from kdtune.search.input.cli import parse_args
 
     spec, _ = parse_args(["--preset", "hinton_mnist"])
     assert (hinton_protocol.describe_teacher(spec, {})
@@ -371,8 +367,8 @@ def test_unit_pixels_feed_every_model_raw_pixels_in_their_own_folder(bundle, tmp
     standardised runs of the same storage path; a dropped input pixel is then black."""
     import dataclasses
 
-    from search.cli import parse_args
-    from trainables import checkpoint
+    from kdtune.search.input.cli import parse_args
+    from kdtune.trainables import checkpoint
 
     spec, _ = parse_args(["--preset", "hinton_mnist", "--dataset", "digits"])
     data = dataclasses.replace(bundle, test=_Untouchable(len(bundle.test)))

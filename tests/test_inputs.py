@@ -10,18 +10,18 @@ import ray
 import torch
 from torch import nn
 
-import datasets
-import models
-from datasets.split_identity import val_images_seen
-from datasets.splits import STREAM_VAL, holdout_size, stratified_holdout
-from search import spaces
-from search.cli import parse_args
-from search.run_kd_search import main
-from search.validate import preflight
+from kdtune import datasets
+from kdtune import models
+from kdtune.datasets.split_identity import val_images_seen
+from kdtune.datasets.splits import STREAM_VAL, holdout_size, stratified_holdout
+from kdtune.search.tune import search_spaces as spaces
+from kdtune.search.input.cli import parse_args
+from kdtune.search.run_kd_search import main
+from kdtune.search.input.validate import preflight
 from tests import fakedata
-from trainables import reporting
-from trainables.checkpoint import load_payload, save_checkpoint
-from trainables.teacher_logits import for_inference
+from kdtune.trainables import reporting
+from kdtune.trainables.checkpoint import load_payload, save_checkpoint
+from kdtune.trainables.teacher_logits import for_inference
 
 
 # ------------------------------------------------------------------ CPU threads
@@ -80,7 +80,7 @@ class _Branchy(nn.Module):
 
 def test_untraceable_teacher_falls_back_with_a_logged_reason(caplog):
     teacher = _Branchy()
-    with caplog.at_level(logging.WARNING, logger="trainables.teacher_logits"):
+    with caplog.at_level(logging.WARNING, logger="kdtune.trainables.teacher_logits"):
         folded = for_inference(teacher)
     x = torch.ones(2, 4)
     assert torch.equal(folded(x), teacher(x))
@@ -237,11 +237,11 @@ def test_read_only_storage_is_the_one_line_refusal(tmp_path, capsys, monkeypatch
 
 def test_an_internal_error_keeps_its_traceback(monkeypatch):
     """Only UsageError becomes exit 2: a ValueError from a bug propagates."""
-    import search.validate
+    from kdtune.search.input import validate
 
     def buggy(spec, name_given=True):
         raise ValueError("an internal bug")
 
-    monkeypatch.setattr(search.validate, "preflight", buggy)
+    monkeypatch.setattr(validate, "preflight", buggy)
     with pytest.raises(ValueError, match="an internal bug"):
         main(["--storage-path", "unused"])

@@ -2,20 +2,20 @@
 input and hidden dropout on `mlp`, and the max-norm weight constraint (trainables/constraints.py).
 
 Tiny tensors and the offline digits set only; the long paper-protocol run is a benchmark
-(benchmarks/bench_accuracy_anchor.py --protocol hinton), not a test.
+(experiments/hinton2015/accuracy_anchor.py --protocol hinton), not a test.
 """
 from __future__ import annotations
 
 import pytest
 import torch
 
-import datasets
-import models
-from datasets import DeviceLoader
-from datasets.augment import apply_params, draw_params
-from trainables import reporting
-from trainables.config import TeacherConfig
-from trainables.constraints import max_norm_constraint
+from kdtune import datasets
+from kdtune import models
+from kdtune.datasets import DeviceLoader
+from kdtune.datasets.augment import apply_params, draw_params
+from kdtune.trainables import reporting
+from kdtune.trainables.config import TeacherConfig
+from kdtune.trainables.constraints import max_norm_constraint
 
 
 def _shift_zero_fill(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -128,7 +128,7 @@ def test_input_dropout_drops_pixels_to_the_fill_value():
 
 
 def test_resolve_input_fill_names_black_and_mean_for_the_data_normalisation():
-    from models.mlp import resolve_input_fill
+    from kdtune.models.mlp import resolve_input_fill
 
     mean, std = (0.1307,), (0.3081,)
     black = [-0.1307 / 0.3081]
@@ -169,14 +169,14 @@ def test_max_norm_projects_rows_onto_the_ball_and_leaves_others():
 
 
 def test_a_jittered_max_norm_teacher_trains_with_every_row_in_the_ball(bundle):
-    from trainables.teacher import train_teacher
+    from kdtune.trainables.teacher import train_teacher
 
     cfg = {"dataset": "digits", "model": "mlp", "depth": 2, "width": 32, "epochs": 2, "lr": 0.5,
            "augment": "jitter", "augment_pixels": 1, "max_norm": 0.5,
            "model_kwargs": {"dropout": 0.5, "input_dropout": 0.2}, "precision": "fp32"}
     with reporting.local_session() as rec:
         metrics = train_teacher(cfg, data=bundle)
-        from trainables import checkpoint
+        from kdtune.trainables import checkpoint
 
         at_bound = [r["max_norm/at_bound"] for r in rec.results]
 
@@ -205,9 +205,9 @@ def test_jittered_students_through_the_view_cache_train_like_the_online_teacher(
     """Students given `augment: jitter` and fixed views read the teacher's logits from a cache
     that is exact: the same metrics as running the teacher on every jittered batch, at the
     default shift and at another (the cache's views shift by the students' augment_pixels)."""
-    from search.teacher_cache import local_cache
-    from trainables.distill import distill_student
-    from trainables.teacher import train_teacher
+    from kdtune.search.stages.teacher_cache import local_cache
+    from kdtune.trainables.distill import distill_student
+    from kdtune.trainables.teacher import train_teacher
 
     base = {"dataset": "digits", "model": "mlp", "depth": 1, "width": 24, "precision": "fp32", "seed": 2}
     with reporting.local_session() as rec:
@@ -225,7 +225,7 @@ def test_jittered_students_through_the_view_cache_train_like_the_online_teacher(
 
 
 def test_cli_sets_teacher_and_student_augmentation():
-    from search.cli import parse_args
+    from kdtune.search.input.cli import parse_args
 
     spec, _ = parse_args(["--preset", "hinton_mnist"])
     teacher = spec.teacher_config()

@@ -4,13 +4,13 @@ included), and the per-method tables pick each method's best trial."""
 import pandas as pd
 import pytest
 
-from analysis.best_trials import best_per_method, settings
-from search.summary import method_table
-from trainables import reporting
-from trainables.distill import distill_student
-from trainables.losses import DKDLoss
-from trainables.teacher import train_teacher
-from trainables.teacher_logits import compute_logits, load_teacher
+from kdtune.analysis.best_trials import best_per_method, settings
+from kdtune.search.record.summary import method_table
+from kdtune.trainables import reporting
+from kdtune.trainables.distill import distill_student
+from kdtune.trainables.losses import DKDLoss
+from kdtune.trainables.teacher import train_teacher
+from kdtune.trainables.teacher_logits import compute_logits, load_teacher
 
 FAST = {"dataset": "digits", "epochs": 2, "batch_size": 64, "lr": 0.1, "precision": "fp32",
         "seed": 0, "num_threads": 1, "width": 32}
@@ -92,7 +92,7 @@ def test_summary_lists_methods_only_when_several_were_searched():
 
 
 def test_a_kd_only_search_shows_its_method_in_tables_and_summary(small_search, capsys):
-    from analysis import best_trials
+    from kdtune.analysis import best_trials
 
     assert best_trials.main([str(small_search)]) == 0
     md = (small_search / "analysis" / "best_trials.md").read_text()
@@ -107,7 +107,7 @@ def test_a_kd_only_search_shows_its_method_in_tables_and_summary(small_search, c
 
 
 def test_final_stage_rows_show_each_candidates_method_and_its_own_settings():
-    from search.final_summary import final_table
+    from kdtune.search.record.final_summary import final_table
 
     def row(role, stage, **cfg):
         return {"role": role, "source_stage": stage, "model": "mlp", "depth": 1, "width": 32, "lr": 0.05,

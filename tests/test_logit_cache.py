@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.logit_cache import LogitCache, as_cache
+from kdtune.trainables.logit_cache import LogitCache, as_cache
 
 
 def _logits(views: int, n: int, classes: int, dtype=torch.bfloat16) -> torch.Tensor:

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Categorical, kl_divergence
 
-from trainables import losses
-from trainables.config import DistillConfig
-from trainables.losses import KDLoss, create_loss, list_losses, loss_from_config
+from kdtune.trainables import losses
+from kdtune.trainables.config import DistillConfig
+from kdtune.trainables.losses import KDLoss, create_loss, list_losses, loss_from_config
 
 
 def _batch(seed=0, n=16, c=10, scale=3.0):

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-import models
-from models import (count_params, create_from_spec, create_model, flops_per_image,
+from kdtune import models
+from kdtune.models import (count_params, create_from_spec, create_model, flops_per_image,
                     gradient_probes, list_models, register_model)
-from models.blocks import BasicBlock, Bottleneck
-from models.layers import DropBlock2d
+from kdtune.models.blocks import BasicBlock, Bottleneck
+from kdtune.models.layers import DropBlock2d
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 # Smallest sensible kwargs for the slow ones, so the whole file stays fast on 2 cores.

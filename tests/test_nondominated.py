@@ -1,7 +1,7 @@
-"""search/nondominated.py against hand-computed fronts and NSGA-II crowding distances."""
+"""search/tune/nondominated.py against hand-computed fronts and NSGA-II crowding distances."""
 import math
 
-from search.nondominated import crowding_distances, dominator_counts, non_dominated_ranks, pareto_order
+from kdtune.search.tune.nondominated import crowding_distances, dominator_counts, non_dominated_ranks, pareto_order
 
 # (val_acc, -params): maximise both.
 POINTS = [(0.9, -100), (0.8, -50), (0.85, -80), (0.7, -10), (0.6, -60), (0.55, -70)]
@@ -29,7 +29,7 @@ def test_pareto_order_front_then_crowding_then_arrival():
 
 
 class _Result:
-    """What search.stages reads of a Ray Result."""
+    """What kdtune.search.stages.tune_stage reads of a Ray Result."""
 
     def __init__(self, tid, curve, params, diverged=0, error=None):
         import pandas as pd
@@ -45,7 +45,7 @@ class _Result:
 
 
 def test_stage_pareto_set_is_the_non_dominated_trials_most_accurate_first():
-    from search.stages import pareto_set
+    from kdtune.search.stages.tune_stage import pareto_set
 
     results = [_Result("big", [0.8, 0.9, 0.95], 100_000), _Result("mid", [0.7, 0.92], 50_000),
                _Result("worse", [0.6, 0.91], 60_000),  # beaten by mid on both

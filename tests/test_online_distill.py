@@ -4,13 +4,13 @@ trial matches an uninterrupted one, and the config refuses contradictory setting
 import pytest
 import torch
 
-import models
-from search.preset_loader import load_preset
-from trainables import checkpoint, reporting
-from trainables.config import DistillConfig
-from trainables.distill import distill_student
-from trainables.online_teacher import OnlineTeacher
-from trainables.runtime import Runtime
+from kdtune import models
+from kdtune.search.input.preset_loader import load_preset
+from kdtune.trainables import checkpoint, reporting
+from kdtune.trainables.config import DistillConfig
+from kdtune.trainables.distill import distill_student
+from kdtune.trainables.online_teacher import OnlineTeacher
+from kdtune.trainables.runtime import Runtime
 
 # fp32 and a fixed seed: runs are bit-for-bit repeatable on one machine. Dropout in the
 # student: a resume must restore the RNG stream, not only the two models' states.

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainables import optim
-from trainables.config import DistillConfig
+from kdtune.trainables import optim
+from kdtune.trainables.config import DistillConfig
 
 STEPS_PER_EPOCH, EPOCHS = 5, 4
 

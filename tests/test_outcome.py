@@ -1,4 +1,4 @@
-"""trainables/outcome.py: the one definition of best epoch, "stopped early" and reduction vs
+"""trainables/trial_outcome.py: the one definition of best epoch, "stopped early" and reduction vs
 teacher, and that the search's summary and the analysis tables both use it."""
 import math
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trainables.outcome import best_epoch, diverged, epoch_number, epochs_trained, reduction_pct, stopped_early
+from kdtune.trainables.trial_outcome import best_epoch, diverged, epoch_number, epochs_trained, reduction_pct, stopped_early
 
 
 def _df(val_acc, **extra):
@@ -59,8 +59,8 @@ def test_reduction_pct():
 
 
 def test_summary_prints_the_shared_reduction():
-    from search.manifest import Manifest
-    from search.summary import render
+    from kdtune.search.record.manifest import Manifest
+    from kdtune.search.record.summary import render
 
     stages = {"teacher": {"config": {"model": "mlp"}, "metrics": {"val_acc": 0.99, "params": 301_066}},
               "distill": {"config": {"model": "mlp"}, "metrics": {"val_acc": 0.98, "params": 8_710}}}
@@ -69,8 +69,8 @@ def test_summary_prints_the_shared_reduction():
 
 
 def test_summary_lists_the_pareto_set_of_a_pareto_search():
-    from search.manifest import Manifest
-    from search.summary import render
+    from kdtune.search.record.manifest import Manifest
+    from kdtune.search.record.summary import render
 
     members = [{"trial_id": "a1", "config": {"model": "mlp", "depth": 2, "width": 64, "kd_method": "dist"},
                 "val_acc": 0.985, "params": 30_000, "epochs": 18},
@@ -88,8 +88,8 @@ def test_summary_lists_the_pareto_set_of_a_pareto_search():
 
 
 def test_manifest_times_the_attempt_that_finished_a_stage(tmp_path, monkeypatch):
-    from search import manifest as manifest_module
-    from search.manifest import Manifest
+    from kdtune.search.record import manifest as manifest_module
+    from kdtune.search.record.manifest import Manifest
 
     clock = iter([100.0, 160.5, 200.0, 200.0])
     monkeypatch.setattr(manifest_module.time, "time", lambda: next(clock))

@@ -10,11 +10,11 @@ import pytest
 import ray
 import torch
 
-import models
-from search.cli import parse_args
-from search.preset_loader import list_presets
-from search.run_kd_search import main
-from search.validate import preflight
+from kdtune import models
+from kdtune.search.input.cli import parse_args
+from kdtune.search.input.preset_loader import list_presets
+from kdtune.search.run_kd_search import main
+from kdtune.search.input.validate import preflight
 from tests import fakedata
 
 DATA_OF = {"digits": None, "mnist": "mnist", "fashion_mnist": "fashion_mnist", "cifar10": "cifar10",
@@ -110,7 +110,7 @@ def test_pretrained_teacher_from_local_weights_is_linear_probed(data_root, tmp_p
           "--name", "p"])
     stages = _manifest(tmp_path / "p")["stages"]
     assert stages["distill"]["status"] == "done"
-    from trainables.checkpoint import load_model
+    from kdtune.trainables.checkpoint import load_model
     teacher, _ = load_model(stages["teacher"]["best_checkpoint"])
     # The backbone stayed frozen: a deep layer equals the loaded weights; only fc trained.
     deep = "layer4.1.conv2.weight"

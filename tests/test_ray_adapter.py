@@ -1,4 +1,4 @@
-"""search/ray_adapter.py: one test per Ray internal kdtune relies on (numbered as in its
+"""search/tune/ray_adapter.py: one test per Ray internal kdtune relies on (numbered as in its
 docstring). Each runs against Ray's own classes, without a cluster, so a Ray upgrade that
 moves one of them fails here rather than inside a search."""
 import inspect
@@ -12,8 +12,8 @@ from ray.tune.logger import LoggerCallback
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.search_generator import SearchGenerator
 
-from search import ray_adapter as ra
-from search.fidelity import FidelityOptunaSearch
+from kdtune.search.tune import ray_adapter as ra
+from kdtune.search.tune.optuna_searcher import FidelityOptunaSearch
 
 
 class _Plain(Searcher):
@@ -105,7 +105,7 @@ def test_6_optuna_search_state_round_trips_through_its_searcher_state_file(tmp_p
 
 def test_7_tune_hands_a_stopping_result_to_the_searcher_only_at_completion():
     # TuneController._process_trial_result calls search_alg.on_trial_result only when the
-    # scheduler's decision is not STOP; search/fidelity.py records that result on completion.
+    # scheduler's decision is not STOP; search/tune/optuna_searcher.py records that result on completion.
     source = inspect.getsource(TuneController._process_trial_result)
     stop_branch = source.index("if decision == TrialScheduler.STOP")
     assert "_search_alg.on_trial_result" in source[stop_branch:]

@@ -6,8 +6,8 @@ cluster) and dies with it; kdtune starts its own unless told otherwise.
 import pytest
 import ray
 
-from search import pipeline
-from search.cli import parse_args
+from kdtune.search.stages import pipeline
+from kdtune.search.input.cli import parse_args
 
 
 @pytest.fixture

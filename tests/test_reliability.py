@@ -24,7 +24,7 @@ import ray
 import torch
 import yaml
 
-from search.run_kd_search import main
+from kdtune.search.run_kd_search import main
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -92,10 +92,10 @@ def _as_in_a_terminal() -> None:
 class Run:
     """One CLI process in its own session (so `finally` can end it and whatever it spawned)."""
 
-    def __init__(self, args: list[str], log: Path):
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None):
         self.log = log
         self._fh = open(log, "w")  # a file, not a pipe: Ray's chatter must never block the driver
-        self.proc = subprocess.Popen([sys.executable, str(CLI), *args], cwd=ROOT, env=ENV, stdout=self._fh,
+        self.proc = subprocess.Popen([sys.executable, str(CLI), *args], cwd=ROOT, env=env or ENV, stdout=self._fh,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True,
                                      preexec_fn=_as_in_a_terminal)
 
@@ -180,8 +180,8 @@ def _assert_all_done(exp: Path, teacher: int, baseline: int, distill: int) -> di
 def teacher_ckpt(tmp_path_factory) -> str:
     """A small real kdtune teacher for digits (as the digits preset splits it), made in-process:
     scenarios that are not about the teacher stage adopt it and skip that stage."""
-    from trainables.reporting import local_session
-    from trainables.teacher import train_teacher
+    from kdtune.trainables.reporting import local_session
+    from kdtune.trainables.teacher import train_teacher
 
     root = tmp_path_factory.mktemp("teacher")
     with local_session(root=str(root)) as rec:
@@ -306,7 +306,7 @@ def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_pa
     _assert_all_done(exp, teacher=0, baseline=1, distill=samples)
     for trial in _every_trial(exp / "distill"):
         # Every epoch once: no trial restarted, and none reports the epoch in flight at the
-        # interrupt twice (search/result_logging.py).
+        # interrupt twice (search/tune/result_loggers.py).
         _assert_continuous(trial, epochs)
         if trial.name in finished:
             assert _rows(trial) == finished[trial.name], f"finished trial {trial.name} was run again"
@@ -424,15 +424,27 @@ def test_preset_with_python_tag_is_refused_unexecuted(tmp_path):
 
 
 # ---- concurrent runs -------------------------------------------------------------------------
+def _foreign_datasets_env(folder: Path) -> dict[str, str]:
+    """ENV with a foreign top-level package called `datasets` (as Hugging Face's is) first on the
+    path of the driver and, through the inherited environment, of every Ray worker."""
+    package = folder / "datasets"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('"""Not kdtune\'s: a stand-in for Hugging Face datasets."""\nFOREIGN = True\n')
+    return {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), ENV.get("PYTHONPATH")]))}
+
+
 @pytest.mark.ray
 def test_two_concurrent_runs_in_one_storage_path_do_not_interfere(tmp_path):
+    """Also: the right-hand run has a foreign `datasets` package first on its path (kdtune's
+    own code is kdtune.datasets, so it must not care)."""
     names = ("left", "right")
+    envs = {"left": ENV, "right": _foreign_datasets_env(tmp_path.parent / f"{tmp_path.name}-foreign")}
     runs = []
     try:
         for name in names:
             # one trial each: 2 runs on 2 cores; the stages compared are the searches' (no final)
             runs.append(Run(_cli(tmp_path, name, "--smoke-test", "--max-concurrent", "1", "--seed", str(len(runs)),
-                                 "--final-seeds", "0"), tmp_path / f"{name}.log"))
+                                 "--final-seeds", "0"), tmp_path / f"{name}.log", env=envs[name]))
         codes = [run.finish(400) for run in runs]
         outs = [run.output() for run in runs]
     finally:

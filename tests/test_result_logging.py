@@ -1,7 +1,7 @@
 """The result loggers write a checkpointed row only once Ray registered its checkpoint."""
 from types import SimpleNamespace
 
-from search.result_logging import CSVLogger, JsonLogger, TBXLogger, _RowAfterCheckpoint
+from kdtune.search.tune.result_loggers import CSVLogger, JsonLogger, TBXLogger, _RowAfterCheckpoint
 
 
 class _Recorder:

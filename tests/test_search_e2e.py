@@ -59,7 +59,7 @@ def test_asha_stopped_a_trial_early(finished_run):
     epochs = [len(_rows(d)) for d in _trial_dirs(finished_run / "distill")]
     assert max(epochs) == max_epochs
     assert min(epochs) < max_epochs, epochs
-    # Successive halving's budget (search/asha.py): 6 trials x 1 epoch, the best 2 on to epoch
+    # Successive halving's budget (search/tune/capped_asha.py): 6 trials x 1 epoch, the best 2 on to epoch
     # 3, the best of those to 4. (Ray's ASHA lets the first arrival at each rung run on.)
     assert sum(epochs) <= 6 * 1 + 2 * 2 + 1 * 1, epochs
 
@@ -99,7 +99,7 @@ def test_two_node_cluster_places_trials_on_both_nodes(tmp_path, capsys):
     import ray
     from ray.cluster_utils import Cluster
 
-    from search.run_kd_search import main
+    from kdtune.search.run_kd_search import main
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)

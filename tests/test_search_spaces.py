@@ -4,9 +4,9 @@ import re
 import optuna
 import pytest
 
-from search import spaces
-from search.cli import parse_args
-from search.preset_loader import list_presets, load_preset
+from kdtune.search.tune import search_spaces as spaces
+from kdtune.search.input.cli import parse_args
+from kdtune.search.input.preset_loader import list_presets, load_preset
 
 
 def _sample(define, n=30, seed=0):
@@ -154,7 +154,7 @@ def test_kd_alone_samples_the_same_configs_as_a_search_without_methods():
 
 
 def test_methods_are_a_categorical_dimension_with_conditional_hyperparameters():
-    from trainables.config import DistillConfig
+    from kdtune.trainables.config import DistillConfig
 
     space = {**SPACE, "dkd_beta": (1.0, 8.0), "dkd_warmup": 2, "dist_gamma": (0.5, 4.0),
              "logit_standardize": (False, True)}

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from analysis import importance
-from search import pipeline, study
-from search.cli import parse_args
-from search.run_kd_search import main
+from kdtune.analysis import importance
+from kdtune.search.stages import pipeline
+from kdtune.search.tune import optuna_study as study
+from kdtune.search.input.cli import parse_args
+from kdtune.search.run_kd_search import main
 
 # The flags of conftest's small_search that shape its search space (the warm start must match).
 SPACE = ["--width", "16:64", "--depth", "1:2"]
@@ -89,7 +90,7 @@ def _warm_argv(source: Path, tmp: Path, name: str, *extra: str) -> list[str]:
 
 
 def test_warm_start_copies_the_finished_trials_into_the_new_studies(small_search, tmp_path):
-    from search.validate import preflight
+    from kdtune.search.input.validate import preflight
 
     spec, _args = parse_args(_warm_argv(small_search, tmp_path, "warm", "--num-samples", "2", "--final-top-k", "1"))
     spec, _bundle = preflight(spec)  # same space: accepted

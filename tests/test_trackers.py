@@ -6,8 +6,8 @@ import ray
 import yaml
 from ray import tune
 
-from search.run_kd_search import main
-from search.trackers import mlflow_uri, tracker_callbacks
+from kdtune.search.run_kd_search import main
+from kdtune.search.tune.trackers import mlflow_uri, tracker_callbacks
 
 
 def test_mlflow_holds_one_run_per_trial_with_params_and_epoch_metrics(small_search):
@@ -39,6 +39,7 @@ def _three_epochs(config):
         tune.report({"val_acc": config["lr"] * epoch, "epoch": epoch})
 
 
+@pytest.mark.ray
 def test_wandb_offline_writes_run_files_per_trial(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

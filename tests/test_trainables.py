@@ -5,12 +5,12 @@ import os
 import pytest
 import torch
 
-import datasets
-import models
-from trainables import checkpoint, reporting
-from trainables.distill import distill_student
-from trainables.teacher import train_teacher
-from trainables.teacher_logits import compute_logits, load_teacher
+from kdtune import datasets
+from kdtune import models
+from kdtune.trainables import checkpoint, reporting
+from kdtune.trainables.distill import distill_student
+from kdtune.trainables.teacher import train_teacher
+from kdtune.trainables.teacher_logits import compute_logits, load_teacher
 
 # fp32 and a fixed seed: runs are bit-for-bit repeatable on one machine.
 FAST = {"dataset": "digits", "epochs": 2, "batch_size": 32, "lr": 0.05, "precision": "fp32",
@@ -161,7 +161,7 @@ def test_dataset_mismatch_between_data_and_config(bundle):
 def test_inference_teacher_folds_batchnorm_exactly(name, kwargs):
     from torch import nn
 
-    from trainables.teacher_logits import for_inference
+    from kdtune.trainables.teacher_logits import for_inference
 
     torch.manual_seed(0)
     teacher = models.create_model(name, 10, (3, 16, 16), **kwargs)

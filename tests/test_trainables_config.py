@@ -1,7 +1,7 @@
-"""trainables.config: flat keys, unknown keys rejected with hints, validation messages."""
+"""kdtune.trainables.config: flat keys, unknown keys rejected with hints, validation messages."""
 import pytest
 
-from trainables.config import DistillConfig, TeacherConfig, TrainConfig
+from kdtune.trainables.config import DistillConfig, TeacherConfig, TrainConfig
 
 
 def test_defaults_round_trip_and_hash():

@@ -6,11 +6,11 @@ import pytest
 import ray
 from ray import tune
 
-import datasets
-from trainables import checkpoint, reporting
-from trainables.distill import distill_student
-from trainables.teacher import train_teacher
-from trainables.teacher_logits import compute_logits, load_teacher
+from kdtune import datasets
+from kdtune.trainables import checkpoint, reporting
+from kdtune.trainables.distill import distill_student
+from kdtune.trainables.teacher import train_teacher
+from kdtune.trainables.teacher_logits import compute_logits, load_teacher
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_trial_restarted_by_tune_resumes_exactly(local_ray, tmp_path):
     marker, log = str(tmp_path / "crashed"), str(tmp_path / "reports.log")
 
     def flaky(config, data):  # nested: pickled by value into the trial actors
-        from trainables import distill, reporting
+        from kdtune.trainables import distill, reporting
         real = getattr(reporting, "_real_report", reporting.report)
         reporting._real_report = real
         config = dict(config)

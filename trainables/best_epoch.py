@@ -21,9 +21,9 @@ import os
 
 from torch import nn
 
-from trainables import checkpoint
-from trainables.loop import evaluate
-from trainables.runtime import Runtime
+from kdtune.trainables import checkpoint
+from kdtune.trainables.loop import evaluate
+from kdtune.trainables.runtime import Runtime
 
 SUBDIR = "best_epoch"  # inside each epoch's checkpoint directory
 
@@ -87,7 +87,7 @@ def best_epoch_file(checkpoint_dir: str | os.PathLike) -> str:
 
 def test_loader_for(data, rt: Runtime, batch_size: int, seed: int):
     """The test split as evaluation batches (no augmentation, fixed order)."""
-    from datasets import DeviceLoader
+    from kdtune.datasets import DeviceLoader
 
     return DeviceLoader(data.test, batch_size=batch_size, device=rt.device, mean=data.mean, std=data.std,
                         augment="none", shuffle=False, drop_last=False, seed=seed,

@@ -128,7 +128,7 @@ def load_payload(path: str | os.PathLike, map_location: str | torch.device = "cp
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                ) -> tuple[nn.Module, dict]:
     """Rebuild the model from the spec stored in the checkpoint and load its weights."""
-    import models  # lazy: importing the registry imports every architecture
+    from kdtune import models  # lazy: importing the registry imports every architecture
 
     payload = load_payload(path, map_location)
     try:

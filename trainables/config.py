@@ -62,7 +62,7 @@ def _choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
 def _check_model_kwargs(field_name: str, model: str, kwargs: Mapping[str, Any]) -> None:
     """Refuse kwargs that model `model` does not take (a typo such as `dropuot` would
     otherwise pass every check here and fail inside the trial that builds the model)."""
-    from models.registry import model_kwargs
+    from kdtune.models.registry import model_kwargs
 
     accepted = set(model_kwargs(model))
     unknown = sorted(set(kwargs) - accepted)
@@ -72,7 +72,7 @@ def _check_model_kwargs(field_name: str, model: str, kwargs: Mapping[str, Any]) 
         raise ValueError(f"{field_name} {unknown} are not options of model {model!r}{hint}; "
                          f"it accepts: {', '.join(sorted(accepted)) or 'no kwargs'}")
     if model == "mlp":  # a bad fill name fails here, not in the trial that resolves it
-        from models.mlp import check_input_fill_name
+        from kdtune.models.mlp import check_input_fill_name
 
         try:
             check_input_fill_name(kwargs.get("input_fill"))
@@ -141,7 +141,7 @@ class TrainConfig:
         set_("seed", _int("seed", self.seed, 0))
         set_("augment_views", _int("augment_views", self.augment_views, 1, optional=True))
         if self.augment is not None:
-            from datasets.augment import AUGMENTS, resolve_pixels
+            from kdtune.datasets.augment import AUGMENTS, resolve_pixels
 
             _choice("augment", self.augment, AUGMENTS)
             set_("augment_pixels", _int("augment_pixels", self.augment_pixels, 1, optional=True))
@@ -196,9 +196,9 @@ class TrainConfig:
         self._check_registries()
 
     def _check_registries(self) -> None:
-        import datasets  # lazy: the registries import torch and the architectures
-        import models
-        from trainables import optim
+        from kdtune import datasets  # lazy: the registries import torch and the architectures
+        from kdtune import models
+        from kdtune.trainables import optim
 
         _choice("model", self.model, list(models.list_models()))
         _choice("dataset", self.dataset, list(datasets.list_datasets()))
@@ -343,7 +343,7 @@ class DistillConfig(TrainConfig):
 
     def _check_registries(self) -> None:
         super()._check_registries()
-        from trainables.losses import list_losses, method_fields
+        from kdtune.trainables.losses import list_losses, method_fields
 
         _choice("kd_method", self.kd_method, list_losses())
         if self.logit_standardize and "logit_standardize" not in method_fields(self.kd_method):
@@ -352,8 +352,8 @@ class DistillConfig(TrainConfig):
                              f"not to {self.kd_method!r}")
         if self.online_teacher is None:
             return
-        import models
-        from models.registry import model_kwargs
+        from kdtune import models
+        from kdtune.models.registry import model_kwargs
 
         _choice("online_teacher", self.online_teacher, list(models.list_models()))
         _check_model_kwargs("online_teacher_kwargs", self.online_teacher, dict(self.online_teacher_kwargs))
@@ -370,7 +370,7 @@ class DistillConfig(TrainConfig):
     def is_baseline(self) -> bool:
         """True when no soft term is trained (no teacher, or the method's soft weights are 0:
         alpha == 0 for kd and mse)."""
-        from trainables.losses import loss_from_config
+        from kdtune.trainables.losses import loss_from_config
 
         no_teacher = self.teacher_checkpoint is None and self.online_teacher is None
         return no_teacher or not loss_from_config(self).uses_teacher

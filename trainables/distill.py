@@ -5,7 +5,7 @@ A DistillConfig with alpha == 0 or no teacher_checkpoint trains the undistilled 
 online per batch (augmented inputs): teacher_logits="auto" reads the cache when the dataset
 is not augmented, or when the trial cycles through `augment_views` fixed augmented views
 (the cache then has an array per view). The cache is the search's (`teacher_logits`, built
-once on the workers and shared read-only, search/teacher_cache.py), else computed here
+once on the workers and shared read-only, search/stages/teacher_cache.py), else computed here
 once. The search's cache also carries the validation logits (for `agreement`), so a trial
 that reads its training rows from it never loads the teacher at all; an online-teacher
 trial loads it (trainables/teacher_logits.prepare_teacher) for the training batches only.
@@ -20,14 +20,14 @@ teacher_val_acc, teacher_val_loss and teacher_train_loss; `params` stays the stu
 """
 from __future__ import annotations
 
-from trainables import reporting
-from trainables.config import DistillConfig
-from trainables.logit_cache import LogitCache, as_cache
-from trainables.losses import loss_from_config
-from trainables.online_teacher import OnlineTeacher
-from trainables.runtime import Runtime
-from trainables.stage import EVAL_BATCH, run_stage, train_views
-from trainables.teacher_logits import TeacherLogits, compute_logits, prepare_teacher
+from kdtune.trainables import reporting
+from kdtune.trainables.config import DistillConfig
+from kdtune.trainables.logit_cache import LogitCache, as_cache
+from kdtune.trainables.losses import loss_from_config
+from kdtune.trainables.online_teacher import OnlineTeacher
+from kdtune.trainables.runtime import Runtime
+from kdtune.trainables.trial import EVAL_BATCH, run_trial, train_views
+from kdtune.trainables.teacher_logits import TeacherLogits, compute_logits, prepare_teacher
 
 
 def distill_student(config: dict, data=None, teacher_logits=None) -> dict:
@@ -49,9 +49,9 @@ def distill_student(config: dict, data=None, teacher_logits=None) -> dict:
         def make_online(rt: Runtime, bundle, steps_per_epoch: int) -> OnlineTeacher:
             return OnlineTeacher.build(cfg, rt, bundle, steps_per_epoch)
 
-        return reporting.final(run_stage(cfg, data, loss, make_online, cfg.test_best_epoch))
+        return reporting.final(run_trial(cfg, data, loss, make_online, cfg.test_best_epoch))
     if cfg.teacher_checkpoint is None:
-        return reporting.final(run_stage(cfg, data, loss, test_best_epoch=cfg.test_best_epoch))
+        return reporting.final(run_trial(cfg, data, loss, test_best_epoch=cfg.test_best_epoch))
 
     def make_teacher(rt: Runtime, bundle, steps_per_epoch: int) -> TeacherLogits:
         views = train_views(cfg, bundle)
@@ -84,7 +84,7 @@ def distill_student(config: dict, data=None, teacher_logits=None) -> dict:
         return TeacherLogits(teacher, train_cache=rows, val_logits=val,
                              autocast_dtype=rt.autocast_dtype)
 
-    return reporting.final(run_stage(cfg, data, loss, make_teacher, cfg.test_best_epoch))
+    return reporting.final(run_trial(cfg, data, loss, make_teacher, cfg.test_best_epoch))
 
 
 def _check_cache(cache: LogitCache, bundle, views: int | None, rows_wanted: bool) -> None:

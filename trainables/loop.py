@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.optim import Schedule
-from trainables.runtime import Runtime
+from kdtune.trainables.optim import Schedule
+from kdtune.trainables.runtime import Runtime
 
 CHECK_EVERY = 50  # batches between divergence checks (each is one host sync)
 

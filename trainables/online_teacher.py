@@ -23,11 +23,11 @@ import math
 import torch
 from torch import nn
 
-from trainables import checkpoint
-from trainables.loop import Diverged, evaluate, optimizer_step
-from trainables.optim import Schedule, create_optimizer, create_schedule
-from trainables.runtime import Runtime
-from trainables.teacher_logits import LOGITS_DTYPE
+from kdtune.trainables import checkpoint
+from kdtune.trainables.loop import Diverged, evaluate, optimizer_step
+from kdtune.trainables.optim import Schedule, create_optimizer, create_schedule
+from kdtune.trainables.runtime import Runtime
+from kdtune.trainables.teacher_logits import LOGITS_DTYPE
 
 
 class OnlineTeacher:
@@ -49,9 +49,9 @@ class OnlineTeacher:
     @classmethod
     def build(cls, cfg, rt: Runtime, bundle, steps_per_epoch: int) -> "OnlineTeacher":
         """The teacher `cfg.online_teacher` for `bundle`, optimised with the student's settings."""
-        import models
-        from models.mlp import resolve_input_fill
-        from trainables.losses import supervised_loss
+        from kdtune import models
+        from kdtune.models.mlp import resolve_input_fill
+        from kdtune.trainables.losses import supervised_loss
 
         kwargs = resolve_input_fill(cfg.online_teacher, cfg.online_teacher_kwargs_dict(), bundle.mean, bundle.std)
         model = models.create_model(cfg.online_teacher, bundle.num_classes, bundle.in_shape, **kwargs)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trainables import reporting
+from kdtune.trainables import reporting
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,10 +7,10 @@ directly (inside `reporting.local_session()` to keep the checkpoints):
 """
 from __future__ import annotations
 
-from trainables import reporting
-from trainables.config import TeacherConfig
-from trainables.losses import supervised_loss
-from trainables.stage import run_stage
+from kdtune.trainables import reporting
+from kdtune.trainables.config import TeacherConfig
+from kdtune.trainables.losses import supervised_loss
+from kdtune.trainables.trial import run_trial
 
 
 def train_teacher(config: dict, data=None) -> dict:
@@ -21,4 +21,4 @@ def train_teacher(config: dict, data=None) -> dict:
     cfg = TeacherConfig.from_dict(config)
     # Plain cross-entropy: the Hinton loss with alpha = 0, the module the baseline uses.
     loss = supervised_loss(cfg.label_smoothing)
-    return reporting.final(run_stage(cfg, data, loss))
+    return reporting.final(run_trial(cfg, data, loss))

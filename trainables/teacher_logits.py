@@ -11,7 +11,7 @@ BatchNorm folded, weights in the autocast dtype, on the runtime's device and lay
   (trainables/logit_cache.py). Right when the inputs are not augmented (the teacher would
   see the same pixels every epoch), and with augmentation when the trial cycles through K
   fixed augmented views (`augment_views`): the cache then holds K arrays, one per view. A
-  search computes it once per teacher on its workers (search/teacher_cache.py) and shares
+  search computes it once per teacher on its workers (search/stages/teacher_cache.py) and shares
   it read-only through Ray's object store.
 - online: the teacher runs on each (augmented) training batch; the validation logits still
   come from the cache when the search built one.
@@ -30,9 +30,9 @@ import os
 import torch
 from torch import nn
 
-from trainables import checkpoint
-from trainables.logit_cache import LogitCache
-from trainables.runtime import Runtime, autocast
+from kdtune.trainables import checkpoint
+from kdtune.trainables.logit_cache import LogitCache
+from kdtune.trainables.runtime import Runtime, autocast
 
 # Teacher logits are stored in float32 whatever the compute precision: N x classes is small
 # (a cache of K augmented views per image keeps the teacher's bf16: see compute_logits).
@@ -115,7 +115,7 @@ def split_logits(teacher: nn.Module, split, batch_size: int, device: str | torch
     keeps the dtype the teacher produced (bf16 under bf16 autocast: exact, and half the
     memory of float32, which matters at K x N rows).
     """
-    from datasets import DeviceLoader  # lazy: datasets imports its readers
+    from kdtune.datasets import DeviceLoader  # lazy: datasets imports its readers
 
     device = torch.device(device)
     freeze(teacher)

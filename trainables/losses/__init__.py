@@ -1,6 +1,6 @@
 """Distillation losses: a registry of methods, one nn.Module each, all called the same way.
 
-    from trainables.losses import create_loss, list_losses, loss_from_config
+    from kdtune.trainables.losses import create_loss, list_losses, loss_from_config
     loss = create_loss("dkd", beta=2.0)          # loss(student_logits, labels, teacher_logits)
 
 Methods: kd (Hinton et al. 2015), dkd (Zhao et al. 2022), dist (Huang et al. 2022), mse (Kim
@@ -9,15 +9,15 @@ registry.py for the interface (set_epoch, uses_teacher, needs_features).
 
     python -m pytest tests/test_losses.py -q
 """
-from trainables.losses.registry import (DistillationLoss, create_loss, list_losses, loss_class,
+from kdtune.trainables.losses.registry import (DistillationLoss, create_loss, list_losses, loss_class,
                                         loss_from_config, method_fields, method_settings,
                                         register_loss, supervised_loss)
-from trainables.losses.standardize import standardize
+from kdtune.trainables.losses.standardize import standardize
 # Importing the modules registers their losses.
-from trainables.losses.kd import KDLoss
-from trainables.losses.dkd import DKDLoss
-from trainables.losses.dist import DISTLoss
-from trainables.losses.mse import MSELoss
+from kdtune.trainables.losses.kd import KDLoss
+from kdtune.trainables.losses.dkd import DKDLoss
+from kdtune.trainables.losses.dist import DISTLoss
+from kdtune.trainables.losses.mse import MSELoss
 
 __all__ = ["DistillationLoss", "create_loss", "list_losses", "loss_class", "loss_from_config",
            "method_fields", "method_settings", "register_loss", "supervised_loss", "standardize",

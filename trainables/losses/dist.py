@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainables.losses.registry import DistillationLoss, register_loss
+from kdtune.trainables.losses.registry import DistillationLoss, register_loss
 
 EPS = 1e-8  # the official code's eps in the correlation's denominator
 

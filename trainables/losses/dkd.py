@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainables.losses.registry import DistillationLoss, register_loss
-from trainables.losses.standardize import standardize as zscore
+from kdtune.trainables.losses.registry import DistillationLoss, register_loss
+from kdtune.trainables.losses.standardize import standardize as zscore
 
 
 def _split_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

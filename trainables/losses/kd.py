@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainables.losses.registry import AlphaBlendLoss, register_loss
-from trainables.losses.standardize import standardize as zscore
+from kdtune.trainables.losses.registry import AlphaBlendLoss, register_loss
+from kdtune.trainables.losses.standardize import standardize as zscore
 
 
 @register_loss

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from trainables.losses.registry import AlphaBlendLoss, register_loss
+from kdtune.trainables.losses.registry import AlphaBlendLoss, register_loss
 
 
 @register_loss

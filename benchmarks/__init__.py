@@ -1,0 +1,1 @@
+"""Measured comparisons, run from the repository root: `python -m benchmarks.<name>`."""

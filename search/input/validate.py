@@ -1,0 +1,347 @@
+"""Pre-flight checks: everything a run needs is verified before Ray starts.
+
+Each failure is a `UsageError` whose message says what is wrong and how to fix it; the CLI
+prints it as one line and exits with code 2. Nothing is written to the storage path until
+every check passed (its writability is probed with a folder made and removed again); the
+data folder receives only the missing files of a download (datasets/download.py). The
+dataset is decoded here (a truncated file fails now, not in a trial) and handed to the
+pipeline, so it is decoded exactly once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from kdtune import datasets
+from kdtune.datasets import DatasetBundle, DatasetError, MissingFilesError
+from kdtune.search.tune import search_spaces as spaces
+from kdtune.search.stages import sweep
+from kdtune.search.input.errors import UsageError, warn
+from kdtune.search.record.manifest import MANIFEST_NAME, Manifest, latest_experiment
+from kdtune.search.input.spec import OBJECTIVES, SearchSpec
+from kdtune.search.tune.optuna_study import search_spaces, study_directions
+from kdtune.search.tune.trackers import check_tracker
+from kdtune.search.tune.warm_start import check_same_space
+from kdtune.trainables.checkpoint import CheckpointError, check_compatible, load_payload
+from kdtune.trainables.config import DistillConfig, TeacherConfig
+from kdtune.trainables.losses import method_fields
+
+
+def resolve_resume(spec: SearchSpec, name_given: bool) -> SearchSpec:
+    """For --resume: find the experiment (--name, else the latest) and re-read its spec."""
+    storage = Path(spec.storage_path).expanduser().resolve()
+    experiment = storage / spec.name
+    if not name_given:
+        experiment = latest_experiment(storage) or experiment
+    try:
+        manifest = Manifest.load(experiment)
+    except ValueError as exc:
+        raise UsageError(f"cannot resume: {exc}; pass --name of an existing run under {storage}")
+    stored = SearchSpec.from_dict(manifest.data["spec"])
+    for key, flag in (("tracker", "--tracker"), ("warm_start", "--warm-start")):
+        given = getattr(spec, key)
+        if given is not None and given != getattr(stored, key):
+            raise UsageError(f"cannot resume with {flag} {given}: the run was started with "
+                             f"{getattr(stored, key) or 'none'}, and a resume continues it unchanged")
+    # The console is this session's choice (--verbose), like the cluster to run on.
+    return SearchSpec.from_dict({**stored.to_dict(), "resume": True, "storage_path": str(storage),
+                                 "name": experiment.name, "address": spec.address,
+                                 "max_failures": spec.max_failures, "verbose": spec.verbose})
+
+
+def _check_numbers(spec: SearchSpec) -> None:
+    if spec.dataset not in datasets.list_datasets():
+        raise UsageError(f"unknown dataset {spec.dataset!r}; choose one of {', '.join(datasets.list_datasets())}")
+    if spec.dataset == "image_folder" and not spec.data_dir:
+        raise UsageError("--dataset image_folder reads your own images: pass --data-dir, a folder with one "
+                         "sub-folder of images per class (or train/ and test/ folders of them)")
+    if spec.image_size is not None and spec.dataset != "image_folder":
+        raise UsageError(f"--image-size resizes image_folder images; {spec.dataset} images have a fixed size")
+    for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "max_concurrent"):
+        if int(getattr(spec, key)) < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(spec, key)}")
+    if spec.grace_period > spec.max_epochs:
+        raise UsageError(f"--grace-period ({spec.grace_period}) is larger than --max-epochs "
+                         f"({spec.max_epochs}); ASHA could never stop a trial")
+    if isinstance(spec.final_top_k, bool) or not isinstance(spec.final_top_k, int) or spec.final_top_k < 1:
+        raise UsageError(f"--final-top-k must be an integer >= 1, got {spec.final_top_k!r}")
+    if isinstance(spec.final_seeds, bool) or not isinstance(spec.final_seeds, int) or spec.final_seeds < 0:
+        raise UsageError(f"--final-seeds must be an integer >= 0 (0 turns the final stage off), "
+                         f"got {spec.final_seeds!r}")
+    if spec.final_seeds and not spec.sweep and spec.final_top_k > spec.num_samples:
+        raise UsageError(f"--final-top-k {spec.final_top_k} is larger than --num-samples {spec.num_samples}: "
+                         "the distillation search has no more configs to retrain")
+    if spec.reduction_factor < 2:
+        raise UsageError(f"--reduction-factor must be >= 2, got {spec.reduction_factor}")
+    if spec.objective not in OBJECTIVES:
+        raise UsageError(f"--objective must be one of {OBJECTIVES}, got {spec.objective!r}")
+    if spec.max_failures < 0:
+        raise UsageError(f"--max-failures must be >= 0, got {spec.max_failures}")
+    if spec.cpus_per_trial <= 0:
+        raise UsageError(f"--cpus-per-trial must be > 0, got {spec.cpus_per_trial}")
+    if not spec.address and spec.cpus_per_trial > (os.cpu_count() or 1):
+        raise UsageError(f"--cpus-per-trial {spec.cpus_per_trial} but this machine has {os.cpu_count()} CPUs; "
+                         "lower it, or pass --address of a bigger cluster")
+    if not spec.address and spec.gpus_per_trial > 0:
+        have = torch.cuda.device_count()
+        if spec.gpus_per_trial > have:
+            raise UsageError(f"--gpus-per-trial {spec.gpus_per_trial} but this machine has {have} GPU(s); "
+                             "lower it, or pass --address of a cluster with GPUs")
+
+
+def _check_configs(spec: SearchSpec) -> None:
+    """Build the teacher config and one student config of every family: catches bad names/values."""
+    try:
+        if spec.sweep:
+            _check_sweep(spec)
+            return
+        if spec.online and (spec.teacher_checkpoint or spec.chain or spec.augment_views is not None):
+            raise ValueError("this preset trains its teacher online (train.online_teacher); "
+                             "--teacher-checkpoint, --chain and --augment-views do not apply")
+        if spec.chain:
+            _check_chain(spec)
+            return
+        spaces.check_space(spec.space, spec.students)
+        spaces.check_methods(list(spec.methods))
+        if spec.needs_teacher() and not spec.teacher_checkpoint:
+            TeacherConfig.from_dict(spec.teacher_config())
+        for family in spec.students:
+            DistillConfig.from_dict({**spec.student_constants(None, distill=False), "model": family,
+                                     **_lowest_size(spec, family)})
+            sample = {**spec.student_constants(None), "model": family}
+            for name in ("depth", "width"):
+                value = spaces.family_dim(spec.space, name, family)
+                sample[name] = int(value[0] if spaces.is_range(value) else value)
+            for method in spec.methods:  # every method with every bound of its own dimensions
+                per_method = {**sample, "kd_method": method}
+                for name in ("lr", "weight_decay", *method_fields(method)):
+                    if name in spec.space:
+                        value = spec.space[name]
+                        for bound in (value if spaces.is_range(value) else (value,)):
+                            DistillConfig.from_dict({**per_method, name: bound})
+                DistillConfig.from_dict(per_method)
+    except ValueError as exc:
+        raise UsageError(str(exc).splitlines()[0])
+
+
+def _lowest_size(spec: SearchSpec, family: str) -> dict[str, int]:
+    out = {}
+    for name in ("depth", "width"):
+        value = spaces.family_dim(spec.space, name, family)
+        out[name] = int(value[0] if spaces.is_range(value) else value)
+    return out
+
+
+def _check_chain(spec: SearchSpec) -> None:
+    """TEACHER,ASSISTANT,STUDENT: three valid models; the search dims must not size the student."""
+    links = spec.chain_links()
+    if len(links) != 3:
+        raise ValueError(f"--chain needs exactly TEACHER,ASSISTANT,STUDENT, got {len(links)} link(s)")
+    if spec.teacher_checkpoint:
+        raise ValueError("--chain trains its own teacher (the first link); drop --teacher-checkpoint")
+    spaces.check_space({k: v for k, v in spec.space.items() if k not in spaces.SIZE_DIMS}, [])
+    TeacherConfig.from_dict(spec.teacher_config())
+    for link in links[1:]:
+        sample = {**spec.student_constants("(teacher)"), **link, "kd_method": spec.methods[0]}
+        for name in ("lr", "weight_decay", *method_fields(spec.methods[0])):
+            value = spec.space.get(name)
+            if value is not None:
+                sample[name] = value[0] if spaces.is_range(value) else value
+        DistillConfig.from_dict(sample)
+
+
+def _check_sweep(spec: SearchSpec) -> None:
+    """Every grid point must be a valid config (a teacher config too when one distils)."""
+    sweep.check_sweep(spec.sweep)
+    base = spec.student_constants("(teacher)" if spec.needs_teacher() else None)
+    for point in sweep.sweep_points(spec.sweep):
+        DistillConfig.from_dict(sweep.merge(base, point))
+    if spec.needs_teacher() and not spec.teacher_checkpoint:
+        TeacherConfig.from_dict(spec.teacher_config())
+
+
+def _check_tracker(spec: SearchSpec) -> None:
+    try:
+        check_tracker(spec.tracker)
+    except ValueError as exc:
+        raise UsageError(str(exc))
+
+
+def _check_warm_start(spec: SearchSpec) -> None:
+    """The source is a kdtune run whose search stages searched this run's spaces."""
+    if not spec.warm_start or spec.resume:  # a resume continues studies already seeded
+        return
+    source = Path(spec.warm_start)
+    if spec.sweep:
+        raise UsageError("--warm-start seeds a search's sampler; this preset runs a grid sweep")
+    try:
+        Manifest.load(source)
+        for stage, define in search_spaces(spec).items():
+            check_same_space(source, stage, define, study_directions(spec.objective))
+    except ValueError as exc:
+        raise UsageError(f"--warm-start: {str(exc).splitlines()[0]}")
+
+
+def _check_storage(spec: SearchSpec) -> None:
+    storage = Path(spec.storage_path).expanduser().resolve()
+    if not _can_create_under(storage):
+        raise UsageError(f"storage path {storage} is not writable; pass --storage-path to a folder you can write")
+    if not spec.resume and (storage / spec.name / MANIFEST_NAME).exists():
+        raise UsageError(f"experiment {storage / spec.name} already exists; pass --resume to continue it "
+                         "or another --name")
+
+
+def _can_create_under(path: Path) -> bool:
+    """Can a folder with a file in it be made at `path`? Tried, not inferred, and undone.
+
+    Permission bits do not answer it: root passes os.access everywhere, a read-only mount
+    or a virtual filesystem (/proc, /sys) refuses writes whatever the bits say, and a path
+    running through a file has no folder to write in. So a probe folder is made in the
+    nearest existing ancestor, a file written in it, and both removed again.
+    """
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return False
+    try:
+        probe = tempfile.mkdtemp(prefix=".kdtune-write-probe-", dir=ancestor)
+    except OSError:
+        return False
+    try:
+        with open(os.path.join(probe, "probe"), "wb") as f:
+            f.write(b"kdtune")
+        return True
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def _load_data(spec: SearchSpec) -> DatasetBundle:
+    """Decode the dataset; fetch missing torchvision files first unless --no-download."""
+    from kdtune.datasets.download import fetch
+
+    def create(download: bool) -> DatasetBundle:
+        return datasets.create_dataset(spec.dataset, spec.data_dir, download=download,
+                                       val_fraction=spec.val_fraction, seed=spec.seed, subset=spec.subset,
+                                       image_size=spec.image_size)
+
+    try:
+        try:
+            return create(download=False)
+        except MissingFilesError as missing:
+            if not spec.download:
+                raise
+            return fetch(missing, lambda: create(download=True))
+    except DatasetError as exc:  # missing, truncated or undecodable files; a failed fetch
+        raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except OSError as exc:  # an unreadable folder or file
+        raise UsageError(f"cannot read {spec.dataset} data: {exc}")
+
+
+def _resolve_views(spec: SearchSpec, bundle: DatasetBundle) -> SearchSpec:
+    """--augment-views checked against the data; its default filled in (recorded in the manifest).
+
+    The default on augmented data is K = max_epochs fixed views with cached teacher logits:
+    a view depends only on (seed, epoch, image), so it trains what a fresh view every epoch
+    does, with the teacher run K times per search instead of once per trial-epoch. Sweeps
+    and online distillation keep a fresh view every epoch; a resumed run keeps its own."""
+    if spec.student_bundle(bundle).augment == "none":
+        if spec.augment_views is not None:
+            raise UsageError(f"--augment-views applies to augmented datasets (cifar10, cifar100, image_folder); "
+                             f"{spec.dataset} is not augmented and its teacher logits are cached already")
+        return spec
+    if spec.augment_views is None and not (spec.resume or spec.online or spec.sweep):
+        return dataclasses.replace(spec, augment_views=spec.max_epochs)
+    return spec
+
+
+def _weights_models() -> list[str]:
+    """Registered models that take a local state-dict file (`weights_path`)."""
+    from kdtune.models.registry import list_models, model_kwargs
+
+    return [m for m in list_models() if "weights_path" in model_kwargs(m)]
+
+
+def _check_teacher_weights_flag(spec: SearchSpec) -> None:
+    """--teacher-weights: a file that exists, for a teacher model that can load it."""
+    weights = dict(spec.teacher.get("model_kwargs") or {}).get("weights_path")
+    if weights is None:
+        return
+    model = spec.teacher.get("model")
+    if model not in _weights_models():
+        raise UsageError(f"--teacher-weights loads a torchvision state dict, which only "
+                         f"{', '.join(_weights_models())} teachers take; this teacher is {model!r} "
+                         "(choose one with --teacher)")
+    if not Path(weights).expanduser().is_file():
+        raise UsageError(f"--teacher-weights: no file at {Path(weights).expanduser().resolve()}")
+
+
+def _check_teacher_weights_file(spec: SearchSpec, bundle: DatasetBundle) -> None:
+    """Load --teacher-weights into the teacher now: a file of another architecture fails here."""
+    kwargs = dict(spec.teacher.get("model_kwargs") or {})
+    if "weights_path" not in kwargs or spec.teacher_checkpoint:
+        return
+    from kdtune import models
+
+    try:
+        models.create_model(spec.teacher["model"], bundle.num_classes, bundle.in_shape, **kwargs)
+    except (ValueError, OSError, RuntimeError) as exc:  # load_matching's refusals, torch.load's errors
+        raise UsageError(f"--teacher-weights: {str(exc).splitlines()[0]}")
+
+
+def _check_teacher_checkpoint(path: str, bundle: DatasetBundle) -> None:
+    try:
+        payload = load_payload(path)
+        check_compatible(payload, bundle.meta())
+    except (CheckpointError, OSError) as exc:
+        raise UsageError(f"--teacher-checkpoint: {str(exc).splitlines()[0]}")
+    _check_split(payload, bundle, f"--teacher-checkpoint {path}")
+
+
+def _check_split(payload: dict, bundle: DatasetBundle, what: str) -> None:
+    """Refuse a teacher that trained on this run's validation images (its KD gain would be inflated)."""
+    from kdtune.datasets.split_identity import val_images_seen
+
+    record, n_val = payload.get("split"), len(bundle.val)
+    if record is None:
+        warn(f"{what} records no data split (written before kdtune recorded one): it cannot be "
+             f"checked for having trained on this run's {n_val} validation images")
+        return
+    seen = val_images_seen(record, bundle)
+    ours = bundle.split or {}
+    theirs = f"seed {record.get('seed')}, val_fraction {record.get('val_fraction')}" + (
+        f", subset {record['subset']}" if record.get("subset") else "")
+    if seen is None:
+        raise UsageError(f"{what} trained on a split ({record.get('pool')} images of {record.get('dataset')}, "
+                         f"{theirs}) that these data files cannot reproduce, so it may have trained on this "
+                         f"run's {n_val} validation images; train the teacher in this run instead")
+    if seen:
+        raise UsageError(f"{what} trained on {seen} of this run's {n_val} validation images ({theirs}; this run: "
+                         f"seed {ours.get('seed')}, val_fraction {ours.get('val_fraction')}); pass the same "
+                         "--seed and --val-fraction, or train the teacher in this run")
+
+
+def preflight(spec: SearchSpec, name_given: bool = True) -> tuple[SearchSpec, DatasetBundle]:
+    """All checks in cheap-first order; returns the (resume-resolved) spec and the decoded data."""
+    if spec.resume:
+        spec = resolve_resume(spec, name_given)
+    _check_numbers(spec)
+    _check_teacher_weights_flag(spec)
+    _check_configs(spec)  # model names and value ranges, through the trainables' own configs
+    _check_tracker(spec)
+    _check_warm_start(spec)
+    _check_storage(spec)
+    bundle = _load_data(spec)
+    spec = _resolve_views(spec, bundle)
+    _check_teacher_weights_file(spec, bundle)
+    checkpoint = spec.teacher_checkpoint
+    if checkpoint:
+        _check_teacher_checkpoint(checkpoint, bundle)
+    return spec, bundle

@@ -1,0 +1,116 @@
+"""Which configs the final stage retrains: read back from a finished search stage's trials.
+
+- accuracy objective: the top-k DISTINCT distilled configs, ranked first by how far the
+  trial ran (epochs: ASHA's rungs compare trials at equal fidelity, so a trial promoted to a
+  higher rung was judged better than those left behind) and then by its best val_acc;
+- pareto objective: the members of the distill stage's Pareto set (best val_acc max, params
+  min, search/tune/nondominated.py), spread over the front by size when there are more than k;
+- the best baseline config, ranked the same way.
+
+Distinct: two trials with the same effective config (architecture and hyperparameters,
+e.g. TPE proposing a pinned or integer point twice) are one candidate, the better-ranked.
+Diverged and errored trials are never candidates. The test split is not read here.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdtune.search.stages.tune_stage import effective_config
+from kdtune.trainables.reporting import METRIC, MODE
+
+
+@dataclass(frozen=True)
+class SearchTrial:
+    """One finished search trial: its config and what its best epoch reached."""
+    trial_id: str
+    config: dict[str, Any]
+    val_acc: float       # best epoch's val_acc
+    params: float | None
+    epochs: int          # epochs it trained (ASHA may have stopped it)
+
+    @property
+    def key(self) -> str:
+        """Identity of the config (the seed and run bookkeeping are the same for every trial)."""
+        return json.dumps(self.config, sort_keys=True, default=str)
+
+
+def read_trials(stage_dir: Path) -> list[SearchTrial]:
+    """Every trial of a stage folder with a finite val_acc and no divergence or error."""
+    from ray.tune import ExperimentAnalysis
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = ExperimentAnalysis(str(stage_dir), default_metric=METRIC, default_mode=MODE)
+    out = []
+    for trial in analysis.trials:
+        df = analysis.trial_dataframes.get(trial.trial_id)
+        if trial.status == "ERROR" or df is None or METRIC not in df or df[METRIC].isna().all():
+            continue
+        if "diverged" in df and df["diverged"].fillna(0).max() > 0:
+            continue
+        best = df.loc[df[METRIC].idxmax()]
+        epochs = int(df["epoch"].max()) if "epoch" in df else int(df["training_iteration"].max())
+        params = best.get("params")
+        out.append(SearchTrial(trial.trial_id, effective_config(dict(trial.config)), float(best[METRIC]),
+                               None if params is None or not math.isfinite(float(params)) else float(params),
+                               epochs))
+    return out
+
+
+def ranked_distinct(trials: list[SearchTrial]) -> list[SearchTrial]:
+    """Best first by (epochs trained, val_acc), one trial per distinct config."""
+    seen: set[str] = set()
+    out = []
+    for trial in sorted(trials, key=lambda t: (-t.epochs, -t.val_acc, t.trial_id)):
+        if trial.key not in seen:
+            seen.add(trial.key)
+            out.append(trial)
+    return out
+
+
+def top_k(trials: list[SearchTrial], k: int) -> list[SearchTrial]:
+    return ranked_distinct(trials)[:k]
+
+
+def pareto_members(trials: list[SearchTrial], k: int) -> list[SearchTrial]:
+    """The Pareto set (val_acc max, params min), at most k members spread over it by size.
+
+    More than k members: the ones at k evenly spaced positions of the front sorted by
+    params, so both ends (the smallest and the most accurate) are always retrained.
+    Returned most accurate first.
+    """
+    from kdtune.search.tune.nondominated import pareto_mask
+
+    pool = [t for t in ranked_distinct(trials) if t.params is not None]
+    if not pool:
+        return []
+    mask = pareto_mask([t.val_acc for t in pool], [t.params for t in pool])
+    front = sorted((t for t, on in zip(pool, mask) if on), key=lambda t: (t.params, -t.val_acc))
+    if len(front) > k:
+        picks = sorted({int(round(i)) for i in np.linspace(0, len(front) - 1, k)})
+        front = [front[i] for i in picks]
+    return sorted(front, key=lambda t: -t.val_acc)
+
+
+def select(distill: list[SearchTrial], baseline: list[SearchTrial], k: int, objective: str,
+           epochs: int) -> list[dict[str, Any]]:
+    """The final stage's candidates: the best baseline first, then the distilled configs.
+
+    Each is {"role", "source_stage", "source_trial", "search_val_acc", "search_epochs",
+    "config"}; the config is the search trial's, retrained for `epochs` with its best-val
+    epoch evaluated on test, without its seed (each final trial sets its own).
+    """
+    chosen = pareto_members(distill, k) if objective == "pareto" else top_k(distill, k)
+    rows = [("baseline", "baseline", t) for t in top_k(baseline, 1)]
+    rows += [(f"distilled #{i}", "distill", t) for i, t in enumerate(chosen, start=1)]
+    return [{"role": role, "source_stage": stage, "source_trial": t.trial_id, "search_val_acc": t.val_acc,
+             "search_epochs": t.epochs,
+             "config": {**{k: v for k, v in t.config.items() if k != "seed"}, "epochs": epochs,
+                        "test_best_epoch": True}} for role, stage, t in rows]

@@ -1,0 +1,213 @@
+"""One Ray Tune experiment per stage: build (or restore) the Tuner, run it, read the winner.
+
+Stages differ only in their trainable, their search algorithm and their scheduler; the run
+configuration (storage, checkpoints, failure retries) and the completeness check are shared.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from ray import tune
+from ray.tune import ResultGrid
+
+from kdtune.search.tune.capped_asha import CappedASHA, PauseAwareLimiter
+from kdtune.search.tune.optuna_searcher import FidelityOptunaSearch
+from kdtune.search.tune.nondominated import dominator_counts
+from kdtune.search.tune.result_loggers import checkpoint_consistent_loggers
+from kdtune.search.tune.search_spaces import METHOD_DIMS
+from kdtune.search.stages.sweep import VARIANT, merge
+from kdtune.trainables.checkpoint import FILENAME as CHECKPOINT_FILE
+from kdtune.trainables.trial_outcome import best_epoch, diverged, epochs_trained, stopped_early
+from kdtune.trainables.reporting import METRIC, MODE
+
+
+@dataclass
+class Stage:
+    """Everything needed to start or restore one stage's Tune experiment."""
+    name: str                     # teacher | baseline | distill
+    experiment_dir: Path          # <storage>/<experiment name>; the stage lives in <dir>/<name>
+    trainable: Callable[..., Any]  # tune.with_parameters(...) already applied
+    num_samples: int
+    cpus: float
+    gpus: float
+    max_failures: int
+    param_space: dict[str, Any] | None = None  # fixed config (teacher); None when searched
+    search_alg: Any = None
+    scheduler: Any = None
+    progress: Any = None  # the stage's progress line (search/tune/progress.py StageProgress)
+    callbacks: list = field(default_factory=list)  # extra Tune callbacks (experiment trackers)
+    max_concurrent: int | None = None  # trials at once (a searched stage caps it in its searcher)
+
+    @property
+    def path(self) -> Path:
+        return self.experiment_dir / self.name
+
+
+def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concurrent: int,
+                  max_epochs: int, storage: optuna.storages.BaseStorage | None = None,
+                  study_name: str | None = None) -> PauseAwareLimiter:
+    """Seeded TPE over a define-by-run space; `pareto` makes it multi-objective. Trials shorter
+    than max_epochs reach Optuna as PRUNED (search/tune/optuna_searcher.py).
+
+    `storage` / `study_name`: where the study lives (search/tune/optuna_study.py: SQLite in the stage folder).
+
+    No metric goes into TuneConfig: with one there, Ray silently makes the study single-objective
+    (docs/architecture.md, Ray touch points). Multi-objective studies use Optuna's default multi-objective TPE.
+    """
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    if objective == "pareto":
+        searcher = FidelityOptunaSearch(space=define_by_run, metric=[METRIC, "params"], mode=[MODE, "min"],
+                                        sampler=sampler, max_epochs=max_epochs, storage=storage,
+                                        study_name=study_name)
+    else:
+        searcher = FidelityOptunaSearch(space=define_by_run, metric=METRIC, mode=MODE, sampler=sampler,
+                                        max_epochs=max_epochs, storage=storage, study_name=study_name)
+    return PauseAwareLimiter(searcher, max_concurrent=max_concurrent)
+
+
+def asha(max_epochs: int, grace_period: int, reduction_factor: int, num_samples: int,
+         objective: str = "accuracy") -> CappedASHA:
+    """ASHA on val_acc (`pareto`: Pareto rank on val_acc and params), one rung unit per reported
+    epoch (training_iteration); search/tune/capped_asha.py."""
+    return CappedASHA(metric=METRIC, mode=MODE, time_attr="training_iteration", max_t=max_epochs,
+                      grace_period=grace_period, reduction_factor=reduction_factor, num_samples=num_samples,
+                      size_metric="params" if objective == "pareto" else None)
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folder names: Ray's default folds every config key into the path."""
+    return f"{trial.trainable_name}_{trial.trial_id}"
+
+
+def _trainable(stage: Stage):
+    return tune.with_resources(stage.trainable, {"cpu": stage.cpus, "gpu": stage.gpus})
+
+
+def run_stage(stage: Stage, resume: bool) -> ResultGrid:
+    """Fit the stage, restoring it from its folder when it was interrupted before."""
+    if resume and tune.Tuner.can_restore(str(stage.path)):
+        tuner = tune.Tuner.restore(str(stage.path), trainable=_trainable(stage), resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            _trainable(stage),
+            param_space=stage.param_space or {},
+            tune_config=tune.TuneConfig(search_alg=stage.search_alg, scheduler=stage.scheduler,
+                                        num_samples=stage.num_samples, reuse_actors=True,
+                                        max_concurrent_trials=stage.max_concurrent,
+                                        trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(
+                name=stage.name, storage_path=str(stage.experiment_dir),
+                # verbose 1 with a reporter: the stage's progress line, or Ray's own tables
+                # under --verbose (search/tune/progress.py console_settings chooses per session).
+                verbose=1, progress_reporter=stage.progress,
+                # Result files never run ahead of the checkpoint a resume continues from.
+                callbacks=checkpoint_consistent_loggers() + list(stage.callbacks),
+                failure_config=tune.FailureConfig(max_failures=stage.max_failures),
+                # Keep the best epoch's checkpoint; Ray always keeps the latest too (for resume).
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
+                                                        checkpoint_score_order=MODE)),
+        )
+    return tuner.fit()
+
+
+def stage_finished(results: ResultGrid, expected: int) -> bool:
+    """True when every trial ended (done, early-stopped, diverged or out of retries).
+
+    After Ctrl-C, Ray returns from fit() with unfinished trials marked TERMINATED, so the status
+    cannot tell; the last report's `done` flag and the trial count can.
+    """
+    if len(results) < expected:
+        return False
+    return all(r.error is not None or bool((r.metrics or {}).get("done")) for r in results)
+
+
+def best_of(results: ResultGrid) -> dict[str, Any] | None:
+    """The best trial by its best epoch: config, metrics of that epoch, checkpoint file."""
+    rows = []
+    for result in results:
+        row = best_epoch(result.metrics_dataframe) if result.error is None else None
+        if row is not None:
+            rows.append((float(row[METRIC]), result, row))
+    if not rows:
+        return None
+    pick = max if MODE == "max" else min
+    _score, result, row = pick(rows, key=lambda item: item[0])
+    metrics = {k: _plain(v) for k, v in row.items() if not str(k).startswith("config/")}
+    return {
+        "trial_id": result.metrics.get("trial_id"),
+        "trial_path": result.path,
+        "config": {k: _plain(v) for k, v in effective_config(result.config).items()},
+        "metrics": metrics,
+        "best_checkpoint": _best_checkpoint_file(result),
+        "epochs_run": int(result.metrics.get("training_iteration", 0)),
+    }
+
+
+def _best_checkpoint_file(result) -> str | None:
+    # A trial that diverged in its first epoch reported no checkpoint, and Ray's
+    # Result.get_best_checkpoint raises on a trial without any instead of returning None.
+    checkpoint = (result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None) \
+        or result.checkpoint
+    return str(Path(checkpoint.path) / CHECKPOINT_FILE) if checkpoint else None
+
+
+def pareto_set(results: ResultGrid) -> list[dict[str, Any]]:
+    """The stage's trials no other trial beats on both best val_acc (max) and params (min)
+    (search/tune/nondominated.py), most accurate first; errored and diverged trials are no
+    candidates. Each: trial_id, config (what to retrain), val_acc (its best epoch), params,
+    epochs (run; a member ASHA stopped early holds a short-run val_acc), best_checkpoint."""
+    candidates = [(row, result) for row, result in zip(trial_rows(results), results)
+                  if not (row["error"] or row["diverged"]) and row["val_acc"] is not None
+                  and row["params"] is not None]
+    counts = dominator_counts([(row["val_acc"], -float(row["params"])) for row, _ in candidates])
+    members = sorted((c for c, n in zip(candidates, counts) if n == 0), key=lambda c: -c[0]["val_acc"])
+    return [{"trial_id": row["trial_id"],
+             "config": {k: _plain(v) for k, v in effective_config(result.config).items()},
+             "val_acc": row["val_acc"], "params": row["params"], "epochs": row["epochs"],
+             "best_checkpoint": _best_checkpoint_file(result)} for row, result in members]
+
+
+SUMMARY_KEYS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", "model_kwargs",
+                "seed", *METHOD_DIMS)
+
+
+def effective_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config the trainable ran: a sweep's variant merged in (see search/stages/sweep.py)."""
+    variant = config.get(VARIANT)
+    base = {k: v for k, v in config.items() if k != VARIANT}
+    return merge(base, variant) if variant else base
+
+
+def trial_rows(results: ResultGrid, max_epochs: int | None = None) -> list[dict[str, Any]]:
+    """One compact row per trial (best val_acc, size, sampled config) for summaries.
+
+    `max_epochs` is the planned length of a trial whose config does not say (`epochs`)."""
+    rows = []
+    for result in results:
+        df = result.metrics_dataframe
+        last = result.metrics or {}
+        config = effective_config(result.config)
+        best = best_epoch(df)
+        failed, epochs = diverged(df), epochs_trained(df)
+        ended = bool(last.get("done")) and result.error is None
+        rows.append({
+            "trial_id": last.get("trial_id"),
+            "val_acc": None if best is None else float(best[METRIC]),
+            "params": _plain(last.get("params")),
+            "epochs": epochs,
+            "stopped_early": stopped_early(epochs=epochs, planned=config.get("epochs", max_epochs),
+                                           diverged=failed, ended=ended),
+            "diverged": failed,
+            "error": None if result.error is None else str(result.error).splitlines()[0][:200],
+            **{k: _plain(v) for k, v in config.items() if k in SUMMARY_KEYS},
+        })
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python, so the manifest stays plain JSON."""
+    return value.item() if hasattr(value, "item") else value
