@@ -10,7 +10,8 @@ summary.md, so they mean the same thing in every table and figure.
     exp.stages               # stage -> status, in run order
     exp.best("distill")      # a finished stage's winner: config, best-epoch metrics, checkpoint
     exp.final_table()        # the final stage: one row per retrained config (test mean ± sd, KD gain)
-    exp.export(rank=1)       # the student as ONNX / torch.export / TorchScript + model card
+
+(kdtune.open_experiment returns the same reader with `export`, which runs analysis/export.py.)
 
 Stage folders are read with Ray's own `ExperimentAnalysis` (no trainable needed). A stage
 that has not started, or has no Tune snapshot yet, is skipped with a note in `exp.notes`,
@@ -117,32 +118,6 @@ class Experiment:
             rows.append({**{k: v for k, v in row.items() if k not in ("runs", "kd_gain_test")},
                          "kd_gain": gain.get("diff"), "kd_gain_low": gain.get("low"), "kd_gain_high": gain.get("high")})
         return pd.DataFrame(rows)
-
-    def export(self, stage: str | None = None, rank: int = 1, out: str | Path | None = None,
-               repeats: int | None = None) -> Path:
-        """Write the rank-th best student of `stage` (default: final once done, else distill) as
-        analysis/export.py does; the folder of verified files. ExperimentError if it fails."""
-        import contextlib
-        import io
-
-        from kdtune.analysis import export
-
-        argv = [str(self.path), "--rank", str(rank)] + (["--stage", stage] if stage else [])
-        argv += ["--repeats", str(repeats)] if repeats is not None else []  # timed runs per latency figure
-        folder = Path(out) if out is not None else None
-        if folder is not None:
-            argv += ["--out", str(folder)]
-        errors = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(errors):
-                code = export.main(argv)
-        except SystemExit as exc:  # the script's one-line usage errors
-            code = exc.code
-        if code != 0:
-            message = errors.getvalue().strip().splitlines()
-            raise ExperimentError(message[-1] if message else f"export failed with exit code {code}")
-        chosen = stage or ("final" if self.status("final") == "done" else "distill")
-        return folder if folder is not None else self.path / "export" / f"{chosen}-rank{rank}"
 
     def note(self, message: str) -> None:
         if message not in self.notes:

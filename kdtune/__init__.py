@@ -53,7 +53,7 @@ _EXPORTS = {
     "run_search": "kdtune.api",
     "search_options": "kdtune.api",
     "open_experiment": "kdtune.api",
-    "Experiment": "kdtune.analysis.experiment",
+    "Experiment": "kdtune.api",
     "ExperimentError": "kdtune.analysis.experiment",
     "UsageError": "kdtune.search.input.errors",
 }

@@ -16,7 +16,39 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdtune.analysis.experiment import Experiment
+from kdtune.analysis.experiment import Experiment as _Reader
+from kdtune.analysis.experiment import ExperimentError
+
+
+class Experiment(_Reader):
+    """A search's experiment folder, read (kdtune.analysis.experiment.Experiment: stages, best,
+    final_table, trials, curves) and exported."""
+
+    def export(self, stage: str | None = None, rank: int = 1, out: str | Path | None = None,
+               repeats: int | None = None) -> Path:
+        """Write the rank-th best student of `stage` (default: final once done, else distill) as
+        analysis/export.py does; the folder of verified files. ExperimentError if it fails."""
+        import contextlib
+        import io
+
+        from kdtune.analysis import export
+
+        argv = [str(self.path), "--rank", str(rank)] + (["--stage", stage] if stage else [])
+        argv += ["--repeats", str(repeats)] if repeats is not None else []  # timed runs per latency figure
+        folder = Path(out) if out is not None else None
+        if folder is not None:
+            argv += ["--out", str(folder)]
+        errors = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(errors):
+                code = export.main(argv)
+        except SystemExit as exc:  # the script's one-line usage errors
+            code = exc.code
+        if code != 0:
+            message = errors.getvalue().strip().splitlines()
+            raise ExperimentError(message[-1] if message else f"export failed with exit code {code}")
+        chosen = stage or ("final" if self.status("final") == "done" else "distill")
+        return folder if folder is not None else self.path / "export" / f"{chosen}-rank{rank}"
 
 
 def _option_actions() -> dict[str, argparse.Action]:
@@ -96,7 +128,7 @@ def _parse(parse_args, argv: list[str]):
 
 def open_experiment(path: str | Path) -> Experiment:
     """The reader of a finished (or running) experiment folder; ExperimentError if it is none."""
-    return Experiment.open(path)
+    return Experiment.open(path)  # the classmethod builds this subclass
 
 
-__all__: Sequence[str] = ("run_search", "search_options", "open_experiment", "to_argv")
+__all__: Sequence[str] = ("Experiment", "run_search", "search_options", "open_experiment", "to_argv")

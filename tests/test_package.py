@@ -142,3 +142,46 @@ def test_experiment_reader_gives_stages_winners_and_the_final_table(small_search
     assert distilled["kd_gain"] == pytest.approx(distilled["test_acc_mean"] - baseline["test_acc_mean"])
     with pytest.raises(kdtune.ExperimentError, match="stage assistant of small is pending, not done"):
         exp.best("assistant")
+
+
+# Floors of the house: a module imports only its own floor or the ones below.
+FLOORS = {"models": 1, "datasets": 1, "trainables": 2, "search": 3, "analysis": 4, "kdtune": 5}
+
+
+def _imports(path: Path) -> set[Path]:
+    """Repository files that `path` imports (kdtune.X resolved through the package mapping)."""
+    import ast
+
+    rel = path.relative_to(ROOT)
+    package = ["kdtune", *rel.parent.parts] if rel.parts[0] != "kdtune" else list(rel.parent.parts)
+    targets = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names = [f"{module}.{a.name}" for a in node.names] + [module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] != "kdtune" or len(parts) == 1:  # `kdtune` itself: its lazy API, loaded by every kdtune.X
+                continue
+            folder = parts[1:2] if len(parts) > 1 and parts[1] in FLOORS else []
+            where = ROOT.joinpath(*(folder or ["kdtune"]), *parts[1 + len(folder):])
+            for candidate in (where.with_suffix(".py"), where / "__init__.py"):
+                if candidate.is_file() and candidate != path:
+                    targets.add(candidate)
+                    break
+    return targets
+
+
+def test_no_import_runs_up_a_floor_and_no_two_files_import_each_other():
+    graph = {p: _imports(p) for top in FLOORS for p in (ROOT / top).rglob("*.py")}
+    floor = lambda p: FLOORS[p.relative_to(ROOT).parts[0]]  # noqa: E731
+    upward = [f"{a.relative_to(ROOT)} -> {b.relative_to(ROOT)}" for a, outs in graph.items() for b in outs
+              if floor(b) > floor(a)]
+    mutual = sorted({" <-> ".join(sorted(str(x.relative_to(ROOT)) for x in (a, b)))
+                     for a, outs in graph.items() for b in outs
+                     if a in graph.get(b, ()) and "__init__.py" not in (a.name, b.name)})
+    assert (upward, mutual) == ([], [])
