@@ -15,7 +15,7 @@ is evaluated too, with its parameter reduction against the experiment's teacher.
     python -m experiments.hinton2015.accuracy_anchor --epochs 20 --seeds 0 1 2
     python -m experiments.hinton2015.accuracy_anchor --experiment kdtune_results/mnist-20261122-101500
     python -m experiments.hinton2015.accuracy_anchor --protocol hinton --seeds 0 1 2 --storage-path runs/h
-    # the best measured (benchmarks/README.md): 64.3 / 143.0 / 77.7 test errors, ratio 0.54
+    # the best measured (experiments/hinton2015/README.md): 64.3 / 143.0 / 77.7 test errors, ratio 0.54
     python -m experiments.hinton2015.accuracy_anchor --protocol hinton --seeds 0 1 2 --kd-lr 0.01 \
         --teacher-dropout 0.2 --kd-precision fp32 --storage-path runs/h
 

@@ -72,7 +72,7 @@ def unit_pixels(bundle):
     teacher logits agree, and each checkpoint records mean 0 / std 1 as its normalisation. With
     standardised inputs a background pixel is -0.42, not 0, so the first layer's weights on
     pixels that are never inked in training still learn (as extra biases); on raw pixels they
-    keep their initial values (measured in benchmarks/README.md: not a lever)."""
+    keep their initial values (measured in experiments/hinton2015/README.md: not a lever)."""
     channels = bundle.in_shape[0]
     return dataclasses.replace(bundle, mean=(0.0,) * channels, std=(1.0,) * channels)
 

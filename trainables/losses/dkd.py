@@ -18,7 +18,7 @@ mdistiller/distillers/DKD.py, epochs counted from 1) holds w = min(epoch / warmu
 whole epoch; ours ramps within the epoch and reaches that value at its last batch. The
 difference matters only for short runs: mdistiller's 20-epoch warm-up starts at 1/20, but a
 1-epoch warm-up (a 12-epoch search's 1/12) would start at full weight, which is what made
-DKD trials diverge in short searches (benchmarks/README.md). Computed in log space on the gathered non-target columns, so it is
+DKD trials diverge in short searches (benchmarks/HISTORY.md, bench_methods). Computed in log space on the gathered non-target columns, so it is
 exact and finite for extreme logits (the reference masks the target with -1000 and takes
 log(softmax), which overflows to -inf there). With `standardize`, logits are z-scored first
 (Sun et al. 2024 apply it to DKD the same way).
