@@ -24,7 +24,7 @@ from ray import tune
 
 from kdtune.search.stages import final_select
 from kdtune.search.stages.final_stats import mean_sd, welch_interval
-from kdtune.search.tune.search_spaces import METHOD_DIMS
+from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.stages.tune_stage import Stage
 from kdtune.search.stages.teacher_cache import build_cache
 from kdtune.trainables.best_epoch import best_epoch_file
@@ -32,8 +32,12 @@ from kdtune.trainables.trial_outcome import finite
 
 SEED_OFFSET = 1000  # final seeds: spec.seed + SEED_OFFSET + i (search trials run spec.seed)
 # What a final row shows of its config: the model, the KD method and that method's settings.
-CONFIG_KEYS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", "model_kwargs",
-               *METHOD_DIMS)
+CONFIG_KEYS = ("model", "depth", "width", "kd_method", "lr", "weight_decay", "model_kwargs")
+
+
+def config_keys() -> tuple[str, ...]:
+    """CONFIG_KEYS and every registered KD method's hyperparameters (kd's alpha and T first)."""
+    return CONFIG_KEYS + tuple(all_hyperparameters())
 
 
 def final_seeds(seed: int, count: int) -> list[int]:
@@ -148,7 +152,7 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
         rows.append({"role": cand["role"], "source_stage": cand["source_stage"],
                      "source_trial": cand["source_trial"], "search_val_acc": cand["search_val_acc"],
                      "search_epochs": cand["search_epochs"],
-                     **{k: cfg.get(k) for k in CONFIG_KEYS if k in cfg},
+                     **{k: cfg.get(k) for k in config_keys() if k in cfg},
                      "params": next((r["params"] for r in tested), None),
                      "flops": next((r["flops"] for r in tested), None),
                      "seeds": len(tested), "diverged": sum(r["diverged"] for r in seed_runs),

@@ -17,7 +17,7 @@ from kdtune.search.tune.capped_asha import CappedASHA, PauseAwareLimiter
 from kdtune.search.tune.optuna_searcher import FidelityOptunaSearch
 from kdtune.search.tune.nondominated import dominator_counts
 from kdtune.search.tune.result_loggers import checkpoint_consistent_loggers
-from kdtune.search.tune.search_spaces import METHOD_DIMS
+from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.stages.sweep import VARIANT, merge
 from kdtune.trainables.checkpoint import FILENAME as CHECKPOINT_FILE
 from kdtune.trainables.trial_outcome import best_epoch, diverged, epochs_trained, stopped_early
@@ -171,8 +171,12 @@ def pareto_set(results: ResultGrid) -> list[dict[str, Any]]:
              "best_checkpoint": _best_checkpoint_file(result)} for row, result in members]
 
 
-SUMMARY_KEYS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", "model_kwargs",
-                "seed", *METHOD_DIMS)
+SUMMARY_KEYS = ("model", "depth", "width", "kd_method", "lr", "weight_decay", "model_kwargs", "seed")
+
+
+def summary_keys() -> tuple[str, ...]:
+    """SUMMARY_KEYS and every registered KD method's hyperparameters (the registry's, when asked)."""
+    return SUMMARY_KEYS + tuple(all_hyperparameters())
 
 
 def effective_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +207,7 @@ def trial_rows(results: ResultGrid, max_epochs: int | None = None) -> list[dict[
                                            diverged=failed, ended=ended),
             "diverged": failed,
             "error": None if result.error is None else str(result.error).splitlines()[0][:200],
-            **{k: _plain(v) for k, v in config.items() if k in SUMMARY_KEYS},
+            **{k: _plain(v) for k, v in config.items() if k in summary_keys()},
         })
     return rows
 
