@@ -114,14 +114,18 @@ class Experiment:
     def final_table(self) -> pd.DataFrame:
         """The final stage, one row per retrained config: role, source stage and trial, model and
         size, seeds tested, val/test accuracy mean and sd over seeds (fractions), and for distilled
-        configs the KD gain on test over the retrained baseline with its 95% interval (fractions)."""
+        configs two KD gains on test with their 95% intervals (fractions): over the undistilled
+        twin (same architecture, recipe and seeds; paired t: kd_gain_twin*) and over the
+        retrained best baseline config (Welch: kd_gain*)."""
         info = self.stage_info("final")
         if info.get("status") != "done":
             raise ExperimentError(f"the final stage of {self.path.name} is {self.status('final')}, not done")
         rows = []
         for row in info.get("results", []):
-            gain = row.get("kd_gain_test") or {}
-            rows.append({**{k: v for k, v in row.items() if k not in ("runs", "kd_gain_test")},
+            gain, twin = row.get("kd_gain_test") or {}, row.get("kd_gain_twin") or {}
+            rows.append({**{k: v for k, v in row.items() if k not in ("runs", "kd_gain_test", "kd_gain_twin")},
+                         "kd_gain_twin": twin.get("diff"), "kd_gain_twin_low": twin.get("low"),
+                         "kd_gain_twin_high": twin.get("high"),
                          "kd_gain": gain.get("diff"), "kd_gain_low": gain.get("low"), "kd_gain_high": gain.get("high")})
         return pd.DataFrame(rows)
 

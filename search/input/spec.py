@@ -284,11 +284,16 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         if "cpus_per_trial" not in given and "cpus_per_trial" in values:
             values["cpus_per_trial"] = min(values["cpus_per_trial"], os.cpu_count() or 1)
     if values["smoke_test"]:
+        # The limits cap the preset's budget; a flag the user gave wins (--smoke-test
+        # --num-samples 6 runs 6 trials: an option is never accepted and then ignored).
         for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "max_concurrent",
                     "final_top_k", "final_seeds"):
-            values[key] = min(values.get(key, SMOKE[key]), SMOKE[key])
-        values["subset"] = min(values["subset"] or SMOKE["subset"], SMOKE["subset"])
-        values["teacher"] = {**values["teacher"], "epochs": SMOKE["teacher_epochs"]}
+            if key not in given:
+                values[key] = min(values.get(key, SMOKE[key]), SMOKE[key])
+        if "subset" not in given:
+            values["subset"] = min(values["subset"] or SMOKE["subset"], SMOKE["subset"])
+        if "teacher_epochs" not in given:
+            values["teacher"] = {**values["teacher"], "epochs": SMOKE["teacher_epochs"]}
         if sweep:  # first value of every axis, at most two variants
             grid = {k: ({n: v[:1] for n, v in vals.items()} if isinstance(vals, dict) else vals[:1])
                     for k, vals in sweep.get("grid", {}).items()}

@@ -23,7 +23,7 @@ from typing import Any
 from ray import tune
 
 from kdtune.search.stages import final_select
-from kdtune.search.stages.final_stats import mean_sd, welch_interval
+from kdtune.search.stages.final_stats import mean_sd, paired_interval, welch_interval
 from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.stages.tune_stage import Stage
 from kdtune.search.stages.teacher_cache import build_cache
@@ -145,7 +145,10 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
     rows = []
     for i, cand in enumerate(candidates):
         seed_runs = sorted(runs[i], key=lambda r: r["seed"])
-        tested = [r for r in seed_runs if r["test_acc"] is not None]
+        # One rule for every diverged run, whatever its epoch: counted in `diverged`, left out
+        # of the means and intervals (an epoch-1 divergence has no weights to test, and a later
+        # one's pre-divergence weights would be averaged in as if the run had trained).
+        tested = [r for r in seed_runs if r["test_acc"] is not None and not r["diverged"]]
         val_mean, val_sd = mean_sd([r["val_acc"] for r in tested])
         test_mean, test_sd = mean_sd([r["test_acc"] for r in tested])
         cfg = cand["config"]
@@ -160,10 +163,23 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
                      "val_acc_mean": val_mean, "val_acc_sd": val_sd,
                      "test_acc_mean": test_mean, "test_acc_sd": test_sd, "runs": seed_runs})
     base = next((r for r in rows if r["source_stage"] == "baseline"), None)
-    for row in rows:
-        if row["source_stage"] == "distill" and base is not None:
-            row["kd_gain_test"] = welch_interval([r["test_acc"] for r in row["runs"] if r["test_acc"] is not None],
-                                                 [r["test_acc"] for r in base["runs"] if r["test_acc"] is not None])
+    by_role = {r["role"]: r for r in rows}
+    for row, cand in zip(rows, candidates):
+        if cand.get("twin_of"):
+            row["twin_of"] = list(cand["twin_of"])
+        if row["source_stage"] != "distill":
+            continue
+        tested = {r["seed"]: r["test_acc"] for r in row["runs"] if r["test_acc"] is not None and not r["diverged"]}
+        if base is not None:  # another architecture in general: unpaired
+            row["kd_gain_test"] = welch_interval(list(tested.values()),
+                                                 [r["test_acc"] for r in base["runs"]
+                                                  if r["test_acc"] is not None and not r["diverged"]])
+        twin = by_role.get(cand.get("twin"))
+        if twin is not None:  # same architecture, recipe and seeds: paired by seed
+            row["twin"] = twin["role"]
+            row["kd_gain_twin"] = paired_interval(
+                tested, {r["seed"]: r["test_acc"] for r in twin["runs"]
+                         if r["test_acc"] is not None and not r["diverged"]})
     distilled = [r for r in rows if r["source_stage"] == "distill" and r["val_acc_mean"] is not None]
     headline = max(distilled, key=lambda r: r["val_acc_mean"]) if distilled else base
     out: dict[str, Any] = {"seeds": seeds, "candidates": candidates, "results": rows,
