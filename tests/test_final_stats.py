@@ -183,3 +183,20 @@ def test_a_diverged_final_run_is_excluded_from_the_mean_whatever_its_epoch():
     row = out["results"][0]
     assert row["diverged"] == 2 and row["seeds"] == 2
     assert row["test_acc_mean"] == pytest.approx(0.85)
+
+
+def test_a_search_trials_best_epoch_follows_the_outcome_rule():
+    """final_select re-derived the best epoch with idxmax, which takes an infinite val_acc (a
+    broken metric) as the best; it now uses trial_outcome.best_epoch (finite values only),
+    the epoch the stage's checkpoint keeps."""
+    import pandas as pd
+
+    from kdtune.search.stages.final_select import search_trial
+
+    df = pd.DataFrame({"val_acc": [0.5, math.inf, 0.7, 0.6], "params": [10.0] * 4, "epoch": [1, 2, 3, 4],
+                       "diverged": [0, 0, 0, 0]})
+    got = search_trial("t", {"model": "mlp", "seed": 0}, df)
+    assert got.val_acc == 0.7 and got.epochs == 4 and got.params == 10.0
+    assert search_trial("t", {}, df.assign(diverged=[0, 0, 0, 1])) is None
+    assert search_trial("t", {}, df.assign(val_acc=[math.nan] * 4)) is None
+    assert search_trial("t", {}, df, errored=True) is None

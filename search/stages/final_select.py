@@ -29,6 +29,7 @@ import numpy as np
 
 from kdtune.search.stages.tune_stage import effective_config
 from kdtune.trainables.reporting import METRIC, MODE
+from kdtune.trainables.trial_outcome import best_epoch, diverged, epochs_trained
 
 
 @dataclass(frozen=True)
@@ -55,18 +56,26 @@ def read_trials(stage_dir: Path) -> list[SearchTrial]:
         analysis = ExperimentAnalysis(str(stage_dir), default_metric=METRIC, default_mode=MODE)
     out = []
     for trial in analysis.trials:
-        df = analysis.trial_dataframes.get(trial.trial_id)
-        if trial.status == "ERROR" or df is None or METRIC not in df or df[METRIC].isna().all():
-            continue
-        if "diverged" in df and df["diverged"].fillna(0).max() > 0:
-            continue
-        best = df.loc[df[METRIC].idxmax()]
-        epochs = int(df["epoch"].max()) if "epoch" in df else int(df["training_iteration"].max())
-        params = best.get("params")
-        out.append(SearchTrial(trial.trial_id, effective_config(dict(trial.config)), float(best[METRIC]),
-                               None if params is None or not math.isfinite(float(params)) else float(params),
-                               epochs))
+        found = search_trial(trial.trial_id, dict(trial.config), analysis.trial_dataframes.get(trial.trial_id),
+                             errored=trial.status == "ERROR")
+        if found is not None:
+            out.append(found)
     return out
+
+
+def search_trial(trial_id: str, config: dict[str, Any], df, errored: bool = False) -> SearchTrial | None:
+    """One trial's candidate record, its best epoch by trial_outcome's rule (finite METRIC
+    under MODE, first of ties: the epoch its checkpoint keeps); None when it errored, diverged
+    or reported no finite METRIC."""
+    if errored or df is None or diverged(df):
+        return None
+    best = best_epoch(df)
+    if best is None:
+        return None
+    params = best.get("params")
+    return SearchTrial(trial_id, effective_config(config), float(best[METRIC]),
+                       None if params is None or not math.isfinite(float(params)) else float(params),
+                       epochs_trained(df))
 
 
 def ranked_distinct(trials: list[SearchTrial]) -> list[SearchTrial]:
