@@ -200,3 +200,33 @@ def test_a_search_trials_best_epoch_follows_the_outcome_rule():
     assert search_trial("t", {}, df.assign(diverged=[0, 0, 0, 1])) is None
     assert search_trial("t", {}, df.assign(val_acc=[math.nan] * 4)) is None
     assert search_trial("t", {}, df, errored=True) is None
+
+
+def test_the_chains_ta_distill_winner_is_retrained_with_its_twin():
+    """--chain: the ta_distill stage's winner (the chain's student, taught by the assistant)
+    was never a final candidate; it is now, with its undistilled twin."""
+    distill = [_trial("d", 0.95, teacher_checkpoint="/teacher.pt", alpha=0.5, width=64)]
+    ta = [_trial("ta1", 0.93, teacher_checkpoint="/assistant.pt", alpha=0.6, width=16),
+          _trial("ta2", 0.96, teacher_checkpoint="/assistant.pt", alpha=0.4, width=16, lr=0.2)]
+    cands = select(distill, [_trial("b", 0.9)], k=1, objective="accuracy", epochs=4, ta_distill=ta)
+    assert [(c["role"], c["source_trial"]) for c in cands] == [
+        ("baseline", "b"), ("distilled #1", "d"), ("ta-distilled #1", "ta2"),
+        ("twin of distilled #1", "d"), ("twin of ta-distilled #1", "ta2")]
+    assert cands[2]["config"]["teacher_checkpoint"] == "/assistant.pt"
+
+
+def test_final_trial_gives_the_cached_logits_only_to_the_cached_teachers_students(monkeypatch):
+    """The cache holds the search teacher's logits: the chain's student (taught by the
+    assistant) must not train on them; it runs its own teacher in the trial."""
+    import kdtune.trainables.distill as distill_module
+    from kdtune.search.stages.final import final_trial
+
+    seen = {}
+    monkeypatch.setattr(distill_module, "distill_student",
+                        lambda run, data=None, teacher_logits=None: seen.setdefault(run["role"], teacher_logits))
+    cands = [{"config": {"role": "kd", "teacher_checkpoint": "/teacher.pt"}},
+             {"config": {"role": "ta", "teacher_checkpoint": "/assistant.pt"}},
+             {"config": {"role": "twin"}}]
+    for i in range(3):
+        final_trial({"candidate": i, "seed": 7}, cands, teacher_logits={7: "cache"}, cache_teacher="/teacher.pt")
+    assert seen == {"kd": "cache", "ta": None, "twin": None}

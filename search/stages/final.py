@@ -45,18 +45,21 @@ def final_seeds(seed: int, count: int) -> list[int]:
 
 
 def final_trial(config: dict, candidates: list[dict], data=None,
-                teacher_logits: dict[int, Any] | None = None) -> dict | None:
+                teacher_logits: dict[int, Any] | None = None, cache_teacher: str | None = None) -> dict | None:
     """One retraining run: candidate `config["candidate"]` with seed `config["seed"]`.
 
     `teacher_logits`: seed -> the shared teacher-logit cache of that seed's training inputs
     (trainables/logit_cache.SharedLogitCache: object references, so a trial maps only its own
     seed's arrays). A candidate with a teacher gets it whatever its KD method's weights (the
-    loss decides what it reads); the baseline has no teacher_checkpoint and gets none."""
+    loss decides what it reads); the baseline and the twins have no teacher_checkpoint and get
+    none. The cache holds `cache_teacher`'s logits: a candidate taught by another model (the
+    chain's student, by the assistant) gets none and runs its own teacher in the trial."""
     from kdtune.trainables.distill import distill_student
 
     seed = int(config["seed"])
     run = {**candidates[int(config["candidate"])]["config"], "seed": seed}
-    distils = run.get("teacher_checkpoint") is not None
+    distils = run.get("teacher_checkpoint") is not None and (
+        cache_teacher is None or run["teacher_checkpoint"] == cache_teacher)
     logits = teacher_logits.get(seed) if teacher_logits and distils else None
     return distill_student(run, data=data, teacher_logits=logits)
 
@@ -88,7 +91,8 @@ def candidates_for(spec, manifest) -> list[dict[str, Any]]:
         return recorded
     distill = final_select.read_trials(manifest.dir / "distill")
     baseline = final_select.read_trials(manifest.dir / "baseline")
-    return final_select.select(distill, baseline, spec.final_top_k, spec.objective, spec.max_epochs)
+    ta = final_select.read_trials(manifest.dir / "ta_distill") if spec.chain else None
+    return final_select.select(distill, baseline, spec.final_top_k, spec.objective, spec.max_epochs, ta_distill=ta)
 
 
 def build_stage(spec, bundle, manifest, candidates: list[dict], teacher_checkpoint: str | None,
@@ -98,7 +102,7 @@ def build_stage(spec, bundle, manifest, candidates: list[dict], teacher_checkpoi
     params = {"candidates": candidates, "data": bundle}
     by_seed = logits_by_seed(spec, bundle, manifest, teacher_checkpoint, logits, seeds)
     if by_seed is not None:
-        params["teacher_logits"] = by_seed
+        params.update(teacher_logits=by_seed, cache_teacher=teacher_checkpoint)
     space = {"candidate": tune.grid_search(list(range(len(candidates)))), "seed": tune.grid_search(seeds)}
     stage = Stage(name="final", trainable=tune.with_parameters(final_trial, **params), num_samples=1,
                   param_space=space, **stage_kwargs)
@@ -167,7 +171,7 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
     for row, cand in zip(rows, candidates):
         if cand.get("twin_of"):
             row["twin_of"] = list(cand["twin_of"])
-        if row["source_stage"] != "distill":
+        if row["source_stage"] not in final_select.DISTILLED_STAGES:
             continue
         tested = {r["seed"]: r["test_acc"] for r in row["runs"] if r["test_acc"] is not None and not r["diverged"]}
         if base is not None:  # another architecture in general: unpaired
@@ -180,7 +184,8 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
             row["kd_gain_twin"] = paired_interval(
                 tested, {r["seed"]: r["test_acc"] for r in twin["runs"]
                          if r["test_acc"] is not None and not r["diverged"]})
-    distilled = [r for r in rows if r["source_stage"] == "distill" and r["val_acc_mean"] is not None]
+    distilled = [r for r in rows if r["source_stage"] in final_select.DISTILLED_STAGES
+                 and r["val_acc_mean"] is not None]
     headline = max(distilled, key=lambda r: r["val_acc_mean"]) if distilled else base
     out: dict[str, Any] = {"seeds": seeds, "candidates": candidates, "results": rows,
                            "headline": headline["role"] if headline else None}

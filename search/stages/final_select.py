@@ -116,7 +116,7 @@ def pareto_members(trials: list[SearchTrial], k: int) -> list[SearchTrial]:
 
 
 def select(distill: list[SearchTrial], baseline: list[SearchTrial], k: int, objective: str,
-           epochs: int) -> list[dict[str, Any]]:
+           epochs: int, ta_distill: list[SearchTrial] | None = None) -> list[dict[str, Any]]:
     """The final stage's candidates: the best baseline first, then the distilled configs.
 
     Each is {"role", "source_stage", "source_trial", "search_val_acc", "search_epochs",
@@ -126,6 +126,8 @@ def select(distill: list[SearchTrial], baseline: list[SearchTrial], k: int, obje
     chosen = pareto_members(distill, k) if objective == "pareto" else top_k(distill, k)
     rows = [("baseline", "baseline", t) for t in top_k(baseline, 1)]
     rows += [(f"distilled #{i}", "distill", t) for i, t in enumerate(chosen, start=1)]
+    # The chain's student (--chain): the ta_distill stage's winner, taught by the assistant.
+    rows += [("ta-distilled #1", "ta_distill", t) for t in top_k(ta_distill or [], 1)]
     out = [{"role": role, "source_stage": stage, "source_trial": t.trial_id, "search_val_acc": t.val_acc,
             "search_epochs": t.epochs,
             "config": {**{k: v for k, v in t.config.items() if k != "seed"}, "epochs": epochs,
@@ -133,6 +135,8 @@ def select(distill: list[SearchTrial], baseline: list[SearchTrial], k: int, obje
     return out + twins(out)
 
 
+# Stages whose candidates distil (each gets a twin and its gains).
+DISTILLED_STAGES = ("distill", "ta_distill")
 # What a twin drops: the teacher and every KD method's own hyperparameters.
 TEACHER_KEYS = ("teacher_checkpoint", "online_teacher", "online_teacher_kwargs", "teacher_logits")
 
@@ -151,7 +155,7 @@ def twins(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     by_key: dict[str, dict[str, Any]] = {}
     for cand in candidates:
-        if cand["source_stage"] != "distill":
+        if cand["source_stage"] not in DISTILLED_STAGES:
             continue
         cfg = twin_config(cand["config"])
         key = json.dumps(cfg, sort_keys=True, default=str)
