@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from kdtune.search.tune import objective as _objectives
+
 # --smoke-test: every stage runs, on a slice of the data, for seconds.
 SMOKE = {"subset": 256, "num_samples": 2, "baseline_samples": 2, "max_epochs": 2,
          "grace_period": 1, "teacher_epochs": 1, "max_concurrent": 2, "final_top_k": 1, "final_seeds": 2}
-OBJECTIVES = ("accuracy", "pareto")
+OBJECTIVES = tuple(_objectives.OBJECTIVES)  # search/tune/objective.py declares them
 ONLINE_KEYS = ("online_teacher", "online_teacher_kwargs")
 
 

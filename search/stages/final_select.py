@@ -123,7 +123,9 @@ def select(distill: list[SearchTrial], baseline: list[SearchTrial], k: int, obje
     "config"}; the config is the search trial's, retrained for `epochs` with its best-val
     epoch evaluated on test, without its seed (each final trial sets its own).
     """
-    chosen = pareto_members(distill, k) if objective == "pareto" else top_k(distill, k)
+    from kdtune.search.tune.objective import objective as as_objective
+
+    chosen = pareto_members(distill, k) if as_objective(objective).multi else top_k(distill, k)
     rows = [("baseline", "baseline", t) for t in top_k(baseline, 1)]
     rows += [(f"distilled #{i}", "distill", t) for i, t in enumerate(chosen, start=1)]
     # The chain's student (--chain): the ta_distill stage's winner, taught by the assistant.

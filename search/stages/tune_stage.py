@@ -17,6 +17,7 @@ from kdtune.search.tune.capped_asha import CappedASHA, PauseAwareLimiter
 from kdtune.search.tune.optuna_searcher import FidelityOptunaSearch
 from kdtune.search.tune.nondominated import dominator_counts
 from kdtune.search.tune.result_loggers import checkpoint_consistent_loggers
+from kdtune.search.tune.objective import objective as as_objective
 from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.stages.sweep import VARIANT, merge
 from kdtune.trainables.checkpoint import FILENAME as CHECKPOINT_FILE
@@ -58,13 +59,8 @@ def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concur
     (docs/architecture.md, Ray touch points). Multi-objective studies use Optuna's default multi-objective TPE.
     """
     sampler = optuna.samplers.TPESampler(seed=seed)
-    if objective == "pareto":
-        searcher = FidelityOptunaSearch(space=define_by_run, metric=[METRIC, "params"], mode=[MODE, "min"],
-                                        sampler=sampler, max_epochs=max_epochs, storage=storage,
-                                        study_name=study_name)
-    else:
-        searcher = FidelityOptunaSearch(space=define_by_run, metric=METRIC, mode=MODE, sampler=sampler,
-                                        max_epochs=max_epochs, storage=storage, study_name=study_name)
+    searcher = FidelityOptunaSearch(space=define_by_run, sampler=sampler, max_epochs=max_epochs, storage=storage,
+                                    study_name=study_name, **as_objective(objective).searcher_args())
     return PauseAwareLimiter(searcher, max_concurrent=max_concurrent)
 
 
@@ -74,7 +70,7 @@ def asha(max_epochs: int, grace_period: int, reduction_factor: int, num_samples:
     epoch (training_iteration); search/tune/capped_asha.py."""
     return CappedASHA(metric=METRIC, mode=MODE, time_attr="training_iteration", max_t=max_epochs,
                       grace_period=grace_period, reduction_factor=reduction_factor, num_samples=num_samples,
-                      size_metric="params" if objective == "pareto" else None)
+                      size_metric=as_objective(objective).size_metric)
 
 
 def trial_dirname(trial) -> str:
