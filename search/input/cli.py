@@ -11,9 +11,10 @@ from typing import Sequence
 
 from kdtune.search.tune import search_spaces as spaces
 from kdtune.search.input.flag_rules import check_flags
-from kdtune.search.input.arg_types import non_negative_float, non_negative_int, positive_int
+from kdtune.search.input.arg_types import positive_int
 from kdtune.search.input.preset_loader import list_presets, load_preset
-from kdtune.search.input.spec import OBJECTIVES, SearchSpec, build_spec, parse_views
+from kdtune.search.input import schema
+from kdtune.search.input.spec import SearchSpec, build_spec, parse_views
 from kdtune.search.tune.trackers import TRACKERS
 from kdtune.trainables.losses import list_losses
 
@@ -124,20 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{name}", type=_size_dim, help=f"student {name}, for every family or per family: "
                                                          f"FAMILY=LO:HI,... (e.g. mlp=1:3,cifar_resnet=8:20)")
     r = p.add_argument_group("search budget and resources")
-    r.add_argument("--num-samples", type=positive_int, help="distillation trials")
-    r.add_argument("--baseline-samples", type=positive_int, help="undistilled baseline trials")
-    r.add_argument("--max-epochs", type=positive_int, help="epochs of a trial that ASHA never stops")
-    r.add_argument("--grace-period", type=positive_int, help="epochs before ASHA may stop a trial")
-    r.add_argument("--reduction-factor", type=int, help="ASHA keeps 1/RF of the trials at each rung")
-    r.add_argument("--cpus-per-trial", type=non_negative_float, help="CPUs per trial (also its torch threads)")
-    r.add_argument("--gpus-per-trial", type=non_negative_float, help="GPUs per trial; fractions share a card")
-    r.add_argument("--max-concurrent", type=positive_int, help="trials running at once")
-    r.add_argument("--objective", choices=OBJECTIVES, help="accuracy, or pareto (val_acc max, params min)")
-    r.add_argument("--final-top-k", type=positive_int,
-                   help="final stage: distinct distilled configs retrained (the Pareto set's cap under "
-                        "--objective pareto), beside the best baseline")
-    r.add_argument("--final-seeds", type=non_negative_int,
-                   help="final stage: seeds per retrained config, each tested once (0 turns it off)")
+    schema.add_arguments(r)  # every budget and resource option, declared in search/input/schema.py
     o = p.add_argument_group("run")
     o.add_argument("--storage-path", help="where experiments live (default ./kdtune_results; a shared "
                                           "filesystem path for multi-node runs)")

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from kdtune.search.tune import objective as _objectives
+from kdtune.search.input import schema
 
-# --smoke-test: every stage runs, on a slice of the data, for seconds.
-SMOKE = {"subset": 256, "num_samples": 2, "baseline_samples": 2, "max_epochs": 2,
-         "grace_period": 1, "teacher_epochs": 1, "max_concurrent": 2, "final_top_k": 1, "final_seeds": 2}
-OBJECTIVES = tuple(_objectives.OBJECTIVES)  # search/tune/objective.py declares them
+# --smoke-test: every stage runs, on a slice of the data, for seconds. The budget options'
+# caps are declared with them (search/input/schema.py); these two are not budget options.
+SMOKE = {"subset": 256, "teacher_epochs": 1, **schema.smoke_limits()}
 ONLINE_KEYS = ("online_teacher", "online_teacher_kwargs")
 
 
@@ -43,17 +42,18 @@ class SearchSpec:
     space: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, Any] | None = None                      # grid sweep instead of a search
     chain: tuple[str, ...] | None = None                     # teacher, assistant, student (TAKD)
-    num_samples: int = 12
-    baseline_samples: int = 6
-    max_epochs: int = 20
-    grace_period: int = 4
-    reduction_factor: int = 3
-    max_concurrent: int = 2
-    objective: str = "accuracy"
-    final_top_k: int = 3                                     # distilled configs the final stage retrains
-    final_seeds: int = 3                                     # seeds per retrained config (0: no final stage)
-    cpus_per_trial: float = 1
-    gpus_per_trial: float = 0
+    # Budget and resources: declared (default, range, flag, smoke cap) in search/input/schema.py.
+    num_samples: int = schema.default("num_samples")
+    baseline_samples: int = schema.default("baseline_samples")
+    max_epochs: int = schema.default("max_epochs")
+    grace_period: int = schema.default("grace_period")
+    reduction_factor: int = schema.default("reduction_factor")
+    max_concurrent: int = schema.default("max_concurrent")
+    objective: str = schema.default("objective")
+    final_top_k: int = schema.default("final_top_k")
+    final_seeds: int = schema.default("final_seeds")
+    cpus_per_trial: float = schema.default("cpus_per_trial")
+    gpus_per_trial: float = schema.default("gpus_per_trial")
     storage_path: str = "kdtune_results"
     name: str = ""
     resume: bool = False
@@ -265,13 +265,10 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "warm_start": str(Path(given["warm_start"]).expanduser().resolve()) if given.get("warm_start") else None,
         "verbose": bool(given.get("verbose", False)),
     }
-    for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "reduction_factor",
-                "max_concurrent", "objective", "final_top_k", "final_seeds"):
-        if key in given or key in search:
-            values[key] = given.get(key, search.get(key))
-    for key in ("cpus_per_trial", "gpus_per_trial"):
-        if key in given or key in resources:
-            values[key] = given.get(key, resources.get(key))
+    for option in schema.OPTIONS:  # a flag over the preset's section over the declared default
+        section = search if option.section == "search" else resources
+        if option.name in given or option.name in section:
+            values[option.name] = given.get(option.name, section.get(option.name))
     if not values["address"]:
         # A preset's resources are defaults for a bigger machine: fit them to this one
         # (a trial asking more CPUs or GPUs than exist would wait forever).
@@ -288,8 +285,7 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
     if values["smoke_test"]:
         # The limits cap the preset's budget; a flag the user gave wins (--smoke-test
         # --num-samples 6 runs 6 trials: an option is never accepted and then ignored).
-        for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "max_concurrent",
-                    "final_top_k", "final_seeds"):
+        for key in schema.smoke_limits():
             if key not in given:
                 values[key] = min(values.get(key, SMOKE[key]), SMOKE[key])
         if "subset" not in given:
