@@ -42,3 +42,21 @@ def test_a_preset_value_out_of_range_names_the_flag(tmp_path):
     spec, _ = parse_args(["--preset", str(preset), "--storage-path", str(tmp_path)])
     with pytest.raises(UsageError, match=r"--reduction-factor must be an integer >= 2, got 1"):
         preflight(spec)
+
+
+def test_hardware_fitting_is_a_step_after_the_spec_is_built(tmp_path, monkeypatch):
+    """build_spec merges what the user and the preset said; fit_to_machine (parse_args calls
+    it) fits the preset's resources to this machine, never a flag the user gave."""
+    from kdtune.search.input import hardware
+    from kdtune.search.input.spec import build_spec
+
+    monkeypatch.setattr(hardware, "local_gpus", lambda: 0)
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 2)
+    preset = {"dataset": "digits", "resources": {"gpus_per_trial": 1, "cpus_per_trial": 8}}
+    spec = build_spec(preset, "big", {})
+    assert (spec.gpus_per_trial, spec.cpus_per_trial) == (1, 8)  # as the preset said
+    fitted = hardware.fit_to_machine(spec, given=set())
+    assert (fitted.gpus_per_trial, fitted.cpus_per_trial) == (0, 2)
+    kept = hardware.fit_to_machine(build_spec(preset, "big", {"cpus_per_trial": 4.0}), given={"cpus_per_trial"})
+    assert kept.cpus_per_trial == 4.0  # the user's flag: validate refuses it if impossible
+    assert hardware.fit_to_machine(dataclasses.replace(spec, address="auto"), set()).gpus_per_trial == 1

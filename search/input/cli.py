@@ -14,6 +14,7 @@ from kdtune.search.input.flag_rules import check_flags
 from kdtune.search.input.arg_types import positive_int
 from kdtune.search.input.preset_loader import list_presets, load_preset
 from kdtune.search.input import schema
+from kdtune.search.input.hardware import fit_to_machine
 from kdtune.search.input.spec import SearchSpec, build_spec, parse_views
 from kdtune.search.tune.trackers import TRACKERS
 from kdtune.trainables.losses import list_losses
@@ -158,6 +159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SearchSpec, argparse.
     preset_name = args.preset or default_preset(args.dataset)
     preset = load_preset(preset_name)
     flags = {k: v for k, v in vars(args).items() if k != "preset"}
-    spec = build_spec(preset, Path(preset_name).stem, flags)
+    given = {k for k, v in flags.items() if v is not None}
+    spec = fit_to_machine(build_spec(preset, Path(preset_name).stem, flags), given)
     check_flags(args, spec)  # contradictory flags are refused, not ignored
     return spec, args

@@ -166,12 +166,6 @@ def _accepted_kwargs(model: str) -> set[str]:
         return set()
 
 
-def _local_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
 def _methods(methods: Any, given: Mapping[str, Any]) -> tuple[str, ...]:
     """The KD methods, checked; a KD flag that none of them reads is refused, not ignored."""
     from kdtune.search.tune import search_spaces as spaces
@@ -269,19 +263,6 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         section = search if option.section == "search" else resources
         if option.name in given or option.name in section:
             values[option.name] = given.get(option.name, section.get(option.name))
-    if not values["address"]:
-        # A preset's resources are defaults for a bigger machine: fit them to this one
-        # (a trial asking more CPUs or GPUs than exist would wait forever).
-        if "gpus_per_trial" not in given and not _local_gpus():
-            asked = values.get("gpus_per_trial") or 0
-            if asked and not values["resume"]:  # a resumed run re-reads its own spec
-                from kdtune.search.input.errors import warn
-
-                warn(f"preset {preset_name} asks {asked:g} GPU per trial but this machine has none: "
-                     "trials run on the CPU (pass --address of a cluster with GPUs to use them)")
-            values["gpus_per_trial"] = 0
-        if "cpus_per_trial" not in given and "cpus_per_trial" in values:
-            values["cpus_per_trial"] = min(values["cpus_per_trial"], os.cpu_count() or 1)
     if values["smoke_test"]:
         # The limits cap the preset's budget; a flag the user gave wins (--smoke-test
         # --num-samples 6 runs 6 trials: an option is never accepted and then ignored).
