@@ -230,3 +230,25 @@ def test_final_trial_gives_the_cached_logits_only_to_the_cached_teachers_student
     for i in range(3):
         final_trial({"candidate": i, "seed": 7}, cands, teacher_logits={7: "cache"}, cache_teacher="/teacher.pt")
     assert seen == {"kd": "cache", "ta": None, "twin": None}
+
+
+def test_final_report_per_config_pairs_the_twin_by_seed():
+    """analysis/final_seeds.per_config: the twin gain from the report's own test accuracies,
+    paired by the seed in each model's role, beside the Welch gain over the baseline."""
+    import pandas as pd
+
+    from kdtune.analysis.final_seeds import gain_text, per_config
+
+    acc = {"baseline": [0.90, 0.80, 0.85], "distilled #1": [0.93, 0.84, 0.87], "twin of distilled #1": [0.91, 0.82, 0.86]}
+    rows = [{"role": f"{g} seed {s}", "model": "mlp", "val_acc": a, "test_acc": a, "params": 1, "flops": 1, "cpu_ms": 0.1}
+            for g, accs in acc.items() for s, a in zip((1000, 1001, 1002), accs)]
+    table = pd.DataFrame(rows)
+    groups = {r["role"]: r["role"].rsplit(" seed ", 1)[0] for r in rows}
+    out = per_config(table, groups, twin_of={"distilled #1": "twin of distilled #1"}).set_index("config")
+    diffs = np.subtract(acc["distilled #1"], acc["twin of distilled #1"])
+    assert out.at["distilled #1", "twin_gain_pts"] == pytest.approx(100 * diffs.mean())
+    half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / math.sqrt(3)
+    assert out.at["distilled #1", "twin_low_pts"] == pytest.approx(100 * (diffs.mean() - half))
+    assert out.at["distilled #1", "kd_gain_pts"] == pytest.approx(100 * (np.mean(acc["distilled #1"]) - 0.85))
+    assert pd.isna(out.at["twin of distilled #1", "kd_gain_pts"]) and pd.isna(out.at["baseline", "twin_gain_pts"])
+    assert gain_text(out.loc["distilled #1"], "twin").startswith("+1.67 pts [")
