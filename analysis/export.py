@@ -35,6 +35,7 @@ import torch
 from kdtune import datasets
 from kdtune import models
 from kdtune.analysis import exporters
+from kdtune.search.stages import final_stats
 from kdtune.analysis.cli import fail, make_parser, parse
 from kdtune.analysis.experiment import Experiment, distils
 from kdtune.analysis.final_report import rebuild_dataset
@@ -126,8 +127,9 @@ def seed_rows(exp: Experiment, stage: str, group: list[dict[str, Any]], bundle: 
 
 
 def mean_sd(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
-            "n": len(values)}
+    """The model card's form of the one mean ± sd (search/stages/final_stats.mean_sd: ddof 1)."""
+    mean, sd = final_stats.mean_sd(values)
+    return {"mean": mean, "sd": sd, "n": len(values)}
 
 
 def teacher_card(exp: Experiment, config: dict[str, Any]) -> dict[str, Any] | None:

@@ -130,7 +130,7 @@ def test_config_builds_the_method_with_its_own_fields():
 def test_a_method_needing_teacher_features_is_refused_with_a_message(monkeypatch):
     class Features(losses.DistillationLoss):
         name = "feat"
-        needs_features = True
+        needs = ("features",)
 
     monkeypatch.setitem(losses.registry._REGISTRY, "feat", Features)
     cfg = DistillConfig(kd_method="feat")

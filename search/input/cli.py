@@ -11,9 +11,11 @@ from typing import Sequence
 
 from kdtune.search.tune import search_spaces as spaces
 from kdtune.search.input.flag_rules import check_flags
-from kdtune.search.input.arg_types import non_negative_float, non_negative_int, positive_int
+from kdtune.search.input.arg_types import positive_int
 from kdtune.search.input.preset_loader import list_presets, load_preset
-from kdtune.search.input.spec import OBJECTIVES, SearchSpec, build_spec, parse_views
+from kdtune.search.input import schema
+from kdtune.search.input.hardware import fit_to_machine
+from kdtune.search.input.spec import SearchSpec, build_spec, parse_views
 from kdtune.search.tune.trackers import TRACKERS
 from kdtune.trainables.losses import list_losses
 
@@ -124,20 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{name}", type=_size_dim, help=f"student {name}, for every family or per family: "
                                                          f"FAMILY=LO:HI,... (e.g. mlp=1:3,cifar_resnet=8:20)")
     r = p.add_argument_group("search budget and resources")
-    r.add_argument("--num-samples", type=positive_int, help="distillation trials")
-    r.add_argument("--baseline-samples", type=positive_int, help="undistilled baseline trials")
-    r.add_argument("--max-epochs", type=positive_int, help="epochs of a trial that ASHA never stops")
-    r.add_argument("--grace-period", type=positive_int, help="epochs before ASHA may stop a trial")
-    r.add_argument("--reduction-factor", type=int, help="ASHA keeps 1/RF of the trials at each rung")
-    r.add_argument("--cpus-per-trial", type=non_negative_float, help="CPUs per trial (also its torch threads)")
-    r.add_argument("--gpus-per-trial", type=non_negative_float, help="GPUs per trial; fractions share a card")
-    r.add_argument("--max-concurrent", type=positive_int, help="trials running at once")
-    r.add_argument("--objective", choices=OBJECTIVES, help="accuracy, or pareto (val_acc max, params min)")
-    r.add_argument("--final-top-k", type=positive_int,
-                   help="final stage: distinct distilled configs retrained (the Pareto set's cap under "
-                        "--objective pareto), beside the best baseline")
-    r.add_argument("--final-seeds", type=non_negative_int,
-                   help="final stage: seeds per retrained config, each tested once (0 turns it off)")
+    schema.add_arguments(r)  # every budget and resource option, declared in search/input/schema.py
     o = p.add_argument_group("run")
     o.add_argument("--storage-path", help="where experiments live (default ./kdtune_results; a shared "
                                           "filesystem path for multi-node runs)")
@@ -149,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--address", help="connect to a running Ray cluster (auto, host:port or ray://host:port; "
                                      "default: $RAY_ADDRESS, else a private local Ray)")
     o.add_argument("--max-failures", type=int, help="retries of a crashed trial from its last checkpoint")
-    o.add_argument("--smoke-test", action="store_true", default=None, help="seconds-long run of all stages")
+    o.add_argument("--smoke-test", action="store_true", default=None, help="seconds-long run of all stages: caps the preset's budget (256 images, 2 trials, 2 epochs, ...); a flag you give wins")
     o.add_argument("--verbose", action="store_true", default=None,
                    help="print Ray Tune's own status tables and logs instead of one progress line per stage")
     o.add_argument("--tracker", choices=TRACKERS, help="also log every trial to MLflow or Weights & Biases "
@@ -170,6 +159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SearchSpec, argparse.
     preset_name = args.preset or default_preset(args.dataset)
     preset = load_preset(preset_name)
     flags = {k: v for k, v in vars(args).items() if k != "preset"}
-    spec = build_spec(preset, Path(preset_name).stem, flags)
+    given = {k for k, v in flags.items() if v is not None}
+    spec = fit_to_machine(build_spec(preset, Path(preset_name).stem, flags), given)
     check_flags(args, spec)  # contradictory flags are refused, not ignored
     return spec, args

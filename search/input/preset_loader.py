@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from kdtune.search.input import schema
 from kdtune.search.input.errors import UsageError
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"  # search/presets/
@@ -19,10 +20,8 @@ SECTIONS: dict[str, set[str] | None] = {
     "dataset": None, "data_dir": None, "image_size": None, "val_fraction": None, "seed": None, "subset": None,
     "description": None, "train": None, "teacher": None, "teacher_checkpoint": None,
     "students": None, "methods": None, "space": None, "chain": None, "sweep": None,
-    "search": {"num_samples", "baseline_samples", "max_epochs", "grace_period",
-               "reduction_factor", "max_concurrent", "objective", "augment_views", "final_top_k",
-               "final_seeds"},
-    "resources": {"cpus_per_trial", "gpus_per_trial"},
+    "search": schema.section_keys("search") | {"augment_views"},
+    "resources": schema.section_keys("resources"),
 }
 
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-# --smoke-test: every stage runs, on a slice of the data, for seconds.
-SMOKE = {"subset": 256, "num_samples": 2, "baseline_samples": 2, "max_epochs": 2,
-         "grace_period": 1, "teacher_epochs": 1, "max_concurrent": 2, "final_top_k": 1, "final_seeds": 2}
-OBJECTIVES = ("accuracy", "pareto")
+from kdtune.search.input import schema
+
+# --smoke-test: every stage runs, on a slice of the data, for seconds. The budget options'
+# caps are declared with them (search/input/schema.py); these two are not budget options.
+SMOKE = {"subset": 256, "teacher_epochs": 1, **schema.smoke_limits()}
 ONLINE_KEYS = ("online_teacher", "online_teacher_kwargs")
 
 
@@ -41,17 +42,18 @@ class SearchSpec:
     space: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, Any] | None = None                      # grid sweep instead of a search
     chain: tuple[str, ...] | None = None                     # teacher, assistant, student (TAKD)
-    num_samples: int = 12
-    baseline_samples: int = 6
-    max_epochs: int = 20
-    grace_period: int = 4
-    reduction_factor: int = 3
-    max_concurrent: int = 2
-    objective: str = "accuracy"
-    final_top_k: int = 3                                     # distilled configs the final stage retrains
-    final_seeds: int = 3                                     # seeds per retrained config (0: no final stage)
-    cpus_per_trial: float = 1
-    gpus_per_trial: float = 0
+    # Budget and resources: declared (default, range, flag, smoke cap) in search/input/schema.py.
+    num_samples: int = schema.default("num_samples")
+    baseline_samples: int = schema.default("baseline_samples")
+    max_epochs: int = schema.default("max_epochs")
+    grace_period: int = schema.default("grace_period")
+    reduction_factor: int = schema.default("reduction_factor")
+    max_concurrent: int = schema.default("max_concurrent")
+    objective: str = schema.default("objective")
+    final_top_k: int = schema.default("final_top_k")
+    final_seeds: int = schema.default("final_seeds")
+    cpus_per_trial: float = schema.default("cpus_per_trial")
+    gpus_per_trial: float = schema.default("gpus_per_trial")
     storage_path: str = "kdtune_results"
     name: str = ""
     resume: bool = False
@@ -164,12 +166,6 @@ def _accepted_kwargs(model: str) -> set[str]:
         return set()
 
 
-def _local_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
 def _methods(methods: Any, given: Mapping[str, Any]) -> tuple[str, ...]:
     """The KD methods, checked; a KD flag that none of them reads is refused, not ignored."""
     from kdtune.search.tune import search_spaces as spaces
@@ -263,32 +259,20 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "warm_start": str(Path(given["warm_start"]).expanduser().resolve()) if given.get("warm_start") else None,
         "verbose": bool(given.get("verbose", False)),
     }
-    for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "reduction_factor",
-                "max_concurrent", "objective", "final_top_k", "final_seeds"):
-        if key in given or key in search:
-            values[key] = given.get(key, search.get(key))
-    for key in ("cpus_per_trial", "gpus_per_trial"):
-        if key in given or key in resources:
-            values[key] = given.get(key, resources.get(key))
-    if not values["address"]:
-        # A preset's resources are defaults for a bigger machine: fit them to this one
-        # (a trial asking more CPUs or GPUs than exist would wait forever).
-        if "gpus_per_trial" not in given and not _local_gpus():
-            asked = values.get("gpus_per_trial") or 0
-            if asked and not values["resume"]:  # a resumed run re-reads its own spec
-                from kdtune.search.input.errors import warn
-
-                warn(f"preset {preset_name} asks {asked:g} GPU per trial but this machine has none: "
-                     "trials run on the CPU (pass --address of a cluster with GPUs to use them)")
-            values["gpus_per_trial"] = 0
-        if "cpus_per_trial" not in given and "cpus_per_trial" in values:
-            values["cpus_per_trial"] = min(values["cpus_per_trial"], os.cpu_count() or 1)
+    for option in schema.OPTIONS:  # a flag over the preset's section over the declared default
+        section = search if option.section == "search" else resources
+        if option.name in given or option.name in section:
+            values[option.name] = given.get(option.name, section.get(option.name))
     if values["smoke_test"]:
-        for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "max_concurrent",
-                    "final_top_k", "final_seeds"):
-            values[key] = min(values.get(key, SMOKE[key]), SMOKE[key])
-        values["subset"] = min(values["subset"] or SMOKE["subset"], SMOKE["subset"])
-        values["teacher"] = {**values["teacher"], "epochs": SMOKE["teacher_epochs"]}
+        # The limits cap the preset's budget; a flag the user gave wins (--smoke-test
+        # --num-samples 6 runs 6 trials: an option is never accepted and then ignored).
+        for key in schema.smoke_limits():
+            if key not in given:
+                values[key] = min(values.get(key, SMOKE[key]), SMOKE[key])
+        if "subset" not in given:
+            values["subset"] = min(values["subset"] or SMOKE["subset"], SMOKE["subset"])
+        if "teacher_epochs" not in given:
+            values["teacher"] = {**values["teacher"], "epochs": SMOKE["teacher_epochs"]}
         if sweep:  # first value of every axis, at most two variants
             grid = {k: ({n: v[:1] for n, v in vals.items()} if isinstance(vals, dict) else vals[:1])
                     for k, vals in sweep.get("grid", {}).items()}

@@ -23,7 +23,8 @@ from kdtune.search.tune import search_spaces as spaces
 from kdtune.search.stages import sweep
 from kdtune.search.input.errors import UsageError, warn
 from kdtune.search.record.manifest import MANIFEST_NAME, Manifest, latest_experiment
-from kdtune.search.input.spec import OBJECTIVES, SearchSpec
+from kdtune.search.input import schema
+from kdtune.search.input.spec import SearchSpec
 from kdtune.search.tune.optuna_study import search_spaces, study_directions
 from kdtune.search.tune.trackers import check_tracker
 from kdtune.search.tune.warm_start import check_same_space
@@ -62,28 +63,15 @@ def _check_numbers(spec: SearchSpec) -> None:
                          "sub-folder of images per class (or train/ and test/ folders of them)")
     if spec.image_size is not None and spec.dataset != "image_folder":
         raise UsageError(f"--image-size resizes image_folder images; {spec.dataset} images have a fixed size")
-    for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "max_concurrent"):
-        if int(getattr(spec, key)) < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(spec, key)}")
+    schema.check_values(spec)  # each budget/resource option's declared type and range
     if spec.grace_period > spec.max_epochs:
         raise UsageError(f"--grace-period ({spec.grace_period}) is larger than --max-epochs "
                          f"({spec.max_epochs}); ASHA could never stop a trial")
-    if isinstance(spec.final_top_k, bool) or not isinstance(spec.final_top_k, int) or spec.final_top_k < 1:
-        raise UsageError(f"--final-top-k must be an integer >= 1, got {spec.final_top_k!r}")
-    if isinstance(spec.final_seeds, bool) or not isinstance(spec.final_seeds, int) or spec.final_seeds < 0:
-        raise UsageError(f"--final-seeds must be an integer >= 0 (0 turns the final stage off), "
-                         f"got {spec.final_seeds!r}")
     if spec.final_seeds and not spec.sweep and spec.final_top_k > spec.num_samples:
         raise UsageError(f"--final-top-k {spec.final_top_k} is larger than --num-samples {spec.num_samples}: "
                          "the distillation search has no more configs to retrain")
-    if spec.reduction_factor < 2:
-        raise UsageError(f"--reduction-factor must be >= 2, got {spec.reduction_factor}")
-    if spec.objective not in OBJECTIVES:
-        raise UsageError(f"--objective must be one of {OBJECTIVES}, got {spec.objective!r}")
     if spec.max_failures < 0:
         raise UsageError(f"--max-failures must be >= 0, got {spec.max_failures}")
-    if spec.cpus_per_trial <= 0:
-        raise UsageError(f"--cpus-per-trial must be > 0, got {spec.cpus_per_trial}")
     if not spec.address and spec.cpus_per_trial > (os.cpu_count() or 1):
         raise UsageError(f"--cpus-per-trial {spec.cpus_per_trial} but this machine has {os.cpu_count()} CPUs; "
                          "lower it, or pass --address of a bigger cluster")
