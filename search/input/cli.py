@@ -104,12 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "jitter[:SHIFT] (random shift of up to SHIFT px, default 2; default: the dataset's)")
     d.add_argument("--teacher-augment", type=_augment, metavar="NAME[:PIXELS]",
                    help="the teacher's training augmentation only, e.g. jitter:2 (Hinton et al. 2015)")
+    d.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
+                   help="import a module or .py file first (repeatable): its @kdtune.register_model / "
+                        "register_dataset / register_loss / register_family names are then usable; "
+                        "imported in every Ray worker too and recorded for --resume and the analysis")
     t = p.add_argument_group("teacher and students")
     t.add_argument("--teacher", help="teacher model name (see models.list_models())")
     t.add_argument("--teacher-epochs", type=positive_int, help="epochs of the teacher stage")
     t.add_argument("--teacher-weights", help="local state-dict file for a torchvision teacher (resnet18/resnet50)")
     t.add_argument("--teacher-checkpoint", help="a kdtune checkpoint.pt to use as the teacher (skips its training)")
-    t.add_argument("--students", type=_csv, help=f"student families to search, comma-separated ({', '.join(spaces.FAMILIES)})")
+    t.add_argument("--students", type=_csv, help="student families to search, comma-separated (mlp, cifar_resnet, timm:resnet, timm:mobilenetv3, timm:efficientnet, or any registered model, taken as it is)")
     t.add_argument("--methods", type=_csv, help=f"KD methods searched, comma-separated ({', '.join(list_losses())}; "
                                                 "several: the method is a searched dimension with its own "
                                                 "hyperparameters; default: the preset's, else kd)")
@@ -124,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{name}", type=_size_dim, help=f"student {name}, for every family or per family: "
                                                          f"FAMILY=LO:HI,... (e.g. mlp=1:3,cifar_resnet=8:20)")
     r = p.add_argument_group("search budget and resources")
+    r.add_argument("--max-params", type=positive_int, help="largest student the sampler proposes, in parameters")
+    r.add_argument("--max-flops", type=positive_int, help="largest student the sampler proposes, in FLOPs per "
+                                                         "image (a multiply-add = 2)")
     r.add_argument("--num-samples", type=positive_int, help="distillation trials")
     r.add_argument("--baseline-samples", type=positive_int, help="undistilled baseline trials")
     r.add_argument("--max-epochs", type=positive_int, help="epochs of a trial that ASHA never stops")

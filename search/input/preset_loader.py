@@ -19,6 +19,7 @@ SECTIONS: dict[str, set[str] | None] = {
     "dataset": None, "data_dir": None, "image_size": None, "val_fraction": None, "seed": None, "subset": None,
     "description": None, "train": None, "teacher": None, "teacher_checkpoint": None,
     "students": None, "methods": None, "space": None, "chain": None, "sweep": None,
+    "imports": None, "max_params": None, "max_flops": None,
     "search": {"num_samples", "baseline_samples", "max_epochs", "grace_period",
                "reduction_factor", "max_concurrent", "objective", "augment_views", "final_top_k",
                "final_seeds"},

@@ -43,6 +43,9 @@ def resolve_resume(spec: SearchSpec, name_given: bool) -> SearchSpec:
     except ValueError as exc:
         raise UsageError(f"cannot resume: {exc}; pass --name of an existing run under {storage}")
     stored = SearchSpec.from_dict(manifest.data["spec"])
+    from kdtune.search.input import user_imports
+
+    user_imports.load(stored.imports)  # the run's own plugins: its names are theirs
     for key, flag in (("tracker", "--tracker"), ("warm_start", "--warm-start")):
         given = getattr(spec, key)
         if given is not None and given != getattr(stored, key):
@@ -262,6 +265,32 @@ def _resolve_views(spec: SearchSpec, bundle: DatasetBundle) -> SearchSpec:
     return spec
 
 
+def _resolve_budget(spec: SearchSpec, bundle: DatasetBundle) -> SearchSpec:
+    """Record the data shape the size budget is computed for; every family's smallest member
+    (its range's lower bounds) must fit, else the sampler could propose nothing."""
+    if spec.max_params is None and spec.max_flops is None:
+        return spec
+    if spec.sweep or spec.chain:
+        raise UsageError("--max-params / --max-flops bound a searched student; a sweep or --chain "
+                         "names its students itself")
+    spec = dataclasses.replace(spec, data_shape=(bundle.num_classes, tuple(bundle.in_shape)))
+    budget = spec.size_budget()
+    for family in spec.students:
+        smallest = {}
+        for name in spaces.SIZE_DIMS:
+            value = spaces.family_dim(spec.space, name, family)
+            if value is not None:
+                lo, hi = (value if spaces.is_range(value) else (value, value))
+                if name == "depth" and spaces.is_range(value):
+                    lo = spaces._depth_grid(family, int(lo), int(hi))[0]
+                smallest[name] = int(lo)
+        if not budget.fits(family, smallest):
+            params, flops = budget.size(family, smallest)
+            raise UsageError(f"student family {family}: its smallest member {smallest} has {params} params "
+                             f"and {flops} FLOPs/image, over the budget ({budget.describe()})")
+    return spec
+
+
 def _weights_models() -> list[str]:
     """Registered models that take a local state-dict file (`weights_path`)."""
     from kdtune.models.registry import list_models, model_kwargs
@@ -275,8 +304,8 @@ def _check_teacher_weights_flag(spec: SearchSpec) -> None:
     if weights is None:
         return
     model = spec.teacher.get("model")
-    if model not in _weights_models():
-        raise UsageError(f"--teacher-weights loads a torchvision state dict, which only "
+    if model not in _weights_models() and not str(model).startswith(("timm:", "torchvision:")):
+        raise UsageError(f"--teacher-weights loads a state dict, which only timm:NAME, torchvision:NAME and "
                          f"{', '.join(_weights_models())} teachers take; this teacher is {model!r} "
                          "(choose one with --teacher)")
     if not Path(weights).expanduser().is_file():
@@ -340,6 +369,7 @@ def preflight(spec: SearchSpec, name_given: bool = True) -> tuple[SearchSpec, Da
     _check_storage(spec)
     bundle = _load_data(spec)
     spec = _resolve_views(spec, bundle)
+    spec = _resolve_budget(spec, bundle)
     _check_teacher_weights_file(spec, bundle)
     checkpoint = spec.teacher_checkpoint
     if checkpoint:
