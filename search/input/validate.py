@@ -119,7 +119,8 @@ def _check_configs(spec: SearchSpec) -> None:
             sample = {**spec.student_constants(None), "model": family}
             for name in ("depth", "width"):
                 value = spaces.family_dim(spec.space, name, family)
-                sample[name] = int(value[0] if spaces.is_range(value) else value)
+                if value is not None:  # a model taken as it is has no size dimensions
+                    sample[name] = int(value[0] if spaces.is_range(value) else value)
             for method in spec.methods:  # every method with every bound of its own dimensions
                 per_method = {**sample, "kd_method": method}
                 for name in ("lr", "weight_decay", *method_fields(method)):
@@ -136,7 +137,8 @@ def _lowest_size(spec: SearchSpec, family: str) -> dict[str, int]:
     out = {}
     for name in ("depth", "width"):
         value = spaces.family_dim(spec.space, name, family)
-        out[name] = int(value[0] if spaces.is_range(value) else value)
+        if value is not None:
+            out[name] = int(value[0] if spaces.is_range(value) else value)
     return out
 
 
