@@ -93,3 +93,22 @@ def test_zoo_weights_of_another_architecture_are_refused(tmp_path):
 def test_unknown_zoo_name_is_one_error():
     with pytest.raises(ValueError, match="timm has no model 'nosuchnet'"):
         create_model("timm:nosuchnet", 10, (3, 32, 32))
+
+
+def test_zoo_teacher_that_cannot_take_the_images_is_one_line_exit_2(tmp_path, capsys):
+    """A ViT built for 224 px images refuses digits' 8x8 ones before any work starts."""
+    from kdtune.search.run_kd_search import main
+
+    code = main(["--dataset", "digits", "--teacher", "timm:vit_tiny_patch16_224", "--storage-path", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "teacher timm:vit_tiny_patch16_224 cannot take digits's (1, 8, 8) images" in err
+    assert "input_size is (3, 224, 224)" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_pretrained_by_name_offline_is_one_error(monkeypatch):
+    """Offline (no hub access), asking for the zoo's weights by name is one clear error."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="pretrained weights could not be downloaded"):
+        create_model("timm:resnet10t", 10, (3, 32, 32), pretrained=True)

@@ -327,6 +327,26 @@ def _check_teacher_weights_file(spec: SearchSpec, bundle: DatasetBundle) -> None
         raise UsageError(f"--teacher-weights: {str(exc).splitlines()[0]}")
 
 
+def _check_zoo_teacher(spec: SearchSpec, bundle: DatasetBundle) -> None:
+    """A timm:/torchvision: teacher must take this dataset's images (a ViT built for 224 px
+    refuses 32 px ones): one forward of one image now, the model's own input size in the error."""
+    model = str(spec.teacher.get("model") or "")
+    if spec.teacher_checkpoint or not spec.needs_teacher() or not model.startswith(("timm:", "torchvision:")):
+        return
+    from kdtune import models
+
+    kwargs = {k: v for k, v in dict(spec.teacher.get("model_kwargs") or {}).items() if k != "weights_path"}
+    try:
+        net = models.create_model(model, bundle.num_classes, bundle.in_shape, **kwargs).eval()
+        with torch.no_grad():
+            net(torch.zeros(1, *bundle.in_shape))
+    except Exception as exc:  # the zoo's own refusal, whatever its type
+        cfg = getattr(getattr(locals().get("net"), "net", None), "pretrained_cfg", None) or {}
+        wants = f" (its pretrained_cfg input_size is {tuple(cfg['input_size'])})" if cfg.get("input_size") else ""
+        raise UsageError(f"teacher {model} cannot take {bundle.name}'s {tuple(bundle.in_shape)} images{wants}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
 def _check_teacher_checkpoint(path: str, bundle: DatasetBundle) -> None:
     try:
         payload = load_payload(path)
@@ -372,6 +392,7 @@ def preflight(spec: SearchSpec, name_given: bool = True) -> tuple[SearchSpec, Da
     bundle = _load_data(spec)
     spec = _resolve_views(spec, bundle)
     spec = _resolve_budget(spec, bundle)
+    _check_zoo_teacher(spec, bundle)
     _check_teacher_weights_file(spec, bundle)
     checkpoint = spec.teacher_checkpoint
     if checkpoint:
