@@ -30,7 +30,7 @@ _FIXED_ARGS = ("num_classes", "in_shape")
 # Kwargs that only say where initial weights come from. They are left out of the spec:
 # the checkpoint that carries the spec holds the weights, and the file may not exist on
 # the machine that rebuilds the model.
-LOAD_ONLY_KWARGS = frozenset({"weights_path"})
+LOAD_ONLY_KWARGS = frozenset({"weights_path", "pretrained"})
 
 
 def register_model(fn: ModelFn) -> ModelFn:
