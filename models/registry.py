@@ -66,6 +66,16 @@ def register_model_as(name: str, fn: ModelFn) -> ModelFn:
     return fn
 
 
+def resolve(name: str) -> bool:
+    """Register a PREFIX:ARCH zoo name now if a resolver knows it; True when `name` is a model.
+    (A zoo name is registered in the process that first uses it: a Ray worker resolves it again.)"""
+    try:
+        _lookup(name)
+    except ValueError:
+        return False
+    return True
+
+
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
     return sorted(_REGISTRY)

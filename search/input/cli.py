@@ -23,6 +23,10 @@ EPILOG = """examples:
   python search/run_kd_search.py --dataset cifar10 --gpus-per-trial 0.25 --max-concurrent 4
   python search/run_kd_search.py --alpha 0.5 --temperature 2:8 --depth 1:2
   python search/run_kd_search.py --methods kd,dkd,dist      # the KD method as a searched dimension
+  python search/run_kd_search.py --students timm:resnet,cifar_resnet --max-params 200000
+  python search/run_kd_search.py --teacher timm:resnet18 --teacher-weights r18.pth --preset pretrained_teacher
+  python search/run_kd_search.py --teacher-checkpoint export/model.onnx     # an exported teacher (.onnx, .pt2)
+  python search/run_kd_search.py --import examples/my_plugin.py --students tiny_cnn --methods kd,cosine
   python search/run_kd_search.py --resume --name digits-20261122-101500
 dimensions (--alpha --temperature --lr --depth --width): one value pins it, LO:HI bounds it;
   --depth/--width also take one setting per student family: --depth mlp=1:3,cifar_resnet=8:20"""

@@ -1,0 +1,63 @@
+"""A timm student family against the built-in cifar_resnet family, same budget and trial count.
+
+Reads two finished experiments and prints, per family: the final stage's rows (the best
+baseline and the best distilled config, each retrained over the seeds and tested once: test
+accuracy mean +- sd), the winners' params and FLOPs per image, and the wall time of the run
+(sum of its stages' `wall_s`, the attempts that finished them). The runs (2026-12-07, real
+MNIST, a 2-core machine shared with other jobs) were:
+
+    S=/tmp/issue-33-results
+    COMMON="--dataset mnist --data-dir DATA --no-download --subset 1000 --val-fraction 0.02 --seed 0 \
+        --max-params 200000 --num-samples 3 --baseline-samples 1 --max-epochs 2 --grace-period 1 \
+        --final-top-k 1 --final-seeds 3 --max-concurrent 2 --storage-path $S"
+    python -m kdtune.search.run_kd_search $COMMON --name cmp2-cifar_resnet --students cifar_resnet --teacher-epochs 2
+    python -m kdtune.search.run_kd_search $COMMON --name cmp2-timm_resnet --students timm:resnet \
+        --teacher-checkpoint <cmp2-cifar_resnet's teacher checkpoint>     # the same teacher
+    python -m benchmarks.bench_zoo_families $S/cmp2-cifar_resnet $S/cmp2-timm_resnet
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import kdtune
+from kdtune.models import count_params, create_model, flops_per_image
+
+
+def describe(path: Path) -> list[dict]:
+    exp = kdtune.open_experiment(path)
+    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    spec, data = manifest["spec"], manifest["dataset"]
+    wall = sum(float(s.get("wall_s") or 0) for s in manifest["stages"].values())
+    rows = []
+    for _, row in exp.final_table().iterrows():
+        config = row.get("config") if "config" in row else None
+        rows.append({"experiment": Path(path).name, "students": ",".join(spec["students"]),
+                     "max_params": spec.get("max_params"), "trials": f"{spec['baseline_samples']}+{spec['num_samples']}",
+                     **{k: row[k] for k in row.index if k in ("role", "model", "depth", "width", "seeds",
+                                                               "test_acc_mean", "test_acc_sd", "kd_gain")},
+                     "wall_s": round(wall)})
+        model = row.get("model")
+        if model:
+            sizes = {k: int(row[k]) for k in ("depth", "width") if k in row and row[k] == row[k] and row[k] is not None}
+            net = create_model(model, data["num_classes"], tuple(data["in_shape"]), **sizes)
+            rows[-1].update(params=count_params(net), flops=flops_per_image(net, tuple(data["in_shape"])))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiments", nargs="+", type=Path)
+    args = parser.parse_args()
+    rows = [r for path in args.experiments for r in describe(path)]
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(f"{r.get(k):.4f}" if isinstance(r.get(k), float) else str(r.get(k, ""))
+                                for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()
