@@ -22,27 +22,27 @@ import json
 from pathlib import Path
 
 import kdtune
-from kdtune.models import count_params, create_model, flops_per_image
 
 
 def describe(path: Path) -> list[dict]:
+    """One row per final-stage config of experiment `path` (read through kdtune.open_experiment)."""
     exp = kdtune.open_experiment(path)
     manifest = json.loads((Path(path) / "manifest.json").read_text())
-    spec, data = manifest["spec"], manifest["dataset"]
+    spec = manifest["spec"]
+    # Wall time of the run: every stage's `wall_s` (the attempt that finished it), plus the
+    # teacher-logit cache build; an adopted teacher has no stage time of its own.
     wall = sum(float(s.get("wall_s") or 0) for s in manifest["stages"].values())
+    wall += sum(float(b.get("seconds") or 0) for b in manifest.get("cache_builds", []))
     rows = []
     for _, row in exp.final_table().iterrows():
-        config = row.get("config") if "config" in row else None
+        sd = row.get("test_acc_sd")
         rows.append({"experiment": Path(path).name, "students": ",".join(spec["students"]),
                      "max_params": spec.get("max_params"), "trials": f"{spec['baseline_samples']}+{spec['num_samples']}",
-                     **{k: row[k] for k in row.index if k in ("role", "model", "depth", "width", "seeds",
-                                                               "test_acc_mean", "test_acc_sd", "kd_gain")},
+                     "role": row.get("role"), "model": row.get("model"), "depth": row.get("depth"),
+                     "width": row.get("width"), "params": row.get("params"), "flops": row.get("flops"),
+                     "seeds": row.get("seeds"),
+                     "test acc (mean ± sd)": f"{100 * row['test_acc_mean']:.2f} ± {100 * (sd or 0):.2f}%",
                      "wall_s": round(wall)})
-        model = row.get("model")
-        if model:
-            sizes = {k: int(row[k]) for k in ("depth", "width") if k in row and row[k] == row[k] and row[k] is not None}
-            net = create_model(model, data["num_classes"], tuple(data["in_shape"]), **sizes)
-            rows[-1].update(params=count_params(net), flops=flops_per_image(net, tuple(data["in_shape"])))
     return rows
 
 
