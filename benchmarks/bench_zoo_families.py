@@ -6,14 +6,17 @@ accuracy mean +- sd), the winners' params and FLOPs per image, and the wall time
 (sum of its stages' `wall_s`, the attempts that finished them). The runs (2026-12-07, real
 MNIST, a 2-core machine shared with other jobs) were:
 
-    S=/tmp/issue-33-results
-    COMMON="--dataset mnist --data-dir DATA --no-download --subset 1000 --val-fraction 0.02 --seed 0 \
-        --max-params 200000 --num-samples 3 --baseline-samples 1 --max-epochs 2 --grace-period 1 \
+    S=/tmp/issue-33-results   # MNIST_B32: search/presets/mnist.yaml with train.batch_size 32
+    COMMON="--preset MNIST_B32 --dataset mnist --data-dir DATA --no-download --subset 1000 --val-fraction 0.02 \
+        --seed 0 --max-params 200000 --num-samples 3 --baseline-samples 1 --max-epochs 2 --grace-period 1 \
         --final-top-k 1 --final-seeds 3 --max-concurrent 2 --storage-path $S"
-    python -m kdtune.search.run_kd_search $COMMON --name cmp2-cifar_resnet --students cifar_resnet --teacher-epochs 2
-    python -m kdtune.search.run_kd_search $COMMON --name cmp2-timm_resnet --students timm:resnet \
-        --teacher-checkpoint <cmp2-cifar_resnet's teacher checkpoint>     # the same teacher
-    python -m benchmarks.bench_zoo_families $S/cmp2-cifar_resnet $S/cmp2-timm_resnet
+    python -m kdtune.search.run_kd_search $COMMON --name cmp3-cifar_resnet --students cifar_resnet --teacher-epochs 2
+    python -m kdtune.search.run_kd_search $COMMON --name cmp3-timm_resnet --students timm:resnet \
+        --teacher-checkpoint <cmp3-cifar_resnet's teacher checkpoint>     # the same teacher
+    python -m benchmarks.bench_zoo_families $S/cmp3-cifar_resnet $S/cmp3-timm_resnet
+
+The wall column is the manifest's (stages' wall_s + cache builds); /usr/bin/time measured the
+whole processes at 1,617 s and 485 s (benchmarks/README.md quotes those).
 """
 from __future__ import annotations
 
@@ -38,8 +41,8 @@ def describe(path: Path) -> list[dict]:
         sd = row.get("test_acc_sd")
         rows.append({"experiment": Path(path).name, "students": ",".join(spec["students"]),
                      "max_params": spec.get("max_params"), "trials": f"{spec['baseline_samples']}+{spec['num_samples']}",
-                     "role": row.get("role"), "model": row.get("model"), "depth": row.get("depth"),
-                     "width": row.get("width"), "params": row.get("params"), "flops": row.get("flops"),
+                     "role": row.get("role"), "model": row.get("model"), "depth": int(row["depth"]),
+                     "width": int(row["width"]), "params": int(row["params"]), "flops": int(row["flops"]),
                      "seeds": row.get("seeds"),
                      "test acc (mean ± sd)": f"{100 * row['test_acc_mean']:.2f} ± {100 * (sd or 0):.2f}%",
                      "wall_s": round(wall)})
