@@ -340,6 +340,10 @@ def _check_zoo_teacher(spec: SearchSpec, bundle: DatasetBundle) -> None:
         net = models.create_model(model, bundle.num_classes, bundle.in_shape, **kwargs).eval()
         with torch.no_grad():
             net(torch.zeros(1, *bundle.in_shape))
+    except ValueError as exc:
+        if "pretrained weights could not be downloaded" in str(exc):  # offline: zoo.py's own line
+            raise UsageError(f"--teacher {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"teacher {model}: {str(exc).splitlines()[0]}") from None
     except Exception as exc:  # the zoo's own refusal, whatever its type
         cfg = getattr(getattr(locals().get("net"), "net", None), "pretrained_cfg", None) or {}
         wants = f" (its pretrained_cfg input_size is {tuple(cfg['input_size'])})" if cfg.get("input_size") else ""
