@@ -70,6 +70,7 @@ class Experiment:
         except ValueError as exc:
             raise ExperimentError(str(exc)) from None
         path = path.resolve()
+        _load_imports(manifest.data.get("spec", {}).get("imports") or [])
         return cls(path, manifest.data, Path(out) if out is not None else path / "analysis")
 
     # ---- manifest --------------------------------------------------------------------------
@@ -292,3 +293,14 @@ def _checkpoint_params(path: str) -> int | None:
         return models.count_params(load_model(path)[0])
     except (CheckpointError, OSError):
         return None
+
+
+def _load_imports(entries: list[str]) -> None:
+    """The run's --import modules: its checkpoints may name their models and losses."""
+    from kdtune.search.input import user_imports
+    from kdtune.search.input.errors import UsageError
+
+    try:
+        user_imports.load(entries)
+    except UsageError as exc:
+        raise ExperimentError(f"this experiment imports user code that cannot be loaded here: {exc}") from None

@@ -32,6 +32,9 @@ _EXPORTS = {
     "list_models": "kdtune.models.registry",
     "count_params": "kdtune.models.registry",
     "flops_per_image": "kdtune.models.registry",
+    "register_family": "kdtune.models.families",
+    "list_families": "kdtune.models.families",
+    "SizeDim": "kdtune.models.families",
     # datasets: decoded once into a DatasetBundle
     "register_dataset": "kdtune.datasets.registry",
     "create_dataset": "kdtune.datasets.registry",

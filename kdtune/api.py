@@ -80,6 +80,9 @@ def to_argv(options: dict[str, Any]) -> list[str]:
             if value is not True:
                 raise TypeError(f"run_search(): {key} takes True (or None), not {value!r}")
             argv.append(flag)
+        elif isinstance(action, argparse._AppendAction):  # repeatable (--import): once per value
+            for item in (value if isinstance(value, (list, tuple)) else [value]):
+                argv += [flag, str(item)]
         elif isinstance(value, (list, tuple)):
             argv += [flag, ",".join(str(v) for v in value)]
         else:

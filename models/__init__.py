@@ -17,7 +17,7 @@ from kdtune.models.registry import (
 )
 
 # Imported for their @register_model side effect.
-from kdtune.models import cifar_resnet, mlp, resnet, torchvision_resnets  # noqa: F401,E402
+from kdtune.models import cifar_resnet, mlp, resnet, torchvision_resnets, zoo  # noqa: F401,E402
 
 __all__ = [
     "count_params",

@@ -30,12 +30,26 @@ _FIXED_ARGS = ("num_classes", "in_shape")
 # Kwargs that only say where initial weights come from. They are left out of the spec:
 # the checkpoint that carries the spec holds the weights, and the file may not exist on
 # the machine that rebuilds the model.
-LOAD_ONLY_KWARGS = frozenset({"weights_path"})
+LOAD_ONLY_KWARGS = frozenset({"weights_path", "pretrained"})
 
 
 def register_model(fn: ModelFn) -> ModelFn:
     """Decorator: register `fn` under its own name; returns `fn` unchanged."""
-    name = fn.__name__
+    return register_model_as(fn.__name__, fn)
+
+
+# Name prefixes resolved on first use ("timm:resnet18", "torchvision:resnet50"): a zoo has
+# hundreds of names, so they are built by a factory, not registered one by one.
+_RESOLVERS: dict[str, Callable[[str], ModelFn]] = {}
+
+
+def register_resolver(prefix: str, factory: Callable[[str], ModelFn]) -> None:
+    """Models named PREFIX:ARCH are built by `factory(ARCH)` (a model function) when first used."""
+    _RESOLVERS[prefix] = factory
+
+
+def register_model_as(name: str, fn: ModelFn) -> ModelFn:
+    """Register `fn` under `name` (names such as "timm:resnet" are not Python identifiers)."""
     if name in _REGISTRY and _REGISTRY[name] is not fn:
         raise ValueError(f"model {name!r} is already registered")
     params = list(inspect.signature(fn).parameters)
@@ -50,6 +64,16 @@ def register_model(fn: ModelFn) -> ModelFn:
         raise TypeError(f"model function {name!r}: kwargs {no_default} need defaults")
     _REGISTRY[name] = fn
     return fn
+
+
+def resolve(name: str) -> bool:
+    """Register a PREFIX:ARCH zoo name now if a resolver knows it; True when `name` is a model.
+    (A zoo name is registered in the process that first uses it: a Ray worker resolves it again.)"""
+    try:
+        _lookup(name)
+    except ValueError:
+        return False
+    return True
 
 
 def list_models() -> list[str]:
@@ -167,6 +191,9 @@ def positive_int(name: str, value: object) -> int:
 
 
 def _lookup(name: str) -> ModelFn:
+    prefix, sep, arch = str(name).partition(":")
+    if name not in _REGISTRY and sep and prefix in _RESOLVERS and arch:
+        register_model_as(name, _RESOLVERS[prefix](arch))  # ValueError for an unknown arch
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -102,7 +102,15 @@ def split_record(dataset_meta: dict) -> dict | None:
 
 
 def load_payload(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read and verify a checkpoint file (or a directory holding checkpoint.pt)."""
+    """Read and verify a checkpoint file (or a directory holding checkpoint.pt); an exported
+    teacher (.onnx, .pt2: trainables/exported_teacher.py) gives its checkpoint-like record."""
+    from kdtune.trainables import exported_teacher
+
+    if exported_teacher.is_exported(path):
+        try:
+            return exported_teacher.payload(path)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: {str(e).splitlines()[0]}") from e
     file = checkpoint_file(path)
     if not os.path.isfile(file):
         raise CheckpointError(f"no checkpoint at {file}")
@@ -129,7 +137,13 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                ) -> tuple[nn.Module, dict]:
     """Rebuild the model from the spec stored in the checkpoint and load its weights."""
     from kdtune import models  # lazy: importing the registry imports every architecture
+    from kdtune.trainables import exported_teacher
 
+    if exported_teacher.is_exported(path):
+        try:
+            return exported_teacher.load(path)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: {str(e).splitlines()[0]}") from e
     payload = load_payload(path, map_location)
     try:
         model = models.create_from_spec(payload["model_spec"])
@@ -149,5 +163,11 @@ def check_compatible(payload: dict, dataset_meta: dict) -> None:
         problems.append(f"num_classes {spec['num_classes']} != {dataset_meta['num_classes']}")
     if tuple(spec["in_shape"]) != tuple(dataset_meta["in_shape"]):
         problems.append(f"in_shape {tuple(spec['in_shape'])} != {tuple(dataset_meta['in_shape'])}")
+    norm = payload.get("normalisation") or {}
+    for key in ("mean", "std"):  # an exported teacher's card: what its inputs were normalised with
+        theirs, ours = norm.get(key), dataset_meta.get(key)
+        if theirs is not None and ours is not None and (
+                len(theirs) != len(ours) or any(abs(float(a) - float(b)) > 1e-6 for a, b in zip(theirs, ours))):
+            problems.append(f"input normalisation {key} {list(theirs)} != {list(ours)}")
     if problems:
         raise CheckpointError("checkpoint was made for other data: " + "; ".join(problems))

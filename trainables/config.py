@@ -200,6 +200,7 @@ class TrainConfig:
         from kdtune import models
         from kdtune.trainables import optim
 
+        models.registry.resolve(self.model)  # timm:NAME / torchvision:NAME: registered on first use
         _choice("model", self.model, list(models.list_models()))
         _choice("dataset", self.dataset, list(datasets.list_datasets()))
         _check_model_kwargs("model_kwargs", self.model, dict(self.model_kwargs))
@@ -364,6 +365,7 @@ class DistillConfig(TrainConfig):
         from kdtune import models
         from kdtune.models.registry import model_kwargs
 
+        models.registry.resolve(self.online_teacher)
         _choice("online_teacher", self.online_teacher, list(models.list_models()))
         _check_model_kwargs("online_teacher_kwargs", self.online_teacher, dict(self.online_teacher_kwargs))
 

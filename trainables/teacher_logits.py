@@ -69,6 +69,8 @@ def for_inference(teacher: nn.Module, dtype: torch.dtype | None = None) -> nn.Mo
     from torch.fx.experimental.optimization import fuse
 
     freeze(teacher)
+    if getattr(teacher, "kdtune_exported", False):
+        return teacher  # an exported file runs as exported, in float32 (exported_teacher.py)
     try:
         folded = fuse(teacher, inplace=False)
     except Exception as exc:  # data-dependent Python control flow is not traceable: keep eager

@@ -25,6 +25,10 @@ EPILOG = """examples:
   python search/run_kd_search.py --dataset cifar10 --gpus-per-trial 0.25 --max-concurrent 4
   python search/run_kd_search.py --alpha 0.5 --temperature 2:8 --depth 1:2
   python search/run_kd_search.py --methods kd,dkd,dist      # the KD method as a searched dimension
+  python search/run_kd_search.py --students timm:resnet,cifar_resnet --max-params 200000
+  python search/run_kd_search.py --teacher timm:resnet18 --teacher-weights r18.pth --preset pretrained_teacher
+  python search/run_kd_search.py --teacher-checkpoint export/model.onnx     # an exported teacher (.onnx, .pt2)
+  python search/run_kd_search.py --import examples/my_plugin.py --students tiny_cnn --methods kd,cosine
   python search/run_kd_search.py --resume --name digits-20261122-101500
 dimensions (--alpha --temperature --lr --depth --width): one value pins it, LO:HI bounds it;
   --depth/--width also take one setting per student family: --depth mlp=1:3,cifar_resnet=8:20"""
@@ -106,12 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "jitter[:SHIFT] (random shift of up to SHIFT px, default 2; default: the dataset's)")
     d.add_argument("--teacher-augment", type=_augment, metavar="NAME[:PIXELS]",
                    help="the teacher's training augmentation only, e.g. jitter:2 (Hinton et al. 2015)")
+    d.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
+                   help="import a module or .py file first (repeatable): its @kdtune.register_model / "
+                        "register_dataset / register_loss / register_family names are then usable; "
+                        "imported in every Ray worker too and recorded for --resume and the analysis")
     t = p.add_argument_group("teacher and students")
     t.add_argument("--teacher", help="teacher model name (see models.list_models())")
     t.add_argument("--teacher-epochs", type=positive_int, help="epochs of the teacher stage")
     t.add_argument("--teacher-weights", help="local state-dict file for a torchvision teacher (resnet18/resnet50)")
     t.add_argument("--teacher-checkpoint", help="a kdtune checkpoint.pt to use as the teacher (skips its training)")
-    t.add_argument("--students", type=_csv, help=f"student families to search, comma-separated ({', '.join(spaces.FAMILIES)})")
+    t.add_argument("--students", type=_csv, help="student families to search, comma-separated (mlp, cifar_resnet, timm:resnet, timm:mobilenetv3, timm:efficientnet, or any registered model, taken as it is)")
     t.add_argument("--methods", type=_csv, help=f"KD methods searched, comma-separated ({', '.join(list_losses())}; "
                                                 "several: the method is a searched dimension with its own "
                                                 "hyperparameters; default: the preset's, else kd)")
@@ -127,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                          f"FAMILY=LO:HI,... (e.g. mlp=1:3,cifar_resnet=8:20)")
     r = p.add_argument_group("search budget and resources")
     schema.add_arguments(r)  # every budget and resource option, declared in search/input/schema.py
+    r.add_argument("--max-params", type=positive_int, help="largest student the sampler proposes, in parameters")
+    r.add_argument("--max-flops", type=positive_int, help="largest student the sampler proposes, in FLOPs per "
+                                                         "image (a multiply-add = 2)")
     o = p.add_argument_group("run")
     o.add_argument("--storage-path", help="where experiments live (default ./kdtune_results; a shared "
                                           "filesystem path for multi-node runs)")

@@ -20,6 +20,7 @@ SECTIONS: dict[str, set[str] | None] = {
     "dataset": None, "data_dir": None, "image_size": None, "val_fraction": None, "seed": None, "subset": None,
     "description": None, "train": None, "teacher": None, "teacher_checkpoint": None,
     "students": None, "methods": None, "space": None, "chain": None, "sweep": None,
+    "imports": None, "max_params": None, "max_flops": None,
     "search": schema.section_keys("search") | {"augment_views"},
     "resources": schema.section_keys("resources"),
 }

@@ -63,6 +63,21 @@ class SearchSpec:
     tracker: str | None = None                               # mlflow | wandb (search/tune/trackers.py)
     warm_start: str | None = None                            # a finished experiment seeding the samplers
     verbose: bool = False                                    # Ray's own tables instead of progress lines
+    imports: tuple[str, ...] = ()                            # --import: user modules/files (user_imports.py)
+    max_params: int | None = None                            # size budget the sampler holds (SizeBudget)
+    max_flops: int | None = None                             # FLOPs per image, FlopCounterMode's count
+    data_shape: tuple | None = None                          # (num_classes, in_shape): set by preflight
+
+    def size_budget(self):
+        """The sampler's SizeBudget, or None without --max-params / --max-flops."""
+        if self.max_params is None and self.max_flops is None:
+            return None
+        from kdtune.search.tune.search_spaces import SizeBudget
+
+        if self.data_shape is None:
+            raise RuntimeError("size budget used before preflight recorded the data shape")
+        num_classes, in_shape = self.data_shape
+        return SizeBudget(num_classes, in_shape, self.max_params, self.max_flops)
 
     # ---- derived -------------------------------------------------------------------------
     @property
@@ -121,6 +136,8 @@ class SearchSpec:
         out["students"] = list(self.students)
         out["methods"] = list(self.methods)
         out["chain"] = list(self.chain) if self.chain else None
+        out["imports"] = list(self.imports)
+        out["data_shape"] = [self.data_shape[0], list(self.data_shape[1])] if self.data_shape else None
         return out
 
     @classmethod
@@ -131,6 +148,9 @@ class SearchSpec:
         values["methods"] = tuple(values.get("methods", ("kd",)))
         if values.get("chain"):
             values["chain"] = tuple(values["chain"])
+        values["imports"] = tuple(values.get("imports") or ())
+        if values.get("data_shape"):
+            values["data_shape"] = (int(values["data_shape"][0]), tuple(values["data_shape"][1]))
         return cls(**values)
 
     def chain_links(self) -> list[dict[str, Any]]:
@@ -199,6 +219,11 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
     teacher = dict(preset.get("teacher", {}))
     space = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(preset.get("space", {})).items()}
     given = {k: v for k, v in flags.items() if v is not None}
+    # User modules first: the names below (teacher, students, methods) may be theirs.
+    from kdtune.search.input import user_imports
+
+    imports = user_imports.resolve([*(preset.get("imports") or []), *(given.get("imports") or [])])
+    user_imports.load(imports)
 
     if "teacher" in given and given["teacher"] != teacher.get("model"):
         # A different teacher architecture: the preset's sizes belonged to the old one; its
@@ -258,6 +283,9 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "tracker": given.get("tracker"),
         "warm_start": str(Path(given["warm_start"]).expanduser().resolve()) if given.get("warm_start") else None,
         "verbose": bool(given.get("verbose", False)),
+        "imports": tuple(imports),
+        "max_params": given.get("max_params", preset.get("max_params")),
+        "max_flops": given.get("max_flops", preset.get("max_flops")),
     }
     for option in schema.OPTIONS:  # a flag over the preset's section over the declared default
         section = search if option.section == "search" else resources

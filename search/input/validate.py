@@ -44,6 +44,9 @@ def resolve_resume(spec: SearchSpec, name_given: bool) -> SearchSpec:
     except ValueError as exc:
         raise UsageError(f"cannot resume: {exc}; pass --name of an existing run under {storage}")
     stored = SearchSpec.from_dict(manifest.data["spec"])
+    from kdtune.search.input import user_imports
+
+    user_imports.load(stored.imports)  # the run's own plugins: its names are theirs
     for key, flag in (("tracker", "--tracker"), ("warm_start", "--warm-start")):
         given = getattr(spec, key)
         if given is not None and given != getattr(stored, key):
@@ -104,7 +107,8 @@ def _check_configs(spec: SearchSpec) -> None:
             sample = {**spec.student_constants(None), "model": family}
             for name in ("depth", "width"):
                 value = spaces.family_dim(spec.space, name, family)
-                sample[name] = int(value[0] if spaces.is_range(value) else value)
+                if value is not None:  # a model taken as it is has no size dimensions
+                    sample[name] = int(value[0] if spaces.is_range(value) else value)
             for method in spec.methods:  # every method with every bound of its own dimensions
                 per_method = {**sample, "kd_method": method}
                 for name in ("lr", "weight_decay", *method_fields(method)):
@@ -121,7 +125,8 @@ def _lowest_size(spec: SearchSpec, family: str) -> dict[str, int]:
     out = {}
     for name in ("depth", "width"):
         value = spaces.family_dim(spec.space, name, family)
-        out[name] = int(value[0] if spaces.is_range(value) else value)
+        if value is not None:
+            out[name] = int(value[0] if spaces.is_range(value) else value)
     return out
 
 
@@ -250,6 +255,32 @@ def _resolve_views(spec: SearchSpec, bundle: DatasetBundle) -> SearchSpec:
     return spec
 
 
+def _resolve_budget(spec: SearchSpec, bundle: DatasetBundle) -> SearchSpec:
+    """Record the data shape the size budget is computed for; every family's smallest member
+    (its range's lower bounds) must fit, else the sampler could propose nothing."""
+    if spec.max_params is None and spec.max_flops is None:
+        return spec
+    if spec.sweep or spec.chain:
+        raise UsageError("--max-params / --max-flops bound a searched student; a sweep or --chain "
+                         "names its students itself")
+    spec = dataclasses.replace(spec, data_shape=(bundle.num_classes, tuple(bundle.in_shape)))
+    budget = spec.size_budget()
+    for family in spec.students:
+        smallest = {}
+        for name in spaces.SIZE_DIMS:
+            value = spaces.family_dim(spec.space, name, family)
+            if value is not None:
+                lo, hi = (value if spaces.is_range(value) else (value, value))
+                if name == "depth" and spaces.is_range(value):
+                    lo = spaces._depth_grid(family, int(lo), int(hi))[0]
+                smallest[name] = int(lo)
+        if not budget.fits(family, smallest):
+            params, flops = budget.size(family, smallest)
+            raise UsageError(f"student family {family}: its smallest member {smallest} has {params} params "
+                             f"and {flops} FLOPs/image, over the budget ({budget.describe()})")
+    return spec
+
+
 def _weights_models() -> list[str]:
     """Registered models that take a local state-dict file (`weights_path`)."""
     from kdtune.models.registry import list_models, model_kwargs
@@ -263,8 +294,8 @@ def _check_teacher_weights_flag(spec: SearchSpec) -> None:
     if weights is None:
         return
     model = spec.teacher.get("model")
-    if model not in _weights_models():
-        raise UsageError(f"--teacher-weights loads a torchvision state dict, which only "
+    if model not in _weights_models() and not str(model).startswith(("timm:", "torchvision:")):
+        raise UsageError(f"--teacher-weights loads a state dict, which only timm:NAME, torchvision:NAME and "
                          f"{', '.join(_weights_models())} teachers take; this teacher is {model!r} "
                          "(choose one with --teacher)")
     if not Path(weights).expanduser().is_file():
@@ -282,6 +313,30 @@ def _check_teacher_weights_file(spec: SearchSpec, bundle: DatasetBundle) -> None
         models.create_model(spec.teacher["model"], bundle.num_classes, bundle.in_shape, **kwargs)
     except (ValueError, OSError, RuntimeError) as exc:  # load_matching's refusals, torch.load's errors
         raise UsageError(f"--teacher-weights: {str(exc).splitlines()[0]}")
+
+
+def _check_zoo_teacher(spec: SearchSpec, bundle: DatasetBundle) -> None:
+    """A timm:/torchvision: teacher must take this dataset's images (a ViT built for 224 px
+    refuses 32 px ones): one forward of one image now, the model's own input size in the error."""
+    model = str(spec.teacher.get("model") or "")
+    if spec.teacher_checkpoint or not spec.needs_teacher() or not model.startswith(("timm:", "torchvision:")):
+        return
+    from kdtune import models
+
+    kwargs = {k: v for k, v in dict(spec.teacher.get("model_kwargs") or {}).items() if k != "weights_path"}
+    try:
+        net = models.create_model(model, bundle.num_classes, bundle.in_shape, **kwargs).eval()
+        with torch.no_grad():
+            net(torch.zeros(1, *bundle.in_shape))
+    except ValueError as exc:
+        if "pretrained weights could not be downloaded" in str(exc):  # offline: zoo.py's own line
+            raise UsageError(f"--teacher {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"teacher {model}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # the zoo's own refusal, whatever its type
+        cfg = getattr(getattr(locals().get("net"), "net", None), "pretrained_cfg", None) or {}
+        wants = f" (its pretrained_cfg input_size is {tuple(cfg['input_size'])})" if cfg.get("input_size") else ""
+        raise UsageError(f"teacher {model} cannot take {bundle.name}'s {tuple(bundle.in_shape)} images{wants}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
 
 def _check_teacher_checkpoint(path: str, bundle: DatasetBundle) -> None:
@@ -328,6 +383,8 @@ def preflight(spec: SearchSpec, name_given: bool = True) -> tuple[SearchSpec, Da
     _check_storage(spec)
     bundle = _load_data(spec)
     spec = _resolve_views(spec, bundle)
+    spec = _resolve_budget(spec, bundle)
+    _check_zoo_teacher(spec, bundle)
     _check_teacher_weights_file(spec, bundle)
     checkpoint = spec.teacher_checkpoint
     if checkpoint:

@@ -32,6 +32,7 @@ from kdtune.search.tune import optuna_study as study
 from kdtune.search.stages import sweep
 from kdtune.search.tune.progress import StageProgress, console_settings, planned_epochs
 from kdtune.search.record.manifest import Manifest
+from kdtune.search.input import user_imports
 from kdtune.search.input.spec import SearchSpec
 from kdtune.search.stages.tune_stage import Stage, asha, best_of, optuna_search, pareto_set, run_stage, stage_finished, trial_rows
 from kdtune.search.tune.trackers import tracker_callbacks
@@ -59,7 +60,10 @@ def start_ray(spec: SearchSpec) -> bool:
     # Without --verbose the trials' own stdout/stderr (checkpoint-restore notes, library
     # chatter) stays in Ray's worker logs; a trial that fails still shows its traceback, which
     # Tune logs in the driver, and its error.txt.
-    quiet = {} if spec.verbose else {"logging_level": logging.WARNING}
+    quiet: dict[str, Any] = {} if spec.verbose else {"logging_level": logging.WARNING}
+    env = user_imports.runtime_env(spec.imports)  # --import: loaded in every worker
+    if env:
+        quiet["runtime_env"] = env
     if spec.address:
         ray.init(address=spec.address, log_to_driver=spec.verbose, **quiet)
     else:

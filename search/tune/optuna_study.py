@@ -69,7 +69,7 @@ def stage_space(spec, name: str, teacher_checkpoint: str | None = None,
     distill = name != "baseline"
     constants = spec.student_constants(teacher_checkpoint, distill=distill)
     return spaces.make_space(spec.space, spec.students, constants, distill=distill, architecture=architecture,
-                             methods=spec.methods)
+                             methods=spec.methods, budget=None if architecture else spec.size_budget())
 
 
 def search_spaces(spec) -> dict[str, Any]:

@@ -25,22 +25,15 @@ from typing import Any, Mapping, Sequence
 
 import optuna
 
+from kdtune.models.families import family as get_family
 from kdtune.search.input.errors import UsageError
 from kdtune.trainables.losses import Hyperparameter, all_hyperparameters, list_losses, method_fields
 
-# Student families the search knows how to size; each model takes `depth` and `width`.
-# Defaults when neither preset nor flag bounds them:
-#   mlp           depth = hidden layers, 1-4 (a 2x800 net is Hinton et al.'s MNIST student;
-#                 deeper plain MLPs stop training well, see the mlp_depth_sweep preset);
-#                 width = units per hidden layer, 16-1024 (log-sampled: 1200 is their teacher).
-#   cifar_resnet  depth = layers, 6n+2 (He et al. 2016), so it moves in steps of 6: 8-56 spans
-#                 resnet8 .. resnet56, the usual CIFAR teacher; width = channels of the first
-#                 of three stages (16 in the paper's nets, 64 = the "x4" nets of RepDistiller).
-# depth_start: the smallest depth the family builds (cifar_resnet: n >= 1, so 8).
-FAMILIES: dict[str, dict[str, Any]] = {
-    "mlp": {"depth": (1, 4), "width": (16, 1024), "depth_step": 1, "depth_start": 1},
-    "cifar_resnet": {"depth": (8, 56), "width": (8, 64), "depth_step": 6, "depth_start": 8},
-}
+# Student families the search knows how to size come from the family registry
+# (kdtune/models/families.py: mlp, cifar_resnet, timm:resnet, timm:mobilenetv3,
+# timm:efficientnet, and any a plugin registers): each names its size dimensions (depth,
+# width), their default ranges, grids and units. A registered model that is no family is a
+# student as it is (no size dimensions sampled).
 # Continuous dimensions: (default range, sampled on a log scale?). Presets narrow them.
 #   lr            peak learning rate of the schedule (cosine decays from it), for SGD with
 #                 Nesterov momentum 0.9 at batch 64-128: the CIFAR ResNet recipe's 0.1 at batch
@@ -102,8 +95,8 @@ def parse_size_dim(text: str) -> Dim | dict[str, Dim]:
     for part in (p.strip() for p in text.split(",") if p.strip()):
         family, sep, value = part.partition("=")
         family = family.strip()
-        if not sep or family not in FAMILIES:
-            raise ValueError(f"{part!r}: expected FAMILY=LO:HI with FAMILY one of {', '.join(FAMILIES)}")
+        if not sep or not family:  # the family name is checked with the space (plugins load first)
+            raise ValueError(f"{part!r}: expected FAMILY=LO:HI")
         if family in out:
             raise ValueError(f"family {family!r} is given twice")
         out[family] = parse_dim(value)
@@ -123,12 +116,16 @@ def _number(text: str) -> float | int:
             raise ValueError(f"not a number: {text!r} (use a value like 0.5 or a range like 0.1:0.9)")
 
 
-def family_dim(space: Mapping[str, Any], name: str, family: str) -> Dim:
-    """The depth/width setting for one family: preset per-family value, shared value, or default."""
+def family_dim(space: Mapping[str, Any], name: str, family: str) -> Dim | None:
+    """The depth/width setting for one family: preset per-family value, shared value, or the
+    family's default; None for a family without that dimension (a model taken as it is)."""
+    dim = get_family(family).dim(name)
+    if dim is None:
+        return None
     value = space.get(name)
     if isinstance(value, Mapping):
         value = value.get(family)
-    return FAMILIES[family][name] if value is None else value
+    return tuple(dim.default) if value is None else value
 
 
 def check_methods(methods: Sequence[str]) -> None:
@@ -172,22 +169,22 @@ def check_space(space: Mapping[str, Any], students: Sequence[str]) -> None:
                     raise
                 raise ValueError(f"{name} must lie in {hp.bounds_text()}, got {value}") from None
     for family in students:
-        if family not in FAMILIES:
-            raise ValueError(f"unknown student family {family!r}; searchable families: {sorted(FAMILIES)}")
+        get_family(family)  # ValueError naming the families for an unknown one
     for name, ((_lo, _hi), log) in FLOAT_DIMS.items():
         if name in space:
             _check_dim(name, space[name], log)
     for name in SIZE_DIMS:
         if isinstance(space.get(name), Mapping):
-            strangers = sorted(set(space[name]) - set(FAMILIES))
-            if strangers:
-                raise ValueError(f"{name}: unknown student family {strangers}; families: {sorted(FAMILIES)}")
+            for stranger in space[name]:
+                get_family(stranger)
     for name in SIZE_DIMS:
         for family in students:
-            _check_dim(f"{name} ({family})", family_dim(space, name, family), log=True, integer=True)
+            if family_dim(space, name, family) is not None:
+                _check_dim(f"{name} ({family})", family_dim(space, name, family), log=True, integer=True)
     for family in students:  # a depth off the family's grid would fail only when sampled
-        lo, hi = _bounds(family_dim(space, "depth", family))
-        _depth_grid(family, int(lo), int(hi))
+        if family_dim(space, "depth", family) is not None:  # a model taken as it is has no depth
+            lo, hi = _bounds(family_dim(space, "depth", family))
+            _depth_grid(family, int(lo), int(hi))
 
 
 def _bounds(value: Dim) -> tuple[float, float]:
@@ -208,14 +205,13 @@ def _check_dim(name: str, value: Dim, log: bool, integer: bool = False) -> None:
 
 def _depth_grid(family: str, lo: int, hi: int) -> tuple[int, int, int]:
     """Snap a depth range onto the family's grid (cifar_resnet: 6n+2) -> (lo, hi, step)."""
-    step, start = FAMILIES[family]["depth_step"], FAMILIES[family]["depth_start"]
-    first = max(lo, start)
-    first += (start - first) % step
-    last = hi - (hi - start) % step
-    if first > last:
-        raise ValueError(f"depth range {lo}:{hi} holds no valid {family} depth ({start}, {start + step}, ...); "
-                         "give each family its own range, e.g. --depth mlp=1:3,cifar_resnet=8:20")
-    return first, last, step
+    dim = get_family(family).dim("depth")
+    try:
+        return dim.grid(lo, hi)
+    except ValueError:
+        raise ValueError(f"depth range {lo}:{hi} holds no valid {family} depth ({dim.start}, "
+                         f"{dim.start + dim.step}, ...); give each family its own range, "
+                         "e.g. --depth mlp=1:3,cifar_resnet=8:20") from None
 
 
 class DefineByRun:
@@ -233,7 +229,7 @@ class DefineByRun:
 
     def __init__(self, space: Mapping[str, Any], students: Sequence[str], constants: Mapping[str, Any],
                  distill: bool, architecture: Mapping[str, Any] | None = None,
-                 methods: Sequence[str] = DEFAULT_METHODS):
+                 methods: Sequence[str] = DEFAULT_METHODS, budget: "SizeBudget | None" = None):
         # architecture: a pinned student (a teacher-assistant chain link); only the optimiser
         # and KD dimensions are then searched.
         check_space({k: v for k, v in space.items() if not architecture or k not in SIZE_DIMS},
@@ -243,6 +239,7 @@ class DefineByRun:
         self.architecture = dict(architecture) if architecture else None
         check_methods(list(methods))
         self.methods = list(methods)
+        self.budget = budget
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         fixed: dict[str, Any] = dict(self.constants)
@@ -262,16 +259,29 @@ class DefineByRun:
         family = trial.suggest_categorical("model", families) if len(families) > 1 else families[0]
         if len(families) == 1:
             fixed["model"] = family
+        budget = getattr(self, "budget", None)
+        sizes: dict[str, int] = {}
         for name in SIZE_DIMS:
             value = family_dim(space, name, family)
+            if value is None:  # a model taken as it is: no such dimension
+                continue
             if not is_range(value):
-                fixed[name] = int(value)
-            elif name == "depth":
-                lo, hi, step = _depth_grid(family, int(value[0]), int(value[1]))
-                trial.suggest_int("depth", lo, hi, step=step)
+                sizes[name] = fixed[name] = int(value)
+                continue
+            lo, hi = int(value[0]), int(value[1])
+            if name == "depth":
+                lo, hi, step = _depth_grid(family, lo, hi)
             else:
-                # log=True for every family: Optuna forbids one name with two log settings.
-                trial.suggest_int("width", int(value[0]), int(value[1]), log=True)
+                step = 1
+            if budget is not None:
+                # The budget holds in the sampler: the range is cut to the members that fit
+                # (size grows with depth and width), so no trial trains an over-budget student.
+                hi = budget.largest_fit(family, name, lo, hi, step, sizes, space)
+            # width log=True for every family: Optuna forbids one name with two log settings.
+            sizes[name] = (trial.suggest_int("depth", lo, hi, step=step) if name == "depth"
+                           else trial.suggest_int("width", lo, hi, log=True))
+        if budget is not None:
+            budget.check(family, sizes)
 
     def _sample_training(self, trial: optuna.Trial, fixed: dict[str, Any]) -> None:
         for name in FLOAT_DIMS:  # lr, weight_decay: every stage
@@ -321,9 +331,9 @@ class DefineByRun:
 
 def make_space(space: Mapping[str, Any], students: Sequence[str], constants: Mapping[str, Any],
                distill: bool, architecture: Mapping[str, Any] | None = None,
-               methods: Sequence[str] = DEFAULT_METHODS) -> DefineByRun:
+               methods: Sequence[str] = DEFAULT_METHODS, budget: "SizeBudget | None" = None) -> DefineByRun:
     """Build the define-by-run sampler of one stage (see DefineByRun)."""
-    return DefineByRun(space, students, constants, distill, architecture, methods)
+    return DefineByRun(space, students, constants, distill, architecture, methods, budget)
 
 
 def parse_link(text: str) -> dict[str, Any]:
@@ -338,3 +348,74 @@ def parse_link(text: str) -> dict[str, Any]:
         except ValueError:
             raise UsageError(f"chain link {text!r}: depth and width must be whole numbers") from None
     return link
+
+
+class SizeBudget:
+    """--max-params / --max-flops: the largest students the sampler may propose.
+
+    Sizes are those of the member built on the meta device (kdtune/models/families.py
+    Family.size: parameters, and FLOPs per image as torch's FlopCounterMode counts them), for
+    this dataset's classes and input shape; memoised per member. Picklable (Ray pickles the
+    searcher with the experiment state).
+    """
+
+    def __init__(self, num_classes: int, in_shape: Sequence[int], max_params: int | None = None,
+                 max_flops: int | None = None):
+        self.num_classes, self.in_shape = int(num_classes), tuple(int(d) for d in in_shape)
+        self.max_params, self.max_flops = max_params, max_flops
+        self._sizes: dict[tuple, tuple[int, int]] = {}
+
+    def size(self, family: str, sizes: Mapping[str, int]) -> tuple[int, int]:
+        key = (family, tuple(sorted(sizes.items())))
+        if key not in self._sizes:
+            self._sizes[key] = get_family(family).size(self.num_classes, self.in_shape, **sizes)
+        return self._sizes[key]
+
+    def fits(self, family: str, sizes: Mapping[str, int]) -> bool:
+        params, flops = self.size(family, sizes)
+        return ((self.max_params is None or params <= self.max_params)
+                and (self.max_flops is None or flops <= self.max_flops))
+
+    def _smallest(self, family: str, space: Mapping[str, Any], name: str, value: int,
+                  sizes: Mapping[str, int]) -> dict[str, int]:
+        """`sizes` with `name` = value and every dimension not chosen yet at its lower bound."""
+        out = dict(sizes)
+        out[name] = value
+        for other in SIZE_DIMS:
+            dim = family_dim(space, other, family)
+            if other not in out and dim is not None:
+                lo = int(dim[0]) if is_range(dim) else int(dim)
+                if other == "depth" and is_range(dim):
+                    lo = _depth_grid(family, lo, int(dim[1]))[0]
+                out[other] = lo
+        return out
+
+    def largest_fit(self, family: str, name: str, lo: int, hi: int, step: int, sizes: Mapping[str, int],
+                    space: Mapping[str, Any]) -> int:
+        """The largest value on lo, lo + step, ..., hi whose smallest completion fits (binary search)."""
+        if not self.fits(family, self._smallest(family, space, name, lo, sizes)):
+            raise UsageError(f"student family {family}: its smallest member "
+                             f"({self._describe(family, self._smallest(family, space, name, lo, sizes))}) "
+                             f"exceeds the size budget ({self.describe()})")
+        first, last = 0, (hi - lo) // step  # indices on the grid; `first` always fits
+        while first < last:
+            mid = (first + last + 1) // 2
+            if self.fits(family, self._smallest(family, space, name, lo + mid * step, sizes)):
+                first = mid
+            else:
+                last = mid - 1
+        return lo + first * step
+
+    def check(self, family: str, sizes: Mapping[str, int]) -> None:
+        if not self.fits(family, sizes):  # a family whose size is not monotone in depth/width
+            raise RuntimeError(f"sampled {family} {dict(sizes)} is over the budget: "
+                               f"{self._describe(family, sizes)} > {self.describe()}")
+
+    def _describe(self, family: str, sizes: Mapping[str, int]) -> str:
+        params, flops = self.size(family, sizes)
+        return f"{dict(sizes)}: {params} params, {flops} FLOPs/image"
+
+    def describe(self) -> str:
+        parts = [f"--max-params {self.max_params}" if self.max_params is not None else "",
+                 f"--max-flops {self.max_flops}" if self.max_flops is not None else ""]
+        return ", ".join(p for p in parts if p)
