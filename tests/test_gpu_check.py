@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.ray
 @pytest.mark.timeout(1200)
 def test_gpu_check_dry_run_runs_every_step():
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
     proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1100)
     out = proc.stdout + proc.stderr

@@ -123,3 +123,21 @@ def test_store_flags_refused_for_array_datasets(tmp_path, capsys):
     assert code == 2 and "--resident-max-mb applies to image_folder" in err
     with pytest.raises(ValueError, match="resident_max_mb applies only to"):
         create_dataset("digits", resident_max_mb=0)
+
+
+@pytest.mark.ray
+def test_ray_tasks_decode_the_same_store_and_name_a_bad_image(folder, tmp_path):
+    import ray
+
+    reference = decode_images([p for _, (p, _) in enumerate(scan_folder(str(folder))[1])], 16)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        info, images, _ = open_or_build(str(folder), 16, root=tmp_path / "s", workers=2)
+        assert info.built and np.array_equal(images.gather(np.arange(len(images))).numpy(), reference)
+        bad = folder / "a" / "img_5.png"
+        bad.write_bytes(b"not an image")
+        with pytest.raises(DatasetError, match=f"cannot decode image {bad}"):
+            create_dataset("image_folder", str(folder), image_size=16, resident_max_mb=0,
+                           store_dir=str(tmp_path / "s"), decode_workers=2)
+    finally:
+        ray.shutdown()
