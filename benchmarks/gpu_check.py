@@ -136,7 +136,7 @@ def scaling_step(dry: bool) -> None:
     from benchmarks import bench_scaling
 
     if dry:
-        argv = ["--dataset", "digits", "--levels", "1", "2", "--num-samples", "2", "--max-epochs", "2",
+        argv = ["--dataset", "digits", "--levels", "1", "2", "--num-samples", "3", "--max-epochs", "2",
                 "--repeats", "1"]
     else:
         argv = ["--gpu", "--levels", "1", "2", "4", "8", "--num-samples", "8", "--max-epochs", "3",
