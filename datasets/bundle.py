@@ -1,7 +1,9 @@
 """The decoded, in-memory form of a dataset: `Split`, `DatasetBundle` and `DatasetError`.
 
 Every dataset in kdtune is decoded once (in the Ray driver) into these plain tensors, then
-shipped to trials through Ray's object store; nothing downstream reads files again.
+shipped to trials through Ray's object store; nothing downstream reads image files again.
+A large image folder's splits instead hold `MappedImages`: row numbers into its decoded
+on-disk store (datasets/store.py), which pickle without pixels.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .augment import resolve_pixels
+from .store import MappedImages
 
 
 class DatasetError(ValueError):
@@ -34,13 +37,27 @@ def missing_files_error(name: str, folder: str, missing: list[str]) -> MissingFi
 
 @dataclass(frozen=True)
 class Split:
-    """One split: uint8 images (N, C, H, W) on CPU, contiguous, and int64 labels (N,)."""
+    """One split: uint8 images (N, C, H, W) on CPU, contiguous, and int64 labels (N,).
 
-    images: torch.Tensor
+    `images` is a resident tensor, or for a large image folder `MappedImages` (rows of the
+    on-disk store, datasets/store.py): DeviceLoader then gathers each batch from disk."""
+
+    images: "torch.Tensor | MappedImages"
     labels: torch.Tensor
+
+    @property
+    def stored(self) -> bool:
+        """True when the images live in an on-disk store, not in memory."""
+        return isinstance(self.images, MappedImages)
 
     def __post_init__(self) -> None:
         # Checked here once so the loader and trainers can trust the layout blindly.
+        if self.stored:
+            if len(self.images.shape) != 4 or len(self.images) != len(self.labels):
+                raise ValueError(f"Split has {len(self.images)} stored images but {len(self.labels)} labels")
+            if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
+                raise ValueError(f"Split.labels must be int64 (N,), got {self.labels.dtype}")
+            return
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"Split.images must be uint8 (N,C,H,W), got {self.images.dtype} "
                              f"{tuple(self.images.shape)}")

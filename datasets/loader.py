@@ -1,6 +1,7 @@
 """`DeviceLoader`: batches straight from a device-resident uint8 split.
 
-The split is copied to `device` once; each batch is a row gather, a batched augmentation,
+The split is copied to `device` once (a stored split, `Split.stored`, is not: each batch's
+rows are read from its on-disk store and copied, uint8, to the device); each batch is a row gather, a batched augmentation,
 one uint8 -> float32 normalisation and (optionally) a channels_last copy. There are no
 worker processes and no per-sample Python work, which is what makes it several times faster
 than Dataset + DataLoader + PIL transforms (see benchmarks/bench_data_iterator.py).
@@ -71,8 +72,11 @@ class DeviceLoader:
         # Without augmentation every view is the same image: nothing to cycle or key.
         self.views = views if augment != "none" else None
         self.epoch = 0
-        # One host -> device copy of the uint8 data (4x smaller than float32).
-        self.images = split.images.to(self.device)
+        # One host -> device copy of the uint8 data (4x smaller than float32); a stored split
+        # (an image folder larger than the resident threshold) stays on disk and each batch's
+        # rows are read from the store (the node's page cache) and copied to the device.
+        self.stored = split.stored
+        self.images = split.images if self.stored else split.images.to(self.device)
         self.labels = split.labels.to(self.device)
         # x = u8 * scale + shift  ==  (u8 / 255 - mean) / std, fused into one addcmul.
         std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -96,15 +100,17 @@ class DeviceLoader:
         n = len(self.labels)
         gen = epoch_generator(self.seed, self.epoch)
         # The permutation is drawn on CPU (device-independent) and moved once per epoch.
-        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        order = order.to(self.device)
+        order_host = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        order = order_host.to(self.device)
         view = self.view(self.epoch)
         params = tuple(p.to(self.device) for p in draw_params(
             self.augment, n, epoch_generator(self.seed, view, AUGMENT_STREAM), self.augment_pixels))
         key_offset = (view - 1) * n if self.views else 0
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            u8 = apply_params(self.augment, self.images.index_select(0, idx),
+            rows = (self.images.gather(order_host[b * self.batch_size:(b + 1) * self.batch_size])
+                    .to(self.device, non_blocking=True) if self.stored else self.images.index_select(0, idx))
+            u8 = apply_params(self.augment, rows,
                               tuple(p.index_select(0, idx) for p in params), self.augment_pixels)
             x = torch.addcmul(self._shift, u8.to(torch.float32), self._scale)
             if self.channels_last:

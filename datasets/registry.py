@@ -11,6 +11,7 @@ and the normalisation constants, and returns a `DatasetBundle`.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -18,6 +19,7 @@ from typing import Callable
 import torch
 
 from .bundle import DatasetBundle, Split
+from .store import MappedImages
 from .splits import channel_stats, index_digest, split_indices
 
 DEFAULT_ROOT = "./data"
@@ -64,6 +66,11 @@ def register_dataset(fn: Builder) -> Builder:
     return fn
 
 
+def take_rows(images, idx: torch.Tensor):
+    """Rows idx of resident images (a contiguous copy) or of a store (a view: no pixels read)."""
+    return images.take(idx) if isinstance(images, MappedImages) else images[idx].contiguous()
+
+
 def list_datasets() -> list[str]:
     """Names accepted by `create_dataset`, sorted."""
     _load_builtins()
@@ -72,7 +79,7 @@ def list_datasets() -> list[str]:
 
 def create_dataset(name: str, root: str | None = None, *, download: bool = False,
                    val_fraction: float = 0.1, seed: int = 0, subset: int | None = None,
-                   image_size: int | None = None) -> DatasetBundle:
+                   image_size: int | None = None, **store_options) -> DatasetBundle:
     """Decode dataset `name` from `root` (default ./data) into a `DatasetBundle`.
 
     val_fraction: share of the training set held out (seeded, stratified) as `val`.
@@ -81,6 +88,8 @@ def create_dataset(name: str, root: str | None = None, *, download: bool = False
         and `test` are left whole, so val accuracy stays comparable across subset sizes.
     image_size: side length images are resized to (image_folder only, default 32); for
         fixed-size datasets it may only repeat their native size.
+    store_options: image_folder's `resident_max_mb`, `store_dir`, `decode_workers`
+        (datasets/image_folder.py, datasets/store.py); None values are left out.
     """
     _load_builtins()
     if name not in _REGISTRY:
@@ -93,7 +102,13 @@ def create_dataset(name: str, root: str | None = None, *, download: bool = False
         raise ValueError(f"image_size must be positive, got {image_size}")
     root = os.path.abspath(os.path.expanduser(root if root is not None else DEFAULT_ROOT))
 
-    dec = _REGISTRY[name](root, download=download, image_size=image_size)
+    builder = _REGISTRY[name]
+    store_options = {k: v for k, v in store_options.items() if v is not None}
+    unknown = sorted(set(store_options) - set(inspect.signature(builder).parameters))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} appl{'ies' if len(unknown) == 1 else 'y'} only to "
+                         f"datasets decoded from image files (image_folder), not {name}")
+    dec = builder(root, download=download, image_size=image_size, **store_options)
     side = int(dec.train_images.shape[-1])
     if image_size is not None and image_size != side:
         raise ValueError(f"{name} images are {side}x{side}; image_size={image_size} applies "
@@ -104,11 +119,12 @@ def create_dataset(name: str, root: str | None = None, *, download: bool = False
     if mean is None or std is None:
         # From the whole train split (before any subset), so quick runs normalise the same way.
         full_train, _ = split_indices(pool, val_fraction, seed)
-        mean, std = channel_stats(dec.train_images[full_train])
+        mean, std = channel_stats(take_rows(dec.train_images, full_train))
     train_idx, val_idx = split_indices(pool, val_fraction, seed, subset)
-    train = Split(dec.train_images[train_idx].contiguous(), pool[train_idx])
-    val = Split(dec.train_images[val_idx].contiguous(), pool[val_idx])
-    test = Split(dec.test_images.contiguous(), dec.test_labels)
+    train = Split(take_rows(dec.train_images, train_idx), pool[train_idx])
+    val = Split(take_rows(dec.train_images, val_idx), pool[val_idx])
+    test = Split(dec.test_images if isinstance(dec.test_images, MappedImages) else dec.test_images.contiguous(),
+                 dec.test_labels)
     # What a checkpoint records of the split it trained on, so a later run can tell whether
     # that model has seen its validation images (split_identity.py).
     split = {"dataset": name, "pool": len(pool), "seed": seed, "val_fraction": val_fraction,

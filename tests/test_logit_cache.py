@@ -51,3 +51,20 @@ def test_a_cache_for_another_split_is_refused():
 def test_views_of_different_shapes_are_refused():
     with pytest.raises(ValueError, match="same shape"):
         LogitCache((np.zeros((4, 3), np.float32), np.zeros((5, 3), np.float32)), None, "float32")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_device_gather_gives_the_host_gathers_rows(dtype):
+    # The accelerator path (one copy of the views on the device, gathered there: no per-batch
+    # host sync) returns exactly the rows of the host path, mixed views included.
+    views, n, classes = 3, 50, 7
+    logits = torch.randn(views * n, classes).to(dtype)
+    cache = LogitCache.from_tensors(logits, None, views)
+    gen = torch.Generator().manual_seed(0)
+    for keys in (torch.randint(0, n, (16,), generator=gen) + n,  # one view, as an epoch shows
+                 torch.randint(0, views * n, (40,), generator=gen)):  # views mixed
+        host = cache.host_rows(keys, "cpu")
+        dev = cache.device_rows(keys, "cpu")
+        assert dev.dtype == host.dtype == dtype
+        assert torch.equal(dev, host) and torch.equal(dev, logits[keys])
+    assert len(cache._tables) == 1  # copied to the device once, reused by every batch

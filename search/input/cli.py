@@ -92,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "image_folder, one sub-folder of images per class: required)")
     d.add_argument("--image-size", type=positive_int,
                    help="image_folder: side length in pixels images are resized to (preset: 32)")
+    d.add_argument("--resident-max-mb", type=non_negative_float, metavar="MB",
+                   help="image_folder: decoded sets larger than this many MiB are written once to an "
+                        "on-disk store that trials read batches from (flat memory in the set's size); "
+                        "smaller ones stay in memory (default 1024)")
+    d.add_argument("--store-dir", help="image_folder: where decoded stores live, reused by later runs on "
+                                       "the same files (default $KDTUNE_STORE_DIR or ~/.cache/kdtune/stores)")
+    d.add_argument("--decode-workers", type=positive_int, metavar="N",
+                   help="image_folder: decode the images in N parallel shards (default: the CPU count)")
     d.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
                    help="fetch missing mnist / fashion_mnist / cifar10 / cifar100 files into --data-dir "
                         "with torchvision's md5-checked downloader (default: on; --no-download for "

@@ -27,6 +27,9 @@ class SearchSpec:
     dataset: str
     data_dir: str | None = None
     image_size: int | None = None                            # image_folder: side images are resized to
+    resident_max_mb: float | None = None                     # image_folder: larger sets go to the disk store
+    store_dir: str | None = None                             # image_folder: where disk stores live
+    decode_workers: int | None = None                        # image_folder: parallel decode shards
     download: bool = True                                    # fetch missing torchvision files
     val_fraction: float = 0.1
     seed: int = 0
@@ -261,6 +264,9 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         "dataset": given.get("dataset", preset.get("dataset", "digits")),
         "data_dir": given.get("data_dir", preset.get("data_dir")),
         "image_size": given.get("image_size", preset.get("image_size")),
+        "resident_max_mb": given.get("resident_max_mb"),
+        "store_dir": str(Path(given["store_dir"]).expanduser().resolve()) if given.get("store_dir") else None,
+        "decode_workers": given.get("decode_workers"),
         "download": bool(given.get("download", True)),
         "val_fraction": given.get("val_fraction", preset.get("val_fraction", 0.1)),
         "seed": given.get("seed", preset.get("seed", 0)),

@@ -67,6 +67,10 @@ def _check_numbers(spec: SearchSpec) -> None:
     if spec.image_size is not None and spec.dataset != "image_folder":
         raise UsageError(f"--image-size resizes image_folder images; {spec.dataset} images have a fixed size")
     schema.check_values(spec)  # each budget/resource option's declared type and range
+    for key in ("resident_max_mb", "store_dir", "decode_workers"):
+        if getattr(spec, key) is not None and spec.dataset != "image_folder":
+            raise UsageError(f"--{key.replace('_', '-')} applies to image_folder (images decoded from files); "
+                             f"{spec.dataset} is read from its own array files")
     if spec.grace_period > spec.max_epochs:
         raise UsageError(f"--grace-period ({spec.grace_period}) is larger than --max-epochs "
                          f"({spec.max_epochs}); ASHA could never stop a trial")
@@ -216,6 +220,14 @@ def _can_create_under(path: Path) -> bool:
         shutil.rmtree(probe, ignore_errors=True)
 
 
+def _store_options(spec: SearchSpec) -> dict:
+    """image_folder's decode options (datasets/store.py); decode workers default to the CPUs."""
+    if spec.dataset != "image_folder":
+        return {}
+    return {"resident_max_mb": spec.resident_max_mb, "store_dir": spec.store_dir,
+            "decode_workers": spec.decode_workers or os.cpu_count() or 1}
+
+
 def _load_data(spec: SearchSpec) -> DatasetBundle:
     """Decode the dataset; fetch missing torchvision files first unless --no-download."""
     from kdtune.datasets.download import fetch
@@ -223,7 +235,7 @@ def _load_data(spec: SearchSpec) -> DatasetBundle:
     def create(download: bool) -> DatasetBundle:
         return datasets.create_dataset(spec.dataset, spec.data_dir, download=download,
                                        val_fraction=spec.val_fraction, seed=spec.seed, subset=spec.subset,
-                                       image_size=spec.image_size)
+                                       image_size=spec.image_size, **_store_options(spec))
 
     try:
         try:

@@ -1,0 +1,223 @@
+"""The image-folder store (datasets/store.py) on a JPEG folder this benchmark writes.
+
+Figures, per folder size (default 20,000 and 80,000 images of 96 x 96, 10 classes):
+  - decode once: wall seconds to decode the folder into a fresh store with 1 and 2 workers
+    (the search's pre-flight path: forked processes), and with Ray tasks on a 2-CPU local
+    Ray (`--ray`); ratio 1 / 2 workers.
+  - epoch img/s: one training epoch of the same small model (kdtune's `mlp`, 1 x 128, on the
+    3 x 96 x 96 pixels) fed by kdtune's trial path (DeviceLoader over the stored split: pread
+    gather, batched crop + flip, one normalisation) against the loop users would write,
+    torchvision ImageFolder + DataLoader(num_workers=2) with PIL transforms (RandomCrop(96,
+    padding=4), RandomHorizontalFlip, ToTensor, Normalize). Target >= 3x.
+  - peak RSS: a driver (create_dataset on the stored folder + pickling the bundle, as a
+    search's pre-flight and tune.with_parameters do) and a trial (unpickling the bundle and
+    training one epoch over it), each in its own process (ru_maxrss); 80k / 20k ratio, target
+    within 10%.
+
+    python -m benchmarks.bench_image_store --root /tmp/kdtune-jpegs --sizes 20000 80000
+    python -m benchmarks.bench_image_store --root /tmp/kdtune-jpegs --sizes 2000 --epoch-batches 20
+
+The folders are written once under --root (resumable: existing files are kept) and the
+stores under --root/stores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local Ray needs no token
+
+CLASSES = 10
+SIZE = 96
+BATCH = 128
+
+
+def write_folder(root: Path, n: int, seed: int = 0) -> Path:
+    """n JPEGs (quality 90) of SIZE px in CLASSES class folders: smooth class-coloured noise."""
+    from PIL import Image
+
+    folder = root / f"jpeg{n}"
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (CLASSES, 3), dtype=np.uint8)
+    for k in range(CLASSES):
+        (folder / f"c{k}").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        path = folder / f"c{i % CLASSES}" / f"{i:06d}.jpg"
+        if path.exists():
+            continue
+        small = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8) // 2 + base[i % CLASSES] // 2
+        Image.fromarray(small).resize((SIZE, SIZE), Image.BILINEAR).save(path, quality=90)
+    return folder
+
+
+def decode_wall(folder: Path, workers: int, store_root: Path, use_ray: bool = False) -> float:
+    from kdtune.datasets.store import open_or_build
+
+    shutil.rmtree(store_root, ignore_errors=True)
+    start = time.perf_counter()
+    info, _, _ = open_or_build(str(folder), SIZE, root=store_root, workers=workers)
+    wall = time.perf_counter() - start
+    assert info.built
+    shutil.rmtree(store_root, ignore_errors=True)
+    return wall
+
+
+def _model():
+    import torch
+
+    from kdtune.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mlp", CLASSES, (3, SIZE, SIZE), depth=1, width=128)
+    return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+
+def _train(batches, limit: int) -> float:
+    """img/s of up to `limit` training steps over `batches` (x, y, ...)."""
+    import torch.nn.functional as F
+
+    model, opt = _model()
+    n, start = 0, None
+    for b, batch in enumerate(batches):
+        if b == 1:  # the first batch starts workers / opens files: warm-up
+            start = time.perf_counter()
+        x, y = batch[0], batch[1]
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if b >= 1:
+            n += len(y)
+        if b >= limit:
+            break
+    return n / (time.perf_counter() - start)
+
+
+def kdtune_epoch(bundle, limit: int) -> float:
+    from kdtune.datasets import DeviceLoader
+
+    loader = DeviceLoader(bundle.train, batch_size=BATCH, mean=bundle.mean, std=bundle.std,
+                          augment="crop_flip", shuffle=True, seed=0, drop_last=True)
+    loader.set_epoch(1)
+    return _train(loader, limit)
+
+
+def torchvision_epoch(folder: Path, mean, std, limit: int, workers: int = 2) -> float:
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    tf = transforms.Compose([transforms.RandomCrop(SIZE, padding=4), transforms.RandomHorizontalFlip(),
+                             transforms.ToTensor(), transforms.Normalize(mean, std)])
+    loader = DataLoader(ImageFolder(str(folder), transform=tf), batch_size=BATCH, shuffle=True,
+                        num_workers=workers, drop_last=True, persistent_workers=False)
+    return _train(loader, limit)
+
+
+def _bundle(folder: Path, store_root: Path):
+    from kdtune.datasets import create_dataset
+
+    return create_dataset("image_folder", str(folder), image_size=SIZE, resident_max_mb=0,
+                          store_dir=str(store_root), decode_workers=2)
+
+
+def child(role: str, folder: Path, store_root: Path, pickled: Path, limit: int) -> None:
+    """One process's peak RSS: 'driver' (decode/open + pickle) or 'trial' (unpickle + epoch)."""
+    import torch
+
+    torch.set_num_threads(1)
+    if role == "driver":
+        bundle = _bundle(folder, store_root)
+        pickled.write_bytes(pickle.dumps(bundle))
+        extra = {"pickle_bytes": pickled.stat().st_size}
+    else:
+        bundle = pickle.loads(pickled.read_bytes())
+        extra = {"img_s": kdtune_epoch(bundle, limit)}
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"role": role, "peak_rss_mib": rss_mib, **extra}), flush=True)
+
+
+def run_child(role: str, folder: Path, store_root: Path, pickled: Path, limit: int) -> dict:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_image_store", "--child", role,
+                          "--folder", str(folder), "--store-root", str(store_root), "--pickled", str(pickled),
+                          "--epoch-batches", str(limit)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="/tmp/kdtune-jpegs")
+    p.add_argument("--sizes", type=int, nargs="+", default=[20_000, 80_000])
+    p.add_argument("--epoch-batches", type=int, default=0,
+                   help="timed training steps per epoch figure (0: a whole epoch)")
+    p.add_argument("--skip-decode", action="store_true", help="skip the decode-wall figures")
+    p.add_argument("--ray", action="store_true", help="also decode with Ray tasks on a 2-CPU local Ray")
+    p.add_argument("--child", choices=("driver", "trial"), help=argparse.SUPPRESS)
+    p.add_argument("--folder", help=argparse.SUPPRESS)
+    p.add_argument("--store-root", help=argparse.SUPPRESS)
+    p.add_argument("--pickled", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(args.child, Path(args.folder), Path(args.store_root), Path(args.pickled), args.epoch_batches or 10**9)
+        return
+    from benchmarks.common import machine_line, print_table
+
+    print(machine_line(), flush=True)
+    root = Path(args.root)
+    store_root = root / "stores"
+    rows, rss = [], {}
+    for n in args.sizes:
+        start = time.perf_counter()
+        folder = write_folder(root, n)
+        print(f"{n} JPEGs at {folder} ({time.perf_counter() - start:.0f} s to write/check)", flush=True)
+        walls = {}
+        if not args.skip_decode:
+            for w in (1, 2):
+                walls[w] = decode_wall(folder, w, root / f"decode-timing-{w}")
+                print(f"  decode once, {w} worker(s): {walls[w]:.1f} s", flush=True)
+            if args.ray:
+                import ray
+
+                ray.init(num_cpus=2, include_dashboard=False, address="local")
+                try:
+                    walls["ray"] = decode_wall(folder, 2, root / "decode-timing-ray")
+                finally:
+                    ray.shutdown()
+                print(f"  decode once, Ray tasks (2 CPUs): {walls['ray']:.1f} s", flush=True)
+        pickled = root / f"bundle{n}.pkl"
+        driver = run_child("driver", folder, store_root, pickled, 0)
+        limit = args.epoch_batches or n
+        trial = run_child("trial", folder, store_root, pickled, limit)
+        bundle = pickle.loads(pickled.read_bytes())
+        tv = torchvision_epoch(folder, bundle.mean, bundle.std, min(limit, len(bundle.train) // BATCH))
+        rss[n] = (driver["peak_rss_mib"], trial["peak_rss_mib"])
+        rows.append((n, *(f"{walls[k]:.1f}" if k in walls else "-" for k in (1, 2, "ray")),
+                     round(trial["img_s"]), round(tv), f"{trial['img_s'] / tv:.2f}x",
+                     round(driver["peak_rss_mib"]), round(trial["peak_rss_mib"]), driver["pickle_bytes"]))
+        print(f"  epoch img/s kdtune {trial['img_s']:.0f} vs torchvision {tv:.0f}; peak RSS driver "
+              f"{driver['peak_rss_mib']:.0f} MiB, trial {trial['peak_rss_mib']:.0f} MiB", flush=True)
+    print()
+    print_table(["images", "decode 1w s", "decode 2w s", "decode ray s", "kdtune img/s", "torchvision img/s",
+                 "ratio (>= 3x)", "driver RSS MiB", "trial RSS MiB", "bundle pickle B"], rows)
+    for n, r in zip(args.sizes, rows):
+        if r[1] != "-":
+            print(f"ratio decode 1 / 2 workers at {n}: {float(r[1]) / float(r[2]):.2f}x")
+    if len(args.sizes) > 1:
+        a, b = args.sizes[0], args.sizes[-1]
+        for i, role in enumerate(("driver", "trial")):
+            print(f"ratio peak RSS {role} {b} / {a} images: {rss[b][i] / rss[a][i]:.3f} (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
