@@ -11,7 +11,7 @@ from typing import Sequence
 
 from kdtune.search.tune import search_spaces as spaces
 from kdtune.search.input.flag_rules import check_flags
-from kdtune.search.input.arg_types import positive_int
+from kdtune.search.input.arg_types import non_negative_float, positive_int
 from kdtune.search.input.preset_loader import list_presets, load_preset
 from kdtune.search.input import schema
 from kdtune.search.input.hardware import fit_to_machine
