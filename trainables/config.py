@@ -273,10 +273,34 @@ class DistillConfig(TrainConfig):
     dkd_beta: float = 8.0
     dkd_warmup: int = 20
     dkd_temperature: float = 4.0  # CFG.DKD.T, every CIFAR-100 pair of mdistiller
-    # DIST (Huang et al. 2022): inter- and intra-class relation weights (official defaults).
-    dist_beta: float = 1.0
-    dist_gamma: float = 1.0
+    # DIST (Huang et al. 2022): inter- and intra-class relation weights, 2 and 2 as the
+    # official training recipes (ImageNet and CIFAR-100; trainables/losses/dist.py).
+    dist_beta: float = 2.0
+    dist_gamma: float = 2.0
     dist_temperature: float = 1.0  # the official tau (ImageNet); CIFAR-100 ports use 4
+    # kd_weighted: kd with free CE and KD weights; defaults: Sun et al.'s KD+LS setting
+    # (CE 0.1, KD 9, T 2), which kd's convex alpha cannot express (trainables/losses/kd_weighted.py).
+    kdw_ce_weight: float = 0.1
+    kdw_kd_weight: float = 9.0
+    kdw_temperature: float = 2.0
+    # Feature methods (trainables/losses/<method>.py cite each default): the feature term's
+    # weight, which spans decades between methods, and their own settings.
+    fitnet_weight: float = 100.0  # mdistiller CFG.FITNET.LOSS.FEAT_WEIGHT
+    fitnet_stage: int = 2  # the hint stage, 1-based (mdistiller HINT_LAYER 2)
+    at_weight: float = 1000.0  # mdistiller CFG.AT.LOSS.FEAT_WEIGHT
+    at_p: float = 2.0  # attention map = mean_c F^p
+    sp_weight: float = 3000.0  # mdistiller CFG.SP.LOSS.FEAT_WEIGHT
+    pkt_weight: float = 30000.0  # mdistiller CFG.PKT.LOSS.FEAT_WEIGHT
+    rkd_weight: float = 1.0  # mdistiller CFG.RKD.LOSS.FEAT_WEIGHT
+    rkd_distance_weight: float = 25.0
+    rkd_angle_weight: float = 50.0
+    crd_weight: float = 0.8  # mdistiller CFG.CRD.LOSS.FEAT_WEIGHT
+    crd_negatives: int = 16384  # K negatives per positive (RepDistiller --nce_k)
+    crd_temperature: float = 0.07  # NCE temperature (--nce_t)
+    crd_momentum: float = 0.5  # memory-bank momentum (--nce_m)
+    crd_dim: int = 128  # embedding width (--feat_dim)
+    reviewkd_weight: float = 1.0  # mdistiller CFG.REVIEWKD.REVIEWKD_WEIGHT
+    reviewkd_warmup: int = 20  # epochs (mdistiller CFG.REVIEWKD.WARMUP_EPOCHS)
     teacher_checkpoint: str | None = None  # path to a kdtune checkpoint file or directory
     teacher_logits: str = "auto"  # auto = cached when the dataset is not augmented
     # Online distillation (Zhang et al. 2018): a model name from models.list_models(), trained
@@ -308,11 +332,19 @@ class DistillConfig(TrainConfig):
 
     def _check_method_fields(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
-        for name in ("dkd_alpha", "dkd_beta", "dist_beta", "dist_gamma"):
+        for name in ("dkd_alpha", "dkd_beta", "dist_beta", "dist_gamma", "kdw_ce_weight",
+                     "kdw_kd_weight", "fitnet_weight", "at_weight", "at_p", "sp_weight", "pkt_weight",
+                     "rkd_weight", "rkd_distance_weight", "rkd_angle_weight", "crd_weight",
+                     "crd_momentum", "reviewkd_weight"):
             set_(name, _float(name, getattr(self, name)))
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("dkd_temperature", "dist_temperature"):
+        for name, minimum in (("fitnet_stage", 1), ("crd_negatives", 1), ("crd_dim", 1),
+                              ("reviewkd_warmup", 0)):
+            set_(name, _int(name, getattr(self, name), minimum))
+        if not self.crd_momentum < 1:
+            raise ValueError(f"crd_momentum must be in [0, 1), got {self.crd_momentum}")
+        for name in ("dkd_temperature", "dist_temperature", "kdw_temperature", "crd_temperature"):
             set_(name, _float(name, getattr(self, name)))
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -352,6 +384,12 @@ class DistillConfig(TrainConfig):
                              f"not to {self.kd_method!r}")
         if self.online_teacher is None:
             return
+        from kdtune.trainables.losses import loss_class
+
+        if loss_class(self.kd_method).needs_features:
+            raise ValueError(f"KD method {self.kd_method!r} reads a frozen teacher's features; "
+                             "it does not run with online_teacher (use a logit method, or "
+                             "teacher_checkpoint)")
         from kdtune import models
         from kdtune.models.registry import model_kwargs
 

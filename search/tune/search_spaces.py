@@ -62,27 +62,59 @@ SIZE_DIMS = ("depth", "width")
 # defaults bracket the reference settings (trainables/losses/*.py docstrings cite them);
 # presets narrow or pin them per teacher/student pair.
 METHOD_DIMS: dict[str, tuple[Any, bool]] = {
-    # DKD TCKD weight: mdistiller's 1.0 for every CIFAR-100 pair.
-    "dkd_alpha": ((0.5, 2.0), False),
+    # DKD TCKD weight: mdistiller's 1.0 for every CIFAR-100 pair; DKD+LS (Sun et al. 2024)
+    # trains at 9x (alpha 9): log scale up to 20 so a search reaches it.
+    "dkd_alpha": ((0.5, 20.0), True),
     # DKD NCKD weight: mdistiller's CIFAR-100 configs use 2 (resnet56 -> resnet20) to 8
-    # (default, resnet32x4 -> resnet8x4); log scale, the ratio is what matters.
-    "dkd_beta": ((1.0, 10.0), True),
+    # (default, resnet32x4 -> resnet8x4); DKD+LS uses 9x (up to 72); log scale, the ratio
+    # is what matters.
+    "dkd_beta": ((1.0, 100.0), True),
     # DKD warm-up in epochs: pinned, mdistiller's 20 fits 240-epoch runs; presets set ~1/12
     # of their max_epochs.
     "dkd_warmup": (20, False),
     # DKD temperature: mdistiller's 4 for every CIFAR-100 pair, 1 on ImageNet. Its own
     # dimension, not kd's: T^2 * beta * NCKD at T = 20 is ~1e3 x CE and diverges.
     "dkd_temperature": ((1.0, 4.0), False),
-    # DIST inter/intra weights: official 1 (ImageNet), CIFAR-100 ports 2.
+    # DIST inter/intra weights: 2, the official recipes' (ImageNet and CIFAR-100).
     "dist_beta": ((0.5, 4.0), True),
     "dist_gamma": ((0.5, 4.0), True),
     # DIST tau: official 1 (ImageNet), CIFAR-100 ports 4.
     "dist_temperature": ((1.0, 4.0), False),
-    # Logit standardisation (kd, dkd): off = the original losses; [false, true] searches it.
+    # Logit standardisation (kd, kd_weighted, dkd): off = the original losses; [false, true]
+    # searches it.
     "logit_standardize": (False, False),
+    # kd_weighted: free CE and KD weights (log: ratios matter). Sun et al.'s KD+LS setting
+    # (CE 0.1 or 1, KD 9, T 2) is inside; kd's alpha stops at a 19:1 ratio at alpha 0.95.
+    "kdw_ce_weight": ((0.05, 2.0), True),
+    "kdw_kd_weight": ((0.5, 20.0), True),
+    "kdw_temperature": ((1.0, 8.0), False),
+    # Feature methods: the feature term's weight, log-sampled over about two decades around
+    # the reference value (mdistiller CIFAR-100 configs: fitnet 100, at 1000, sp 3000,
+    # pkt 30000, rkd 1, crd 0.8, reviewkd 1); the structural settings are pinned at the
+    # references' (trainables/losses/<method>.py).
+    "fitnet_weight": ((10.0, 1000.0), True),
+    "fitnet_stage": (2, False),
+    "at_weight": ((100.0, 10000.0), True),
+    "at_p": (2.0, False),
+    "sp_weight": ((300.0, 30000.0), True),
+    "pkt_weight": ((3000.0, 300000.0), True),
+    "rkd_weight": ((0.1, 10.0), True),
+    "rkd_distance_weight": (25.0, False),
+    "rkd_angle_weight": (50.0, False),
+    "crd_weight": ((0.1, 8.0), True),
+    # K = 16384 is the reference; a (B, K+1, 128) gather per bank per batch is 0.5 GB at
+    # B = 64, so CPU presets pin it lower (the NCE term is normalised by K/N either way).
+    "crd_negatives": (16384, False),
+    "crd_temperature": (0.07, False),
+    "crd_momentum": (0.5, False),
+    "crd_dim": (128, False),
+    "reviewkd_weight": ((0.1, 10.0), True),
+    # ReviewKD warm-up in epochs: pinned like dkd_warmup (20 of mdistiller's 240).
+    "reviewkd_warmup": (20, False),
 }
-INT_METHOD_DIMS = ("dkd_warmup",)
-TEMPERATURE_DIMS = ("temperature", "dkd_temperature", "dist_temperature")  # must be > 0
+INT_METHOD_DIMS = ("dkd_warmup", "fitnet_stage", "crd_negatives", "crd_dim", "reviewkd_warmup")
+TEMPERATURE_DIMS = ("temperature", "dkd_temperature", "dist_temperature", "kdw_temperature",
+                    "crd_temperature")  # must be > 0
 BOOL_DIMS = ("logit_standardize",)
 DIMENSIONS = tuple(FLOAT_DIMS) + SIZE_DIMS + tuple(METHOD_DIMS)
 DEFAULT_METHODS = ("kd",)

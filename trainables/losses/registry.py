@@ -21,9 +21,12 @@ the loop sets with `set_epoch(epoch)` (1-based) before every epoch, resumed runs
 `self.epoch_fraction`, the share of the current epoch's batches done after this one (the loop
 sets it before every batch; 1.0 when nothing drives it, i.e. per-epoch semantics).
 
-`needs_features`: a later method that matches the teacher's penultimate features (CRD, RKD,
-PKT) declares it True; no teacher source provides features yet, so such a loss is refused by
-`loss_from_config` with a message instead of silently training on logits only.
+`needs_features`: a feature method (fitnet, at, sp, pkt, rkd, crd, reviewkd; the base class
+is feature_base.FeatureLoss) declares it True. Such a loss reads the student's and the
+teacher's feature maps through taps (models/features.py) that `bind` puts on both models;
+the trial binds it (trial.py) and runs the teacher online on each batch
+(trainables/feature_teacher.py). Its connectors are its own parameters: the trial optimises
+and checkpoints them with the student.
 """
 from __future__ import annotations
 
@@ -144,7 +147,8 @@ def method_fields(name: str) -> tuple[str, ...]:
 
 
 # Short names of config fields in settings strings: every method's temperature reads as T.
-SHORT_NAMES = {"temperature": "T", "dkd_temperature": "T", "dist_temperature": "T", "logit_standardize": "std"}
+SHORT_NAMES = {"temperature": "T", "dkd_temperature": "T", "dist_temperature": "T",
+               "kdw_temperature": "T", "logit_standardize": "std"}
 
 
 def method_settings(name: str, values: Mapping[str, Any]) -> str:
@@ -164,10 +168,6 @@ def method_settings(name: str, values: Mapping[str, Any]) -> str:
 def loss_from_config(cfg) -> DistillationLoss:
     """The loss of a DistillConfig: `cfg.kd_method` built from the fields it declares."""
     cls = loss_class(cfg.kd_method)
-    if cls.needs_features:
-        raise ValueError(f"KD method {cls.name!r} needs the teacher's penultimate features, "
-                         "which no teacher source provides yet; use a logit method: "
-                         + ", ".join(n for n in list_losses() if not _REGISTRY[n].needs_features))
     kwargs = {kw: getattr(cfg, field) for field, kw in cls.config_fields}
     return cls(label_smoothing=cfg.label_smoothing, **kwargs)
 
