@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from kdtune.search.record.manifest import STAGES, Manifest
-from kdtune.search.tune.search_spaces import METHOD_DIMS
+from kdtune.trainables.losses import all_hyperparameters
 from kdtune.trainables.checkpoint import FILENAME as CHECKPOINT_FILE
 from kdtune.trainables.trial_outcome import best_epoch, epoch_number, epochs_trained, finite, reduction_pct, stopped_early
 from kdtune.trainables.trial_outcome import diverged as trial_diverged
@@ -36,8 +36,14 @@ from kdtune.trainables.reporting import METRIC, MODE
 # The sampled (or pinned) config keys shown in every table, in this order. kd_method: the KD
 # method of a trial that distils ("kd" for runs from before methods existed), None otherwise.
 CONFIG_COLUMNS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay")
-# Hyperparameters of one KD method each (kdtune.search.tune.search_spaces.METHOD_DIMS); NaN in other methods' rows.
-METHOD_COLUMNS = tuple(METHOD_DIMS)
+
+
+def method_columns() -> tuple[str, ...]:
+    """Every registered KD method's declared hyperparameters not in CONFIG_COLUMNS (read from
+    the registry when asked, so a method registered later gets its columns); NaN in other
+    methods' rows."""
+    return tuple(k for k in all_hyperparameters() if k not in CONFIG_COLUMNS)
+
 # Metrics taken from a trial's best epoch (by METRIC), not from its last one.
 BEST_EPOCH_COLUMNS = ("val_loss", "train_acc", "train_loss", "params", "flops", "agreement")
 
@@ -108,14 +114,18 @@ class Experiment:
     def final_table(self) -> pd.DataFrame:
         """The final stage, one row per retrained config: role, source stage and trial, model and
         size, seeds tested, val/test accuracy mean and sd over seeds (fractions), and for distilled
-        configs the KD gain on test over the retrained baseline with its 95% interval (fractions)."""
+        configs two KD gains on test with their 95% intervals (fractions): over the undistilled
+        twin (same architecture, recipe and seeds; paired t: kd_gain_twin*) and over the
+        retrained best baseline config (Welch: kd_gain*)."""
         info = self.stage_info("final")
         if info.get("status") != "done":
             raise ExperimentError(f"the final stage of {self.path.name} is {self.status('final')}, not done")
         rows = []
         for row in info.get("results", []):
-            gain = row.get("kd_gain_test") or {}
-            rows.append({**{k: v for k, v in row.items() if k not in ("runs", "kd_gain_test")},
+            gain, twin = row.get("kd_gain_test") or {}, row.get("kd_gain_twin") or {}
+            rows.append({**{k: v for k, v in row.items() if k not in ("runs", "kd_gain_test", "kd_gain_twin")},
+                         "kd_gain_twin": twin.get("diff"), "kd_gain_twin_low": twin.get("low"),
+                         "kd_gain_twin_high": twin.get("high"),
                          "kd_gain": gain.get("diff"), "kd_gain_low": gain.get("low"), "kd_gain_high": gain.get("high")})
         return pd.DataFrame(rows)
 
@@ -177,7 +187,7 @@ class Experiment:
                 continue
             for trial in ea.trials:
                 rows.append(_trial_row(name, trial, ea.trial_dataframes.get(trial.trial_id)))
-        return pd.DataFrame(rows, columns=list(_ROW_COLUMNS))
+        return pd.DataFrame(rows, columns=list(row_columns()))
 
     def best_checkpoint(self, name: str, trial_id: str) -> str | None:
         """File of a trial's best checkpoint (by METRIC), else its latest one."""
@@ -210,16 +220,17 @@ class Experiment:
         return self._analyses["_teacher_params"]
 
 
-_ROW_COLUMNS = ("stage", "trial_id", "status", *CONFIG_COLUMNS, *METHOD_COLUMNS, "residual", "val_acc",
-                *BEST_EPOCH_COLUMNS, "best_epoch", "epochs", "planned_epochs", "stopped_early",
-                "diverged", "error", "path")
+def row_columns() -> tuple[str, ...]:
+    return ("stage", "trial_id", "status", *CONFIG_COLUMNS, *method_columns(), "residual", "val_acc",
+            *BEST_EPOCH_COLUMNS, "best_epoch", "epochs", "planned_epochs", "stopped_early",
+            "diverged", "error", "path")
 
 
 def _trial_row(stage: str, trial, df: pd.DataFrame | None) -> dict[str, Any]:
     cfg = dict(trial.config or {})
     last = dict(trial.last_result or {})
     row: dict[str, Any] = {"stage": stage, "trial_id": trial.trial_id, "status": trial.status,
-                           **{k: cfg.get(k) for k in (*CONFIG_COLUMNS, *METHOD_COLUMNS)},
+                           **{k: cfg.get(k) for k in (*CONFIG_COLUMNS, *method_columns())},
                            "kd_method": kd_method(cfg), "residual": is_residual(cfg),
                            "path": str(trial.path)}
     best = best_epoch(df)  # the epoch the stage's checkpoint keeps

@@ -4,8 +4,9 @@ When the run has a finished final stage, the report measures every retrained mod
 config x seed, the best-val epoch's checkpoint the stage tested) instead of the searches'
 single best trials, and groups them per config: test accuracy mean ± sd over seeds
 (recomputed here from the checkpoints), val_acc of the tested epochs, size, latency, and
-the KD gain on test against the retrained baseline with the stage's interval method
-(search/stages/final_stats.py), recomputed from this report's own test accuracies.
+two KD gains on test with the stage's interval methods (search/stages/final_stats.py),
+recomputed from this report's own test accuracies: over each distilled config's undistilled
+twin (paired t by seed) and over the retrained baseline (Welch).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdtune.analysis.experiment import Experiment
-from kdtune.search.stages.final_stats import mean_sd, welch_interval
+from kdtune.search.stages.final_stats import mean_sd, paired_interval, welch_interval
 
 
 def _local(exp: Experiment, recorded: str | None) -> str | None:
@@ -51,8 +52,20 @@ def candidates(exp: Experiment) -> list[dict]:
     return out
 
 
-def per_config(table: pd.DataFrame, groups: dict[str, str], baseline: str = "baseline") -> pd.DataFrame:
-    """Per config: seeds, val/test mean ± sd, params, FLOPs, CPU ms, KD gain on test with its CI."""
+def twins(exp: Experiment) -> dict[str, str]:
+    """distilled config role -> its twin's role, as the final stage recorded them."""
+    return {r["role"]: r["twin"] for r in final_stage(exp)["results"] if r.get("twin")}
+
+
+def _by_seed(part: pd.DataFrame) -> dict[int, float]:
+    return {int(str(role).rsplit(" seed ", 1)[1]): float(acc) for role, acc in zip(part["role"], part["test_acc"])}
+
+
+def per_config(table: pd.DataFrame, groups: dict[str, str], baseline: str = "baseline",
+               twin_of: dict[str, str] | None = None) -> pd.DataFrame:
+    """Per config: seeds, val/test mean ± sd, params, FLOPs, CPU ms, and the KD gains on test
+    with their CIs (over the twin named in `twin_of`, paired by seed; over the baseline)."""
+    twin_of = twin_of or {}
     table = table.assign(group=[groups.get(r) for r in table["role"]])
     base = table.loc[table["group"] == baseline, "test_acc"].tolist()
     rows = []
@@ -63,7 +76,14 @@ def per_config(table: pd.DataFrame, groups: dict[str, str], baseline: str = "bas
                "val_acc_mean": val_mean, "val_acc_sd": val_sd, "test_acc_mean": test_mean, "test_acc_sd": test_sd,
                "params": part["params"].iloc[0], "flops": part["flops"].iloc[0],
                "cpu_ms": part["cpu_ms"].median(), "kd_gain_pts": None, "ci_low_pts": None, "ci_high_pts": None}
-        if group != baseline and base:
+        row.update(twin_gain_pts=None, twin_low_pts=None, twin_high_pts=None)
+        if group in twin_of:
+            gain = paired_interval(_by_seed(part), _by_seed(table[table["group"] == twin_of[group]]))
+            if gain["diff"] is not None:
+                row.update(twin_gain_pts=100 * gain["diff"],
+                           twin_low_pts=None if gain["low"] is None else 100 * gain["low"],
+                           twin_high_pts=None if gain["high"] is None else 100 * gain["high"])
+        if group != baseline and not str(group).startswith("twin of") and base:
             gain = welch_interval(part["test_acc"].tolist(), base)
             row.update(kd_gain_pts=100 * gain["diff"],
                        ci_low_pts=None if gain["low"] is None else 100 * gain["low"],
@@ -78,10 +98,13 @@ def mean_sd_text(mean, sd) -> str:
     return f"{100 * mean:.2f}%" if sd is None or pd.isna(sd) else f"{100 * mean:.2f} ± {100 * sd:.2f}%"
 
 
-def gain_text(row) -> str:
-    if row["kd_gain_pts"] is None or pd.isna(row["kd_gain_pts"]):
+def gain_text(row, prefix: str = "") -> str:
+    """"+0.84 pts [-0.52, +2.20]" of the kd gain (prefix "") or the twin gain (prefix "twin")."""
+    gain, low, high = (("kd_gain_pts", "ci_low_pts", "ci_high_pts") if not prefix
+                       else (f"{prefix}_gain_pts", f"{prefix}_low_pts", f"{prefix}_high_pts"))
+    if row.get(gain) is None or pd.isna(row[gain]):
         return ""
-    text = f"{row['kd_gain_pts']:+.2f} pts"
-    if row["ci_low_pts"] is not None and not pd.isna(row["ci_low_pts"]):
-        text += f" [{row['ci_low_pts']:+.2f}, {row['ci_high_pts']:+.2f}]"
+    text = f"{row[gain]:+.2f} pts"
+    if row.get(low) is not None and not pd.isna(row[low]):
+        text += f" [{row[low]:+.2f}, {row[high]:+.2f}]"
     return text

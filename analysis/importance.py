@@ -30,35 +30,44 @@ import pandas as pd
 from kdtune.analysis.cli import make_parser, parse
 from kdtune.analysis.experiment import Experiment
 from kdtune.analysis.report import fmt_float, markdown_table, notes_block, save_figure, write_text
-from kdtune.search.tune.search_spaces import BOOL_DIMS, FLOAT_DIMS, INT_METHOD_DIMS, METHOD_DIMS  # which are sampled log
+from kdtune.search.tune.search_spaces import is_log
+from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.tune.optuna_study import load_study
 from kdtune.trainables.reporting import METRIC, MODE
 
 PARAMS = ("alpha", "temperature", "lr", "weight_decay", "depth", "width")
-# Numeric hyperparameters of one KD method each (absent from other methods' trials).
-METHOD_PARAMS = tuple(name for name in METHOD_DIMS if name not in BOOL_DIMS)
-# name -> log (spaces samples width log)
-INT_PARAMS = {"depth": False, "width": True, **{name: METHOD_DIMS[name][1] for name in INT_METHOD_DIMS}}
-CATEGORICAL = ("model", "kd_method", "logit_standardize")
+
+
+def method_params() -> tuple[str, ...]:
+    """Numeric hyperparameters the KD methods declare, beyond PARAMS (absent from other
+    methods' trials); read from the registry when asked."""
+    return tuple(k for k, hp in all_hyperparameters().items() if hp.numeric and k not in PARAMS)
+
+
+def int_params() -> tuple[str, ...]:
+    return ("depth", "width", *(k for k, hp in all_hyperparameters().items() if hp.kind == "int"))
+
+
+def categorical() -> tuple[str, ...]:
+    return ("model", "kd_method", *(k for k, hp in all_hyperparameters().items() if not hp.numeric))
 MIN_TRIALS = 3  # fANOVA on fewer complete trials says nothing
 
 
 def distributions(trials: pd.DataFrame) -> dict[str, optuna.distributions.BaseDistribution]:
     """One distribution per dimension that varied across the trials, spanning what was sampled."""
     out: dict[str, optuna.distributions.BaseDistribution] = {}
-    for name in PARAMS + METHOD_PARAMS:
+    for name in PARAMS + method_params():
         if name not in trials:
             continue
         values = pd.to_numeric(trials[name], errors="coerce").dropna()
         if values.nunique() < 2:  # pinned (or one trial): nothing to attribute to it
             continue
         lo, hi = float(values.min()), float(values.max())
-        if name in INT_PARAMS:
-            out[name] = optuna.distributions.IntDistribution(int(lo), int(hi), log=INT_PARAMS[name] and lo > 0)
+        if name in int_params():
+            out[name] = optuna.distributions.IntDistribution(int(lo), int(hi), log=is_log(name) and lo > 0)
         else:
-            log = (FLOAT_DIMS.get(name) or METHOD_DIMS[name])[1]
-            out[name] = optuna.distributions.FloatDistribution(lo, hi, log=log and lo > 0)
-    for name in CATEGORICAL:
+            out[name] = optuna.distributions.FloatDistribution(lo, hi, log=is_log(name) and lo > 0)
+    for name in categorical():
         values = trials[name].dropna() if name in trials else pd.Series(dtype=object)
         if values.nunique() > 1:
             out[name] = optuna.distributions.CategoricalDistribution(sorted(values.unique(), key=str))
@@ -90,7 +99,7 @@ def study_trials(exp: Experiment) -> tuple[pd.DataFrame, str] | None:
         return None
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    columns = [*PARAMS, *METHOD_PARAMS, *CATEGORICAL]
+    columns = [*PARAMS, *method_params(), *categorical()]
     rows = [{**{k: t.params.get(k) for k in columns}, METRIC: t.values[0]} for t in complete]
     states = pd.Series([t.state.name.lower() for t in trials]).value_counts()
     warm = sum("warm_start_from" in t.user_attrs for t in complete)
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         study = build_study(scored)
         dists = {k: d for t in study.trials for k, d in t.distributions.items()}  # union
         imp = importances(study) if dists else {}
-        pinned = [p for p in PARAMS + METHOD_PARAMS if p not in dists and p in kd and kd[p].notna().any()]
+        pinned = [p for p in PARAMS + method_params() if p not in dists and p in kd and kd[p].notna().any()]
         conditional = [k for k in dists if k not in imp]  # some methods' settings only
         rows = [{"param": k, "importance": v, "low": getattr(dists[k], "low", None),
                  "high": getattr(dists[k], "high", None), "varied": True} for k, v in imp.items()]

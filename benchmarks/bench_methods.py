@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import machine_line, print_table, run_cli
-from kdtune.search.tune.search_spaces import METHOD_DIMS
+from kdtune.trainables.losses import all_hyperparameters
 
 
 TEACHER_FLAGS = ("--teacher", "--teacher-epochs", "--teacher-weights", "--teacher-augment")
@@ -69,7 +69,7 @@ def summarise(experiment: Path, wall: float) -> dict:
     out = {"wall_s": wall, "best_val_acc": distill["metrics"]["val_acc"],
            "method": cfg.get("kd_method", "kd"), "params": distill["metrics"].get("params"),
            "config": {k: v for k, v in cfg.items() if k in (
-               "model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", *METHOD_DIMS)},
+               "model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", *all_hyperparameters())},
            "test_acc_best_checkpoint": test_accuracy(experiment, distill["best_checkpoint"]),
            "final": stages.get("final")}
     return out

@@ -278,7 +278,8 @@ def test_every_method_is_registered_with_its_own_config_fields():
     assert set(FEATURE_METHODS) | {"kd_weighted"} <= set(list_losses())
     for name in FEATURE_METHODS:
         cls = loss_class(name)
-        assert cls.needs_features and cls.config_fields[0][0] == f"{name}_weight"
+        assert "features" in cls.needs and cls.hyperparameters[0].name == f"{name}_weight"
+        assert cls.hyperparameters[0].log and cls.hyperparameters[0].search[1] / cls.hyperparameters[0].search[0] >= 80
         assert cls.__doc__ and "mdistiller" in (cls.__doc__ + (__import__(cls.__module__).__doc__ or ""))
     with pytest.raises(ValueError, match="does not run with online_teacher"):
         DistillConfig(kd_method="fitnet", online_teacher="mlp")

@@ -88,7 +88,7 @@ def test_final_stage_retrains_baseline_and_top_k_over_seeds_on_disk(small_search
     assert final["status"] == "done"
     assert final["seeds"] == [spec["seed"] + 1000 + i for i in range(spec["final_seeds"])]
     assert [r["role"] for r in final["results"]] == ["baseline"] + [
-        f"distilled #{i}" for i in range(1, spec["final_top_k"] + 1)]
+        f"distilled #{i}" for i in range(1, spec["final_top_k"] + 1)] + ["twin of distilled #1"]
     # The distilled candidate: of the trials ASHA let run longest, the best by val_acc.
     distill = [t for t in manifest["stages"]["distill"]["trials"] if not t["diverged"]]
     longest = max(t["epochs"] for t in distill)
@@ -128,6 +128,29 @@ def test_final_stage_numbers_read_back_from_its_checkpoints(small_search):
     assert gain["low"] <= gain["diff"] <= gain["high"]
 
 
+def test_each_distilled_config_is_paired_with_its_undistilled_twin(small_search):
+    """The twin: the distilled config's architecture, recipe and seeds, CE only, no teacher;
+    its gain is the paired t interval on the per-seed test differences."""
+    final = _manifest(small_search)["stages"]["final"]
+    rows = {r["role"]: r for r in final["results"]}
+    kd, twin = rows["distilled #1"], rows["twin of distilled #1"]
+    cands = {c["role"]: c["config"] for c in final["candidates"]}
+    kd_cfg, twin_cfg = cands["distilled #1"], cands["twin of distilled #1"]
+    assert twin["source_stage"] == "twin" and twin["twin_of"] == ["distilled #1"] and kd["twin"] == twin["role"]
+    assert twin_cfg["alpha"] == 0.0 and twin_cfg["kd_method"] == "kd" and "teacher_checkpoint" not in twin_cfg
+    assert kd_cfg.get("teacher_checkpoint") or kd_cfg.get("online_teacher")
+    same = ("model", "depth", "width", "lr", "weight_decay", "epochs", "batch_size")
+    assert {k: twin_cfg.get(k) for k in same} == {k: kd_cfg.get(k) for k in same}
+    assert twin["params"] == kd["params"] and {r["seed"] for r in twin["runs"]} == set(final["seeds"])
+    diffs = {r["seed"]: r["test_acc"] for r in kd["runs"]}
+    diffs = [diffs[r["seed"]] - r["test_acc"] for r in twin["runs"]]
+    gain = kd["kd_gain_twin"]
+    assert gain["method"] == "paired t interval on per-seed differences" and gain["pairs"] == len(diffs)
+    assert gain["diff"] == pytest.approx(sum(diffs) / len(diffs))
+    if gain["low"] is not None:
+        assert gain["low"] <= gain["diff"] <= gain["high"]
+
+
 def test_summary_headline_is_the_final_stage(small_search):
     summary = (small_search / "summary.md").read_text()
     final = _manifest(small_search)["stages"]["final"]
@@ -139,3 +162,5 @@ def test_summary_headline_is_the_final_stage(small_search):
     gain = kd["kd_gain_test"]
     assert f"{100 * gain['diff']:+.2f} pts [{100 * gain['low']:+.2f}, {100 * gain['high']:+.2f}]" in headline
     assert "95% CI, Welch's t interval" in headline
+    assert "KD gain on test over its undistilled twin" in headline and "over the best baseline" in headline
+    assert "| twin of distilled #1 |" in summary and "CE only (no teacher)" in summary

@@ -127,6 +127,17 @@ def test_config_builds_the_method_with_its_own_fields():
     assert DistillConfig(kd_method="dkd", dkd_alpha=0.0, dkd_beta=0.0, teacher_checkpoint="x").is_baseline
 
 
+def test_a_method_needing_an_output_no_source_provides_is_refused_with_a_message(monkeypatch):
+    class Attention(losses.DistillationLoss):
+        name = "attn_maps"
+        needs = ("attention_maps",)
+
+    monkeypatch.setitem(losses.registry._REGISTRY, "attn_maps", Attention)
+    cfg = DistillConfig(kd_method="attn_maps")
+    with pytest.raises(ValueError, match="needs the teacher's attention_maps, which no teacher source provides"):
+        loss_from_config(cfg)
+
+
 def test_an_unbound_feature_method_says_it_needs_the_models():
     loss = loss_from_config(DistillConfig(kd_method="fitnet"))
     s, t, y = _batch(seed=1)
@@ -138,7 +149,7 @@ def test_an_unbound_feature_method_says_it_needs_the_models():
 # ---- every method ------------------------------------------------------------------------
 # Every registered loss at its defaults (a method added later is covered too), plus options.
 # Feature methods need bound models: tests/test_feature_methods.py covers them.
-ALL = [(name, {}) for name in list_losses() if not losses.loss_class(name).needs_features] + [
+ALL = [(name, {}) for name in list_losses() if "features" not in losses.loss_class(name).needs] + [
     ("kd", {"alpha": 0.5, "temperature": 2.0, "standardize": True}),
     ("dkd", {"warmup_epochs": 0, "standardize": True}), ("dist", {"temperature": 4.0}), ("mse", {"alpha": 0.5})]
 

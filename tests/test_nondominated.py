@@ -55,3 +55,24 @@ def test_stage_pareto_set_is_the_non_dominated_trials_most_accurate_first():
     assert [m["trial_id"] for m in front] == ["big", "mid", "tiny"]
     assert front[1] == {"trial_id": "mid", "config": {"model": "mlp", "width": 500, "lr": 0.01},
                         "val_acc": 0.92, "params": 50_000, "epochs": 2, "best_checkpoint": None}
+
+
+def test_identical_points_have_no_crowding_and_keep_arrival_order():
+    """An objective without range adds nothing and marks no extreme: three identical points
+    tie at 0 and stay in arrival order (the first and last were infinite before)."""
+    same = [(0.9, -10), (0.9, -10), (0.9, -10)]
+    assert crowding_distances(same) == [0.0, 0.0, 0.0]
+    assert pareto_order(same) == [0, 1, 2]
+    # One objective flat, the other spread: only the spread one marks extremes.
+    d = crowding_distances([(0.9, -30), (0.9, -10), (0.9, -20)])
+    assert math.isinf(d[0]) and math.isinf(d[1]) and d[2] == 1.0
+
+
+def test_an_infinite_objective_gives_no_nan_distance():
+    """A -inf objective (e.g. a diverged trial's loss) made inf - inf = NaN distances, which
+    sort ahead of the extremes; now every distance is a number or +inf."""
+    front = [(-math.inf, -1), (0.5, -2), (0.7, -3), (0.9, -4)]
+    d = crowding_distances(front)
+    assert not any(math.isnan(x) for x in d)
+    assert math.isinf(d[0]) and math.isinf(d[3]) and 0 < d[1] < math.inf and 0 < d[2] < math.inf
+    assert pareto_order(front)[:2] == [0, 3]  # the extremes first, then the interior

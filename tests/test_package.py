@@ -136,10 +136,12 @@ def test_experiment_reader_gives_stages_winners_and_the_final_table(small_search
     best = exp.best("distill")
     assert best["config"]["alpha"] > 0 and 0 < best["metrics"]["val_acc"] <= 1 and Path(best["best_checkpoint"]).is_file()
     table = exp.final_table()
-    assert list(table["source_stage"]) == ["baseline", "distill"] and (table["seeds"] == 2).all()
+    assert list(table["source_stage"]) == ["baseline", "distill", "twin"] and (table["seeds"] == 2).all()
     distilled = table[table["source_stage"] == "distill"].iloc[0]
     baseline = table[table["source_stage"] == "baseline"].iloc[0]
     assert distilled["kd_gain"] == pytest.approx(distilled["test_acc_mean"] - baseline["test_acc_mean"])
+    twin = table[table["source_stage"] == "twin"].iloc[0]
+    assert distilled["kd_gain_twin"] == pytest.approx(distilled["test_acc_mean"] - twin["test_acc_mean"])
     with pytest.raises(kdtune.ExperimentError, match="stage assistant of small is pending, not done"):
         exp.best("assistant")
 

@@ -329,13 +329,13 @@ def test_sigint_during_final_stage_then_resume_reruns_no_finished_trial(tmp_path
     final = _manifest(exp)["stages"]["final"]
     assert final["status"] == "done"
     trials = _trial_dirs(exp / "final")
-    assert len(trials) == 2 * seeds  # the baseline and the distilled config, each over 2 seeds
+    assert len(trials) == 3 * seeds  # the baseline, the distilled config and its twin, each over 2 seeds
     for trial in trials:
         _assert_continuous(trial, epochs)  # resumed, not restarted; each epoch once
         if trial.name in finished:
             assert _rows(trial) == finished[trial.name], f"finished trial {trial.name} was run again"
         assert "test_acc" in _rows(trial)[-1]
-    assert [len(r["runs"]) for r in final["results"]] == [seeds, seeds]
+    assert [len(r["runs"]) for r in final["results"]] == [seeds, seeds, seeds]
     assert all(run["test_acc"] is not None for r in final["results"] for run in r["runs"])
     assert final["results"][1]["kd_gain_test"]["low"] is not None
     assert "## Final stage" in (exp / "summary.md").read_text()

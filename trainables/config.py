@@ -258,49 +258,16 @@ class TeacherConfig(TrainConfig):
 class DistillConfig(TrainConfig):
     """Student stage; the undistilled baseline when alpha == 0 or there is no teacher."""
 
-    # KD method: a name from trainables.losses.list_losses(); each reads the fields below
-    # that its loss declares (kd: alpha, temperature, logit_standardize; dkd: dkd_*,
-    # logit_standardize; dist: dist_*; mse: alpha). Each method has its own temperature: the
-    # T^2-scaled DKD term at kd's T = 20 (Hinton's MNIST setting) swamps CE, and DIST's
-    # reference tau is 1-4, so one shared range cannot suit all three.
+    # KD method: a name from trainables.losses.list_losses(). Its hyperparameters are not
+    # written here: every registered loss declares its own (trainables/losses/hyperparameters.py;
+    # kd: alpha, temperature, logit_standardize; dkd: dkd_*; dist: dist_*; mse: alpha), and
+    # they are flat keys of this config all the same (DistillConfig(kd_method="dkd",
+    # dkd_beta=2.0), cfg.dkd_beta, to_dict()), kept in `method_params` and checked against the
+    # declarations. A method registered later (a plugin, a test's toy method) adds its keys.
     kd_method: str = "kd"
-    alpha: float = 0.5  # kd, mse: weight of the soft (teacher) term; 1 - alpha on the labels
-    temperature: float = 4.0  # kd: softmax temperature
-    logit_standardize: bool = False  # kd, dkd: z-score logits before T (Sun et al. 2024)
-    # DKD (Zhao et al. 2022); defaults are mdistiller's CFG.DKD: TCKD and NCKD weights, and
-    # the epochs over which the KD term warms up linearly (20 of mdistiller's 240).
-    dkd_alpha: float = 1.0
-    dkd_beta: float = 8.0
-    dkd_warmup: int = 20
-    dkd_temperature: float = 4.0  # CFG.DKD.T, every CIFAR-100 pair of mdistiller
-    # DIST (Huang et al. 2022): inter- and intra-class relation weights, 2 and 2 as the
-    # official training recipes (ImageNet and CIFAR-100; trainables/losses/dist.py).
-    dist_beta: float = 2.0
-    dist_gamma: float = 2.0
-    dist_temperature: float = 1.0  # the official tau (ImageNet); CIFAR-100 ports use 4
-    # kd_weighted: kd with free CE and KD weights; defaults: Sun et al.'s KD+LS setting
-    # (CE 0.1, KD 9, T 2), which kd's convex alpha cannot express (trainables/losses/kd_weighted.py).
-    kdw_ce_weight: float = 0.1
-    kdw_kd_weight: float = 9.0
-    kdw_temperature: float = 2.0
-    # Feature methods (trainables/losses/<method>.py cite each default): the feature term's
-    # weight, which spans decades between methods, and their own settings.
-    fitnet_weight: float = 100.0  # mdistiller CFG.FITNET.LOSS.FEAT_WEIGHT
-    fitnet_stage: int = 2  # the hint stage, 1-based (mdistiller HINT_LAYER 2)
-    at_weight: float = 1000.0  # mdistiller CFG.AT.LOSS.FEAT_WEIGHT
-    at_p: float = 2.0  # attention map = mean_c F^p
-    sp_weight: float = 3000.0  # mdistiller CFG.SP.LOSS.FEAT_WEIGHT
-    pkt_weight: float = 30000.0  # mdistiller CFG.PKT.LOSS.FEAT_WEIGHT
-    rkd_weight: float = 1.0  # mdistiller CFG.RKD.LOSS.FEAT_WEIGHT
-    rkd_distance_weight: float = 25.0
-    rkd_angle_weight: float = 50.0
-    crd_weight: float = 0.8  # mdistiller CFG.CRD.LOSS.FEAT_WEIGHT
-    crd_negatives: int = 16384  # K negatives per positive (RepDistiller --nce_k)
-    crd_temperature: float = 0.07  # NCE temperature (--nce_t)
-    crd_momentum: float = 0.5  # memory-bank momentum (--nce_m)
-    crd_dim: int = 128  # embedding width (--feat_dim)
-    reviewkd_weight: float = 1.0  # mdistiller CFG.REVIEWKD.REVIEWKD_WEIGHT
-    reviewkd_warmup: int = 20  # epochs (mdistiller CFG.REVIEWKD.WARMUP_EPOCHS)
+    # Every registered method's hyperparameters as sorted (key, value) pairs, declared defaults
+    # filled in; pass them as flat keyword arguments, not through this field.
+    method_params: Any = field(default_factory=dict)
     teacher_checkpoint: str | None = None  # path to a kdtune checkpoint file or directory
     teacher_logits: str = "auto"  # auto = cached when the dataset is not augmented
     # Online distillation (Zhang et al. 2018): a model name from models.list_models(), trained
@@ -315,42 +282,49 @@ class DistillConfig(TrainConfig):
     test_best_epoch: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "alpha", _float("alpha", self.alpha))
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        object.__setattr__(self, "temperature", _float("temperature", self.temperature))
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        self._check_method_params()
         if self.teacher_checkpoint is not None and not isinstance(self.teacher_checkpoint, str):
             object.__setattr__(self, "teacher_checkpoint", str(self.teacher_checkpoint))
         _choice("teacher_logits", self.teacher_logits, TEACHER_LOGITS)
-        self._check_method_fields()
         if not isinstance(self.test_best_epoch, bool):
             raise ValueError(f"test_best_epoch must be true or false, got {self.test_best_epoch!r}")
         self._check_online_teacher()
         super().__post_init__()
 
-    def _check_method_fields(self) -> None:
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
-        for name in ("dkd_alpha", "dkd_beta", "dist_beta", "dist_gamma", "kdw_ce_weight",
-                     "kdw_kd_weight", "fitnet_weight", "at_weight", "at_p", "sp_weight", "pkt_weight",
-                     "rkd_weight", "rkd_distance_weight", "rkd_angle_weight", "crd_weight",
-                     "crd_momentum", "reviewkd_weight"):
-            set_(name, _float(name, getattr(self, name)))
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name, minimum in (("fitnet_stage", 1), ("crd_negatives", 1), ("crd_dim", 1),
-                              ("reviewkd_warmup", 0)):
-            set_(name, _int(name, getattr(self, name), minimum))
-        if not self.crd_momentum < 1:
-            raise ValueError(f"crd_momentum must be in [0, 1), got {self.crd_momentum}")
-        for name in ("dkd_temperature", "dist_temperature", "kdw_temperature", "crd_temperature"):
-            set_(name, _float(name, getattr(self, name)))
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        set_("dkd_warmup", _int("dkd_warmup", self.dkd_warmup, 0))
-        if not isinstance(self.logit_standardize, bool):
-            raise ValueError(f"logit_standardize must be true or false, got {self.logit_standardize!r}")
+    def _check_method_params(self) -> None:
+        """Fill every declared method hyperparameter (given value or declared default) and
+        check it against its declaration; a key no method declares is unknown."""
+        from kdtune.trainables.losses import all_hyperparameters
+
+        given = dict(self.method_params)
+        declared = all_hyperparameters()
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            valid = self.keys()
+            msgs = []
+            for key in unknown:
+                hint = difflib.get_close_matches(str(key), valid, n=1)
+                msgs.append(f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            raise ValueError(f"unknown {type(self).__name__} key(s): {', '.join(msgs)}; "
+                             f"valid keys: {', '.join(valid)}")
+        values = {name: hp.check(given.get(name, hp.default)) for name, hp in declared.items()}
+        object.__setattr__(self, "method_params", tuple(sorted(values.items())))
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: a method hyperparameter read as cfg.<key>.
+        if name.startswith("__") or name == "method_params":
+            raise AttributeError(name)
+        params = dict(object.__getattribute__(self, "method_params"))
+        if name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        from kdtune.trainables.losses import all_hyperparameters
+
+        core = [k for k in super().keys() if k != "method_params"]
+        return core + [k for k in all_hyperparameters() if k not in core]
 
     def _check_online_teacher(self) -> None:
         kw = self.online_teacher_kwargs
@@ -375,18 +349,21 @@ class DistillConfig(TrainConfig):
 
     def _check_registries(self) -> None:
         super()._check_registries()
-        from kdtune.trainables.losses import list_losses, method_fields
+        from kdtune.trainables.losses import all_hyperparameters, list_losses, method_fields, methods_reading
 
         _choice("kd_method", self.kd_method, list_losses())
-        if self.logit_standardize and "logit_standardize" not in method_fields(self.kd_method):
-            takes = [m for m in list_losses() if "logit_standardize" in method_fields(m)]
-            raise ValueError(f"logit_standardize applies to KD methods {', '.join(takes)}, "
-                             f"not to {self.kd_method!r}")
+        # A method's hyperparameter set away from its default under another method would be
+        # accepted and ignored: refuse bool switches (e.g. logit_standardize for dist).
+        for name, hp in all_hyperparameters().items():
+            if hp.kind == "bool" and getattr(self, name) != hp.default \
+                    and name not in method_fields(self.kd_method):
+                raise ValueError(f"{name} applies to KD methods {', '.join(methods_reading(name))}, "
+                                 f"not to {self.kd_method!r}")
         if self.online_teacher is None:
             return
         from kdtune.trainables.losses import loss_class
 
-        if loss_class(self.kd_method).needs_features:
+        if "features" in loss_class(self.kd_method).needs:
             raise ValueError(f"KD method {self.kd_method!r} reads a frozen teacher's features; "
                              "it does not run with online_teacher (use a logit method, or "
                              "teacher_checkpoint)")
@@ -397,8 +374,10 @@ class DistillConfig(TrainConfig):
         _check_model_kwargs("online_teacher_kwargs", self.online_teacher, dict(self.online_teacher_kwargs))
 
     def to_dict(self) -> dict[str, Any]:
+        """Flat: the method hyperparameters are top-level keys, as in from_dict's input."""
         out = super().to_dict()
         out["online_teacher_kwargs"] = self.online_teacher_kwargs_dict()
+        out.update(dict(out.pop("method_params")))
         return out
 
     def online_teacher_kwargs_dict(self) -> dict[str, Any]:
@@ -412,3 +391,22 @@ class DistillConfig(TrainConfig):
 
         no_teacher = self.teacher_checkpoint is None and self.online_teacher is None
         return no_teacher or not loss_from_config(self).uses_teacher
+
+
+def _accept_method_keywords(init):
+    """DistillConfig's __init__ takes method hyperparameters as flat keywords and moves them
+    into `method_params` (their set is the registry's, so they cannot be dataclass fields)."""
+    import functools
+
+    @functools.wraps(init)
+    def wrapped(self, *args, **kwargs):
+        fields = {f.name for f in dataclasses.fields(DistillConfig)}
+        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in fields}
+        if extra:
+            kwargs["method_params"] = {**dict(kwargs.get("method_params", {})), **extra}
+        init(self, *args, **kwargs)
+
+    return wrapped
+
+
+DistillConfig.__init__ = _accept_method_keywords(DistillConfig.__init__)

@@ -58,7 +58,7 @@ def distill_student(config: dict, data=None, teacher_logits=None) -> dict:
         return reporting.final(run_trial(cfg, data, loss, test_best_epoch=cfg.test_best_epoch))
 
     def make_teacher(rt: Runtime, bundle, steps_per_epoch: int) -> TeacherLogits:
-        if loss.needs_features:  # online with taps; only the val logits may come from a cache
+        if "features" in loss.needs:  # online with taps; only the val logits may come from a cache
             cache = as_cache(teacher_logits, None)
             if cache is not None:
                 _check_cache(cache, bundle, None, False)

@@ -88,7 +88,7 @@ def run_trial(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
     model = rt.prepare(model)
     train_loader, val_loader = loaders(cfg, data, rt)
     teacher = make_teacher(rt, data, len(train_loader)) if make_teacher is not None else None
-    if getattr(loss_fn, "needs_features", False) and teacher is not None and loss_fn.uses_teacher:
+    if "features" in getattr(loss_fn, "needs", ()) and teacher is not None and loss_fn.uses_teacher:
         # a feature method: taps on both models, connectors built from their shapes
         loss_fn.bind(model, teacher.teacher, data.in_shape, source=teacher,
                      train_labels=data.train.labels)

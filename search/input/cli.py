@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--address", help="connect to a running Ray cluster (auto, host:port or ray://host:port; "
                                      "default: $RAY_ADDRESS, else a private local Ray)")
     o.add_argument("--max-failures", type=int, help="retries of a crashed trial from its last checkpoint")
-    o.add_argument("--smoke-test", action="store_true", default=None, help="seconds-long run of all stages")
+    o.add_argument("--smoke-test", action="store_true", default=None, help="seconds-long run of all stages: caps the preset's budget (256 images, 2 trials, 2 epochs, ...); a flag you give wins")
     o.add_argument("--verbose", action="store_true", default=None,
                    help="print Ray Tune's own status tables and logs instead of one progress line per stage")
     o.add_argument("--tracker", choices=TRACKERS, help="also log every trial to MLflow or Weights & Biases "

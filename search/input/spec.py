@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from kdtune.search.tune import objective as _objectives
+
 # --smoke-test: every stage runs, on a slice of the data, for seconds.
 SMOKE = {"subset": 256, "num_samples": 2, "baseline_samples": 2, "max_epochs": 2,
          "grace_period": 1, "teacher_epochs": 1, "max_concurrent": 2, "final_top_k": 1, "final_seeds": 2}
-OBJECTIVES = ("accuracy", "pareto")
+OBJECTIVES = tuple(_objectives.OBJECTIVES)  # search/tune/objective.py declares them
 ONLINE_KEYS = ("online_teacher", "online_teacher_kwargs")
 
 
@@ -284,11 +286,16 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
         if "cpus_per_trial" not in given and "cpus_per_trial" in values:
             values["cpus_per_trial"] = min(values["cpus_per_trial"], os.cpu_count() or 1)
     if values["smoke_test"]:
+        # The limits cap the preset's budget; a flag the user gave wins (--smoke-test
+        # --num-samples 6 runs 6 trials: an option is never accepted and then ignored).
         for key in ("num_samples", "baseline_samples", "max_epochs", "grace_period", "max_concurrent",
                     "final_top_k", "final_seeds"):
-            values[key] = min(values.get(key, SMOKE[key]), SMOKE[key])
-        values["subset"] = min(values["subset"] or SMOKE["subset"], SMOKE["subset"])
-        values["teacher"] = {**values["teacher"], "epochs": SMOKE["teacher_epochs"]}
+            if key not in given:
+                values[key] = min(values.get(key, SMOKE[key]), SMOKE[key])
+        if "subset" not in given:
+            values["subset"] = min(values["subset"] or SMOKE["subset"], SMOKE["subset"])
+        if "teacher_epochs" not in given:
+            values["teacher"] = {**values["teacher"], "epochs": SMOKE["teacher_epochs"]}
         if sweep:  # first value of every axis, at most two variants
             grid = {k: ({n: v[:1] for n, v in vals.items()} if isinstance(vals, dict) else vals[:1])
                     for k, vals in sweep.get("grid", {}).items()}

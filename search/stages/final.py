@@ -23,8 +23,8 @@ from typing import Any
 from ray import tune
 
 from kdtune.search.stages import final_select
-from kdtune.search.stages.final_stats import mean_sd, welch_interval
-from kdtune.search.tune.search_spaces import METHOD_DIMS
+from kdtune.search.stages.final_stats import mean_sd, paired_interval, welch_interval
+from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.stages.tune_stage import Stage
 from kdtune.search.stages.teacher_cache import build_cache
 from kdtune.trainables.best_epoch import best_epoch_file
@@ -32,8 +32,12 @@ from kdtune.trainables.trial_outcome import finite
 
 SEED_OFFSET = 1000  # final seeds: spec.seed + SEED_OFFSET + i (search trials run spec.seed)
 # What a final row shows of its config: the model, the KD method and that method's settings.
-CONFIG_KEYS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", "model_kwargs",
-               *METHOD_DIMS)
+CONFIG_KEYS = ("model", "depth", "width", "kd_method", "lr", "weight_decay", "model_kwargs")
+
+
+def config_keys() -> tuple[str, ...]:
+    """CONFIG_KEYS and every registered KD method's hyperparameters (kd's alpha and T first)."""
+    return CONFIG_KEYS + tuple(all_hyperparameters())
 
 
 def final_seeds(seed: int, count: int) -> list[int]:
@@ -41,18 +45,21 @@ def final_seeds(seed: int, count: int) -> list[int]:
 
 
 def final_trial(config: dict, candidates: list[dict], data=None,
-                teacher_logits: dict[int, Any] | None = None) -> dict | None:
+                teacher_logits: dict[int, Any] | None = None, cache_teacher: str | None = None) -> dict | None:
     """One retraining run: candidate `config["candidate"]` with seed `config["seed"]`.
 
     `teacher_logits`: seed -> the shared teacher-logit cache of that seed's training inputs
     (trainables/logit_cache.SharedLogitCache: object references, so a trial maps only its own
     seed's arrays). A candidate with a teacher gets it whatever its KD method's weights (the
-    loss decides what it reads); the baseline has no teacher_checkpoint and gets none."""
+    loss decides what it reads); the baseline and the twins have no teacher_checkpoint and get
+    none. The cache holds `cache_teacher`'s logits: a candidate taught by another model (the
+    chain's student, by the assistant) gets none and runs its own teacher in the trial."""
     from kdtune.trainables.distill import distill_student
 
     seed = int(config["seed"])
     run = {**candidates[int(config["candidate"])]["config"], "seed": seed}
-    distils = run.get("teacher_checkpoint") is not None
+    distils = run.get("teacher_checkpoint") is not None and (
+        cache_teacher is None or run["teacher_checkpoint"] == cache_teacher)
     logits = teacher_logits.get(seed) if teacher_logits and distils else None
     return distill_student(run, data=data, teacher_logits=logits)
 
@@ -84,7 +91,8 @@ def candidates_for(spec, manifest) -> list[dict[str, Any]]:
         return recorded
     distill = final_select.read_trials(manifest.dir / "distill")
     baseline = final_select.read_trials(manifest.dir / "baseline")
-    return final_select.select(distill, baseline, spec.final_top_k, spec.objective, spec.max_epochs)
+    ta = final_select.read_trials(manifest.dir / "ta_distill") if spec.chain else None
+    return final_select.select(distill, baseline, spec.final_top_k, spec.objective, spec.max_epochs, ta_distill=ta)
 
 
 def build_stage(spec, bundle, manifest, candidates: list[dict], teacher_checkpoint: str | None,
@@ -94,7 +102,7 @@ def build_stage(spec, bundle, manifest, candidates: list[dict], teacher_checkpoi
     params = {"candidates": candidates, "data": bundle}
     by_seed = logits_by_seed(spec, bundle, manifest, teacher_checkpoint, logits, seeds)
     if by_seed is not None:
-        params["teacher_logits"] = by_seed
+        params.update(teacher_logits=by_seed, cache_teacher=teacher_checkpoint)
     space = {"candidate": tune.grid_search(list(range(len(candidates)))), "seed": tune.grid_search(seeds)}
     stage = Stage(name="final", trainable=tune.with_parameters(final_trial, **params), num_samples=1,
                   param_space=space, **stage_kwargs)
@@ -141,14 +149,17 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
     rows = []
     for i, cand in enumerate(candidates):
         seed_runs = sorted(runs[i], key=lambda r: r["seed"])
-        tested = [r for r in seed_runs if r["test_acc"] is not None]
+        # One rule for every diverged run, whatever its epoch: counted in `diverged`, left out
+        # of the means and intervals (an epoch-1 divergence has no weights to test, and a later
+        # one's pre-divergence weights would be averaged in as if the run had trained).
+        tested = [r for r in seed_runs if r["test_acc"] is not None and not r["diverged"]]
         val_mean, val_sd = mean_sd([r["val_acc"] for r in tested])
         test_mean, test_sd = mean_sd([r["test_acc"] for r in tested])
         cfg = cand["config"]
         rows.append({"role": cand["role"], "source_stage": cand["source_stage"],
                      "source_trial": cand["source_trial"], "search_val_acc": cand["search_val_acc"],
                      "search_epochs": cand["search_epochs"],
-                     **{k: cfg.get(k) for k in CONFIG_KEYS if k in cfg},
+                     **{k: cfg.get(k) for k in config_keys() if k in cfg},
                      "params": next((r["params"] for r in tested), None),
                      "flops": next((r["flops"] for r in tested), None),
                      "seeds": len(tested), "diverged": sum(r["diverged"] for r in seed_runs),
@@ -156,11 +167,25 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
                      "val_acc_mean": val_mean, "val_acc_sd": val_sd,
                      "test_acc_mean": test_mean, "test_acc_sd": test_sd, "runs": seed_runs})
     base = next((r for r in rows if r["source_stage"] == "baseline"), None)
-    for row in rows:
-        if row["source_stage"] == "distill" and base is not None:
-            row["kd_gain_test"] = welch_interval([r["test_acc"] for r in row["runs"] if r["test_acc"] is not None],
-                                                 [r["test_acc"] for r in base["runs"] if r["test_acc"] is not None])
-    distilled = [r for r in rows if r["source_stage"] == "distill" and r["val_acc_mean"] is not None]
+    by_role = {r["role"]: r for r in rows}
+    for row, cand in zip(rows, candidates):
+        if cand.get("twin_of"):
+            row["twin_of"] = list(cand["twin_of"])
+        if row["source_stage"] not in final_select.DISTILLED_STAGES:
+            continue
+        tested = {r["seed"]: r["test_acc"] for r in row["runs"] if r["test_acc"] is not None and not r["diverged"]}
+        if base is not None:  # another architecture in general: unpaired
+            row["kd_gain_test"] = welch_interval(list(tested.values()),
+                                                 [r["test_acc"] for r in base["runs"]
+                                                  if r["test_acc"] is not None and not r["diverged"]])
+        twin = by_role.get(cand.get("twin"))
+        if twin is not None:  # same architecture, recipe and seeds: paired by seed
+            row["twin"] = twin["role"]
+            row["kd_gain_twin"] = paired_interval(
+                tested, {r["seed"]: r["test_acc"] for r in twin["runs"]
+                         if r["test_acc"] is not None and not r["diverged"]})
+    distilled = [r for r in rows if r["source_stage"] in final_select.DISTILLED_STAGES
+                 and r["val_acc_mean"] is not None]
     headline = max(distilled, key=lambda r: r["val_acc_mean"]) if distilled else base
     out: dict[str, Any] = {"seeds": seeds, "candidates": candidates, "results": rows,
                            "headline": headline["role"] if headline else None}

@@ -5,7 +5,12 @@
   higher rung was judged better than those left behind) and then by its best val_acc;
 - pareto objective: the members of the distill stage's Pareto set (best val_acc max, params
   min, search/tune/nondominated.py), spread over the front by size when there are more than k;
-- the best baseline config, ranked the same way.
+- the best baseline config, ranked the same way;
+- each distilled config's undistilled twin: the same architecture and recipe (optimiser, lr,
+  weight decay, epochs, augmentation, seeds), trained with cross-entropy only (kd_method kd,
+  alpha 0, no teacher), as the "student" rows of the KD papers' tables. Its gain isolates
+  what distillation adds; the gain over the best baseline also mixes in the architecture.
+  Distilled configs that differ only in KD hyperparameters share one twin.
 
 Distinct: two trials with the same effective config (architecture and hyperparameters,
 e.g. TPE proposing a pinned or integer point twice) are one candidate, the better-ranked.
@@ -24,6 +29,7 @@ import numpy as np
 
 from kdtune.search.stages.tune_stage import effective_config
 from kdtune.trainables.reporting import METRIC, MODE
+from kdtune.trainables.trial_outcome import best_epoch, diverged, epochs_trained
 
 
 @dataclass(frozen=True)
@@ -50,18 +56,26 @@ def read_trials(stage_dir: Path) -> list[SearchTrial]:
         analysis = ExperimentAnalysis(str(stage_dir), default_metric=METRIC, default_mode=MODE)
     out = []
     for trial in analysis.trials:
-        df = analysis.trial_dataframes.get(trial.trial_id)
-        if trial.status == "ERROR" or df is None or METRIC not in df or df[METRIC].isna().all():
-            continue
-        if "diverged" in df and df["diverged"].fillna(0).max() > 0:
-            continue
-        best = df.loc[df[METRIC].idxmax()]
-        epochs = int(df["epoch"].max()) if "epoch" in df else int(df["training_iteration"].max())
-        params = best.get("params")
-        out.append(SearchTrial(trial.trial_id, effective_config(dict(trial.config)), float(best[METRIC]),
-                               None if params is None or not math.isfinite(float(params)) else float(params),
-                               epochs))
+        found = search_trial(trial.trial_id, dict(trial.config), analysis.trial_dataframes.get(trial.trial_id),
+                             errored=trial.status == "ERROR")
+        if found is not None:
+            out.append(found)
     return out
+
+
+def search_trial(trial_id: str, config: dict[str, Any], df, errored: bool = False) -> SearchTrial | None:
+    """One trial's candidate record, its best epoch by trial_outcome's rule (finite METRIC
+    under MODE, first of ties: the epoch its checkpoint keeps); None when it errored, diverged
+    or reported no finite METRIC."""
+    if errored or df is None or diverged(df):
+        return None
+    best = best_epoch(df)
+    if best is None:
+        return None
+    params = best.get("params")
+    return SearchTrial(trial_id, effective_config(config), float(best[METRIC]),
+                       None if params is None or not math.isfinite(float(params)) else float(params),
+                       epochs_trained(df))
 
 
 def ranked_distinct(trials: list[SearchTrial]) -> list[SearchTrial]:
@@ -83,8 +97,8 @@ def pareto_members(trials: list[SearchTrial], k: int) -> list[SearchTrial]:
     """The Pareto set (val_acc max, params min), at most k members spread over it by size.
 
     More than k members: the ones at k evenly spaced positions of the front sorted by
-    params, so both ends (the smallest and the most accurate) are always retrained.
-    Returned most accurate first.
+    params, so both ends (the smallest and the most accurate) are retrained; with k = 1 the
+    most accurate member (the headline's). Returned most accurate first.
     """
     from kdtune.search.tune.nondominated import pareto_mask
 
@@ -93,24 +107,65 @@ def pareto_members(trials: list[SearchTrial], k: int) -> list[SearchTrial]:
         return []
     mask = pareto_mask([t.val_acc for t in pool], [t.params for t in pool])
     front = sorted((t for t, on in zip(pool, mask) if on), key=lambda t: (t.params, -t.val_acc))
-    if len(front) > k:
+    if k == 1 and front:
+        front = [max(front, key=lambda t: t.val_acc)]
+    elif len(front) > k:
         picks = sorted({int(round(i)) for i in np.linspace(0, len(front) - 1, k)})
         front = [front[i] for i in picks]
     return sorted(front, key=lambda t: -t.val_acc)
 
 
 def select(distill: list[SearchTrial], baseline: list[SearchTrial], k: int, objective: str,
-           epochs: int) -> list[dict[str, Any]]:
+           epochs: int, ta_distill: list[SearchTrial] | None = None) -> list[dict[str, Any]]:
     """The final stage's candidates: the best baseline first, then the distilled configs.
 
     Each is {"role", "source_stage", "source_trial", "search_val_acc", "search_epochs",
     "config"}; the config is the search trial's, retrained for `epochs` with its best-val
     epoch evaluated on test, without its seed (each final trial sets its own).
     """
-    chosen = pareto_members(distill, k) if objective == "pareto" else top_k(distill, k)
+    from kdtune.search.tune.objective import objective as as_objective
+
+    chosen = pareto_members(distill, k) if as_objective(objective).multi else top_k(distill, k)
     rows = [("baseline", "baseline", t) for t in top_k(baseline, 1)]
     rows += [(f"distilled #{i}", "distill", t) for i, t in enumerate(chosen, start=1)]
-    return [{"role": role, "source_stage": stage, "source_trial": t.trial_id, "search_val_acc": t.val_acc,
-             "search_epochs": t.epochs,
-             "config": {**{k: v for k, v in t.config.items() if k != "seed"}, "epochs": epochs,
-                        "test_best_epoch": True}} for role, stage, t in rows]
+    # The chain's student (--chain): the ta_distill stage's winner, taught by the assistant.
+    rows += [("ta-distilled #1", "ta_distill", t) for t in top_k(ta_distill or [], 1)]
+    out = [{"role": role, "source_stage": stage, "source_trial": t.trial_id, "search_val_acc": t.val_acc,
+            "search_epochs": t.epochs,
+            "config": {**{k: v for k, v in t.config.items() if k != "seed"}, "epochs": epochs,
+                       "test_best_epoch": True}} for role, stage, t in rows]
+    return out + twins(out)
+
+
+# Stages whose candidates distil (each gets a twin and its gains).
+DISTILLED_STAGES = ("distill", "ta_distill")
+# What a twin drops: the teacher and every KD method's own hyperparameters.
+TEACHER_KEYS = ("teacher_checkpoint", "online_teacher", "online_teacher_kwargs", "teacher_logits")
+
+
+def twin_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The undistilled twin of a distilled config: CE only (kd, alpha 0), no teacher, the rest equal."""
+    from kdtune.trainables.losses import all_hyperparameters
+
+    drop = set(TEACHER_KEYS) | set(all_hyperparameters())
+    return {**{k: v for k, v in config.items() if k not in drop}, "kd_method": "kd", "alpha": 0.0}
+
+
+def twins(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One twin candidate per distinct twin config of the distilled candidates (role
+    "twin #i" names the first distilled config it serves; `twin_of` lists them all)."""
+    out: list[dict[str, Any]] = []
+    by_key: dict[str, dict[str, Any]] = {}
+    for cand in candidates:
+        if cand["source_stage"] not in DISTILLED_STAGES:
+            continue
+        cfg = twin_config(cand["config"])
+        key = json.dumps(cfg, sort_keys=True, default=str)
+        if key not in by_key:
+            by_key[key] = {"role": f"twin of {cand['role']}", "source_stage": "twin",
+                           "source_trial": cand["source_trial"], "search_val_acc": None,
+                           "search_epochs": None, "twin_of": [], "config": cfg}
+            out.append(by_key[key])
+        by_key[key]["twin_of"].append(cand["role"])
+        cand["twin"] = by_key[key]["role"]
+    return out

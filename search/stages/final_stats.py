@@ -1,4 +1,13 @@
-"""Statistics of the final stage: mean ± sd over seeds, and the KD gain's confidence interval.
+"""Statistics of the final stage: mean ± sd over seeds, and the KD gains' confidence intervals.
+
+Two gains per distilled config:
+- over its undistilled twin (same architecture, recipe and seeds, CE only): the runs pair up by
+  seed, so `paired_interval` is the paired t interval on the per-seed differences
+  d_i = distilled_i - twin_i (scipy.stats.ttest_rel(...).confidence_interval):
+      mean(d) ± t_{(1 + c) / 2, n - 1} * sd(d) / sqrt(n),   df = n - 1.
+  Pairing removes what the seed does to both runs (split-independent init, batch order),
+  so this interval isolates what distillation adds;
+- over the best baseline config (another architecture, in general): Welch's interval below.
 
 The KD gain of a distilled config is mean(test_acc, distilled seeds) - mean(test_acc, baseline
 seeds). Its interval is Welch's t interval (unequal variances, Welch-Satterthwaite degrees of
@@ -18,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 METHOD = "Welch's t interval"
+PAIRED_METHOD = "paired t interval on per-seed differences"
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -31,26 +41,62 @@ def mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
 def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
     """mean(a) - mean(b) with Welch's t interval at `confidence`.
 
-    Returns {"diff", "low", "high", "df", "confidence", "method"}; low/high/df are None when a
-    side has fewer than two values, and low == high == diff when neither side varies (no
-    spread to put an interval on).
+    Returns {"diff", "low", "high", "df", "confidence", "method", "reason"}; low/high/df are
+    None, and `reason` says why, when a side has fewer than two values, when neither side
+    varies (the interval is undefined, not a point), or when scipy returns a non-finite one.
     """
     from scipy import stats  # scipy comes with scikit-learn; pinned in setup.cfg
 
     a, b = [float(v) for v in a], [float(v) for v in b]
     out: dict[str, Any] = {"diff": None, "low": None, "high": None, "df": None,
-                           "confidence": confidence, "method": METHOD}
+                           "confidence": confidence, "method": METHOD, "reason": None}
     if not a or not b:
+        out["reason"] = "no tested seed on one side"
         return out
     out["diff"] = statistics.fmean(a) - statistics.fmean(b)
     if len(a) < 2 or len(b) < 2:
+        out["reason"] = "fewer than 2 seeds"
         return out
     if statistics.variance(a) == 0 and statistics.variance(b) == 0:
-        out.update(low=out["diff"], high=out["diff"])  # scipy answers NaN here
+        out["reason"] = "no spread over seeds on either side: undefined"  # scipy answers NaN
         return out
     result = stats.ttest_ind(a, b, equal_var=False)
     ci = result.confidence_interval(confidence)
     out.update(low=float(ci.low), high=float(ci.high), df=float(result.df))
     if not (math.isfinite(out["low"]) and math.isfinite(out["high"])):
-        out.update(low=None, high=None, df=None)
+        out.update(low=None, high=None, df=None, reason="scipy returned a non-finite interval")
+    return out
+
+
+def paired_interval(a: dict[int, float], b: dict[int, float], confidence: float = 0.95) -> dict[str, Any]:
+    """mean over the shared seeds of a[seed] - b[seed], with the paired t interval.
+
+    `a`, `b`: seed -> value. Returns {"diff", "low", "high", "df", "pairs", "confidence",
+    "method", "reason"}; low/high/df are None, with a `reason`, when fewer than two seeds
+    pair up or the differences do not vary (the interval is then undefined, not zero-width).
+    """
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    out: dict[str, Any] = {"diff": None, "low": None, "high": None, "df": None, "pairs": len(seeds),
+                           "confidence": confidence, "method": PAIRED_METHOD, "reason": None}
+    if not seeds:
+        out["reason"] = "no seed tested on both sides"
+        return out
+    x, y = [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
+    diffs = [p - q for p, q in zip(x, y)]
+    out["diff"] = statistics.fmean(diffs)
+    if len(seeds) < 2:
+        out["reason"] = "fewer than 2 paired seeds"
+        return out
+    if statistics.variance(diffs) == 0:
+        out["reason"] = "the per-seed differences do not vary: undefined"
+        return out
+    result = stats.ttest_rel(x, y)
+    ci = result.confidence_interval(confidence)
+    low, high = float(ci.low), float(ci.high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        out["reason"] = "scipy returned a non-finite interval"
+        return out
+    out.update(low=low, high=high, df=float(result.df))
     return out

@@ -35,6 +35,7 @@ from kdtune.search.record.manifest import Manifest
 from kdtune.search.input.spec import SearchSpec
 from kdtune.search.stages.tune_stage import Stage, asha, best_of, optuna_search, pareto_set, run_stage, stage_finished, trial_rows
 from kdtune.search.tune.trackers import tracker_callbacks
+from kdtune.search.tune.objective import objective
 from kdtune.search.tune.warm_start import seed_study
 from kdtune.search.record.summary import write_summary
 from kdtune.search.stages.teacher_cache import build_cache
@@ -169,7 +170,7 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
     manifest.mark(name, "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)
     return _finish(manifest, stage, results, expected=samples, max_epochs=spec.max_epochs,
-                   pareto=spec.objective == "pareto")
+                   pareto=objective(spec.objective).multi)
 
 
 def stage_storage(spec: SearchSpec, experiment_dir: Path, name: str):

@@ -17,7 +17,8 @@ from kdtune.search.tune.capped_asha import CappedASHA, PauseAwareLimiter
 from kdtune.search.tune.optuna_searcher import FidelityOptunaSearch
 from kdtune.search.tune.nondominated import dominator_counts
 from kdtune.search.tune.result_loggers import checkpoint_consistent_loggers
-from kdtune.search.tune.search_spaces import METHOD_DIMS
+from kdtune.search.tune.objective import objective as as_objective
+from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.stages.sweep import VARIANT, merge
 from kdtune.trainables.checkpoint import FILENAME as CHECKPOINT_FILE
 from kdtune.trainables.trial_outcome import best_epoch, diverged, epochs_trained, stopped_early
@@ -58,13 +59,8 @@ def optuna_search(define_by_run: Callable, seed: int, objective: str, max_concur
     (docs/architecture.md, Ray touch points). Multi-objective studies use Optuna's default multi-objective TPE.
     """
     sampler = optuna.samplers.TPESampler(seed=seed)
-    if objective == "pareto":
-        searcher = FidelityOptunaSearch(space=define_by_run, metric=[METRIC, "params"], mode=[MODE, "min"],
-                                        sampler=sampler, max_epochs=max_epochs, storage=storage,
-                                        study_name=study_name)
-    else:
-        searcher = FidelityOptunaSearch(space=define_by_run, metric=METRIC, mode=MODE, sampler=sampler,
-                                        max_epochs=max_epochs, storage=storage, study_name=study_name)
+    searcher = FidelityOptunaSearch(space=define_by_run, sampler=sampler, max_epochs=max_epochs, storage=storage,
+                                    study_name=study_name, **as_objective(objective).searcher_args())
     return PauseAwareLimiter(searcher, max_concurrent=max_concurrent)
 
 
@@ -74,7 +70,7 @@ def asha(max_epochs: int, grace_period: int, reduction_factor: int, num_samples:
     epoch (training_iteration); search/tune/capped_asha.py."""
     return CappedASHA(metric=METRIC, mode=MODE, time_attr="training_iteration", max_t=max_epochs,
                       grace_period=grace_period, reduction_factor=reduction_factor, num_samples=num_samples,
-                      size_metric="params" if objective == "pareto" else None)
+                      size_metric=as_objective(objective).size_metric)
 
 
 def trial_dirname(trial) -> str:
@@ -171,8 +167,12 @@ def pareto_set(results: ResultGrid) -> list[dict[str, Any]]:
              "best_checkpoint": _best_checkpoint_file(result)} for row, result in members]
 
 
-SUMMARY_KEYS = ("model", "depth", "width", "kd_method", "alpha", "temperature", "lr", "weight_decay", "model_kwargs",
-                "seed", *METHOD_DIMS)
+SUMMARY_KEYS = ("model", "depth", "width", "kd_method", "lr", "weight_decay", "model_kwargs", "seed")
+
+
+def summary_keys() -> tuple[str, ...]:
+    """SUMMARY_KEYS and every registered KD method's hyperparameters (the registry's, when asked)."""
+    return SUMMARY_KEYS + tuple(all_hyperparameters())
 
 
 def effective_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +203,7 @@ def trial_rows(results: ResultGrid, max_epochs: int | None = None) -> list[dict[
                                            diverged=failed, ended=ended),
             "diverged": failed,
             "error": None if result.error is None else str(result.error).splitlines()[0][:200],
-            **{k: _plain(v) for k, v in config.items() if k in SUMMARY_KEYS},
+            **{k: _plain(v) for k, v in config.items() if k in summary_keys()},
         })
     return rows
 

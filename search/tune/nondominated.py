@@ -14,6 +14,7 @@ thousand trials at most.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,19 +51,26 @@ def non_dominated_ranks(points: Sequence[Point]) -> list[int]:
 def crowding_distances(points: Sequence[Point]) -> list[float]:
     """NSGA-II crowding distance of each point within one front: per objective, the gap
     between its two neighbours over the objective's range, summed; the extremes of every
-    objective get infinity (they are kept first). An objective with no range adds nothing."""
+    objective get infinity (they are kept first). An objective with no range adds nothing and
+    marks no extreme, so identical points tie at 0 and keep their arrival order. Infinite values
+    stay extremes, but gaps are measured on the finite range with them clipped to its ends,
+    so no distance is NaN (inf - inf), which would sort ahead of the extremes."""
     n = len(points)
     dist = [0.0] * n
     if n <= 2:
         return [float("inf")] * n
     for k in range(len(points[0])):
         order = sorted(range(n), key=lambda i: points[i][k])
-        lo, hi = points[order[0]][k], points[order[-1]][k]
+        if points[order[0]][k] == points[order[-1]][k]:
+            continue
         dist[order[0]] = dist[order[-1]] = float("inf")
+        finite = [points[i][k] for i in order if math.isfinite(points[i][k])]
+        lo, hi = (finite[0], finite[-1]) if finite else (0.0, 0.0)
         if hi == lo:
             continue
+        clip = lambda v: min(max(v, lo), hi)  # noqa: E731
         for prev, mid, nxt in zip(order, order[1:], order[2:]):
-            dist[mid] += (points[nxt][k] - points[prev][k]) / (hi - lo)
+            dist[mid] += (clip(points[nxt][k]) - clip(points[prev][k])) / (hi - lo)
     return dist
 
 

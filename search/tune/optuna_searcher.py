@@ -5,8 +5,8 @@ trial ASHA stops on its rung result became COMPLETE with its 1- or 2-epoch val_a
 TPE then ranked beside full-length values), and one stopped while paused became PRUNED.
 `FidelityOptunaSearch` decides the state from the epochs a trial ran instead:
 
-  ran max_epochs                     COMPLETE, value = val_acc of its last epoch
-                                     (pareto: [val_acc, params])
+  ran max_epochs                     COMPLETE, value = val_acc of its best epoch, the one the
+                                     stage keeps and every table reports (pareto: [val_acc, params])
   stopped before (ASHA, at a rung    PRUNED, intermediate values = val_acc per epoch
   or while paused)                   (step = epoch)
   diverged (non-finite loss)         PRUNED, the epochs before the divergence as intermediate
@@ -128,15 +128,18 @@ class FidelityOptunaSearch(OptunaSearch):
         mark_told(self, trial_id)
 
     def _final_values(self, trial_id: str, result: dict | None, curve: dict[int, float]):
-        """The last epoch's val_acc (and, for pareto, the other objectives from the result)."""
-        last = curve[max(curve)]
+        """The best epoch's val_acc (and, for pareto, the other objectives from the result).
+
+        The curve holds finite values only (`_record`), the rule of trial_outcome.best_epoch."""
+        mode = self.mode[0] if isinstance(self.mode, list) else self.mode
+        best = max(curve.values()) if mode == "max" else min(curve.values())
         if not self._multi_objective:
-            return last
+            return best
         others = [(result or {}).get(m) for m in self.metric[1:]]
         if any(v is None for v in others):
             logger.warning("trial %s: its final result lacks %s", trial_id, self.metric[1:])
             return None
-        return [last, *[float(v) for v in others]]
+        return [best, *[float(v) for v in others]]
 
 
 def study_trials_by_ray_id(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:

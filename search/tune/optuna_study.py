@@ -54,10 +54,11 @@ def load_study(stage_dir: Path, stage: str) -> optuna.Study:
         raise ValueError(f"{path} holds no study named {study_name(stage)}") from None
 
 
-def study_directions(objective: str) -> list[optuna.study.StudyDirection]:
+def study_directions(objective) -> list[optuna.study.StudyDirection]:
     """What OptunaSearch optimises (search/stages/tune_stage.py): val_acc up, and for pareto params down."""
-    up, down = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
-    return [up, down] if objective == "pareto" else [up]
+    from kdtune.search.tune.objective import objective as as_objective
+
+    return as_objective(objective).directions()
 
 
 def stage_space(spec, name: str, teacher_checkpoint: str | None = None,

@@ -11,10 +11,13 @@ family -> value/range; `logit_standardize` is false, true or `[false, true]` (se
 
 KD methods (`methods`, names from trainables.losses.list_losses()): with several, the
 distillation stage samples `kd_method` first and then only that method's own hyperparameters
-(the DistillConfig fields its loss declares: kd alpha, temperature, logit_standardize; dkd
-dkd_alpha, dkd_beta, dkd_temperature, dkd_warmup, logit_standardize; dist dist_beta,
-dist_gamma, dist_temperature; mse alpha). With the one method `kd` the calls to Optuna are exactly those of a
-search without methods, so a seeded search samples the same configs as before.
+(the Hyperparameter declarations of its loss, trainables/losses/hyperparameters.py: kd alpha,
+temperature, logit_standardize; dkd dkd_alpha, dkd_beta, dkd_temperature, dkd_warmup,
+logit_standardize; dist dist_beta, dist_gamma, dist_temperature; mse alpha). Each is sampled
+over its declared `search` range on its declared scale, or pinned at its declared default, unless
+a preset or flag narrows or pins it; nothing about a method is written in this module, so a
+method registered later is searchable as it is. With the one method `kd` the calls to Optuna
+are exactly those of a search without methods, so a seeded search samples the same configs.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import optuna
 
 from kdtune.search.input.errors import UsageError
-from kdtune.trainables.losses import list_losses, method_fields
+from kdtune.trainables.losses import Hyperparameter, all_hyperparameters, list_losses, method_fields
 
 # Student families the search knows how to size; each model takes `depth` and `width`.
 # Defaults when neither preset nor flag bounds them:
@@ -46,78 +49,32 @@ FAMILIES: dict[str, dict[str, Any]] = {
 #                 Adam/AdamW want ~1e-3, so pin or bound `--lr` for them.
 #   weight_decay  L2 coefficient per step (SGD adds wd * w to the gradient; AdamW shrinks w by
 #                 lr * wd): 5e-4 (CIFAR KD recipes) and 1e-4 (He et al.) are inside.
-#   alpha         weight of the soft term in (1 - alpha) * CE + alpha * T^2 * KL, unitless;
-#                 0 is the baseline stage's own, 1 drops the labels.
-#   temperature   softmax temperature T of both teacher and student, unitless; Hinton et al.
-#                 used up to 20 on MNIST, CIFAR recipes use 4; below 1 sharpens (not useful).
+# Every stage samples these; the KD methods' own dimensions are their losses' declarations.
 FLOAT_DIMS: dict[str, tuple[tuple[float, float], bool]] = {
     "lr": ((0.005, 0.3), True),
     "weight_decay": ((1e-6, 1e-3), True),
-    "alpha": ((0.0, 1.0), False),
-    "temperature": ((1.0, 10.0), False),
 }
-KD_DIMS = ("alpha", "temperature")
 SIZE_DIMS = ("depth", "width")
-# Hyperparameters of one KD method each: (default range or pinned value, log scale?). The
-# defaults bracket the reference settings (trainables/losses/*.py docstrings cite them);
-# presets narrow or pin them per teacher/student pair.
-METHOD_DIMS: dict[str, tuple[Any, bool]] = {
-    # DKD TCKD weight: mdistiller's 1.0 for every CIFAR-100 pair; DKD+LS (Sun et al. 2024)
-    # trains at 9x (alpha 9): log scale up to 20 so a search reaches it.
-    "dkd_alpha": ((0.5, 20.0), True),
-    # DKD NCKD weight: mdistiller's CIFAR-100 configs use 2 (resnet56 -> resnet20) to 8
-    # (default, resnet32x4 -> resnet8x4); DKD+LS uses 9x (up to 72); log scale, the ratio
-    # is what matters.
-    "dkd_beta": ((1.0, 100.0), True),
-    # DKD warm-up in epochs: pinned, mdistiller's 20 fits 240-epoch runs; presets set ~1/12
-    # of their max_epochs.
-    "dkd_warmup": (20, False),
-    # DKD temperature: mdistiller's 4 for every CIFAR-100 pair, 1 on ImageNet. Its own
-    # dimension, not kd's: T^2 * beta * NCKD at T = 20 is ~1e3 x CE and diverges.
-    "dkd_temperature": ((1.0, 4.0), False),
-    # DIST inter/intra weights: 2, the official recipes' (ImageNet and CIFAR-100).
-    "dist_beta": ((0.5, 4.0), True),
-    "dist_gamma": ((0.5, 4.0), True),
-    # DIST tau: official 1 (ImageNet), CIFAR-100 ports 4.
-    "dist_temperature": ((1.0, 4.0), False),
-    # Logit standardisation (kd, kd_weighted, dkd): off = the original losses; [false, true]
-    # searches it.
-    "logit_standardize": (False, False),
-    # kd_weighted: free CE and KD weights (log: ratios matter). Sun et al.'s KD+LS setting
-    # (CE 0.1 or 1, KD 9, T 2) is inside; kd's alpha stops at a 19:1 ratio at alpha 0.95.
-    "kdw_ce_weight": ((0.05, 2.0), True),
-    "kdw_kd_weight": ((0.5, 20.0), True),
-    "kdw_temperature": ((1.0, 8.0), False),
-    # Feature methods: the feature term's weight, log-sampled over about two decades around
-    # the reference value (mdistiller CIFAR-100 configs: fitnet 100, at 1000, sp 3000,
-    # pkt 30000, rkd 1, crd 0.8, reviewkd 1); the structural settings are pinned at the
-    # references' (trainables/losses/<method>.py).
-    "fitnet_weight": ((10.0, 1000.0), True),
-    "fitnet_stage": (2, False),
-    "at_weight": ((100.0, 10000.0), True),
-    "at_p": (2.0, False),
-    "sp_weight": ((300.0, 30000.0), True),
-    "pkt_weight": ((3000.0, 300000.0), True),
-    "rkd_weight": ((0.1, 10.0), True),
-    "rkd_distance_weight": (25.0, False),
-    "rkd_angle_weight": (50.0, False),
-    "crd_weight": ((0.1, 8.0), True),
-    # K = 16384 is the reference; a (B, K+1, 128) gather per bank per batch is 0.5 GB at
-    # B = 64, so CPU presets pin it lower (the NCE term is normalised by K/N either way).
-    "crd_negatives": (16384, False),
-    "crd_temperature": (0.07, False),
-    "crd_momentum": (0.5, False),
-    "crd_dim": (128, False),
-    "reviewkd_weight": ((0.1, 10.0), True),
-    # ReviewKD warm-up in epochs: pinned like dkd_warmup (20 of mdistiller's 240).
-    "reviewkd_warmup": (20, False),
-}
-INT_METHOD_DIMS = ("dkd_warmup", "fitnet_stage", "crd_negatives", "crd_dim", "reviewkd_warmup")
-TEMPERATURE_DIMS = ("temperature", "dkd_temperature", "dist_temperature", "kdw_temperature",
-                    "crd_temperature")  # must be > 0
-BOOL_DIMS = ("logit_standardize",)
-DIMENSIONS = tuple(FLOAT_DIMS) + SIZE_DIMS + tuple(METHOD_DIMS)
 DEFAULT_METHODS = ("kd",)
+
+
+def method_dims_declared() -> dict[str, Hyperparameter]:
+    """Every registered KD method's hyperparameters by key (the registry's, read when asked,
+    so a method registered after import is included)."""
+    return all_hyperparameters()
+
+
+def dimensions() -> tuple[str, ...]:
+    """Every key a space may mention."""
+    return tuple(FLOAT_DIMS) + SIZE_DIMS + tuple(method_dims_declared())
+
+
+def is_log(name: str) -> bool:
+    """Is dimension `name` sampled on a log scale? (width always is)"""
+    if name in FLOAT_DIMS:
+        return FLOAT_DIMS[name][1]
+    declared = method_dims_declared().get(name)
+    return bool(declared and declared.log) or name == "width"
 
 Dim = Any  # a pinned number, or a (lo, hi) pair
 
@@ -192,21 +149,28 @@ def method_dims(methods: Sequence[str]) -> set[str]:
 
 def check_space(space: Mapping[str, Any], students: Sequence[str]) -> None:
     """Reject ranges that cannot be sampled, with a message naming the dimension."""
-    unknown = set(space) - set(DIMENSIONS)
+    unknown = set(space) - set(dimensions())
     if unknown:
-        raise ValueError(f"unknown search dimension(s) {sorted(unknown)}; known: {list(DIMENSIONS)}")
-    for name, (_default, log) in METHOD_DIMS.items():
+        raise ValueError(f"unknown search dimension(s) {sorted(unknown)}; known: {list(dimensions())}")
+    for name, hp in method_dims_declared().items():
         if name not in space:
             continue
-        if name in BOOL_DIMS:
-            value = space[name]
+        value = space[name]
+        if not hp.numeric:
             values = list(value) if isinstance(value, (list, tuple)) else [value]
-            if not values or not all(isinstance(v, bool) for v in values):
+            if hp.kind == "bool" and (not values or not all(isinstance(v, bool) for v in values)):
                 raise ValueError(f"{name}: expected true, false or [false, true], got {value!r}")
+            for v in values:
+                hp.check(v)
             continue
-        _check_dim(name, space[name], log, integer=name in INT_METHOD_DIMS)
-        if _bounds(space[name])[0] < 0:
-            raise ValueError(f"{name} must be >= 0, got {space[name]}")
+        _check_dim(name, value, hp.log, integer=hp.kind == "int")
+        for bound in _bounds(value):  # the declared valid range, e.g. alpha in [0, 1], T > 0
+            try:
+                hp.check(bound)
+            except ValueError:
+                if hp.low is None or hp.high is None:
+                    raise
+                raise ValueError(f"{name} must lie in {hp.bounds_text()}, got {value}") from None
     for family in students:
         if family not in FAMILIES:
             raise ValueError(f"unknown student family {family!r}; searchable families: {sorted(FAMILIES)}")
@@ -224,14 +188,6 @@ def check_space(space: Mapping[str, Any], students: Sequence[str]) -> None:
     for family in students:  # a depth off the family's grid would fail only when sampled
         lo, hi = _bounds(family_dim(space, "depth", family))
         _depth_grid(family, int(lo), int(hi))
-    for name, lo_ok, hi_ok in (("alpha", 0.0, 1.0),):
-        lo, hi = _bounds(space.get(name, FLOAT_DIMS[name][0]))
-        if lo < lo_ok or hi > hi_ok:
-            raise ValueError(f"alpha must lie in [0, 1], got {space[name]}")
-    for name in TEMPERATURE_DIMS:
-        default = FLOAT_DIMS[name][0] if name in FLOAT_DIMS else METHOD_DIMS[name][0]
-        if _bounds(space.get(name, default))[0] <= 0:
-            raise ValueError(f"{name} must be > 0, got {space[name]}")
 
 
 def _bounds(value: Dim) -> tuple[float, float]:
@@ -318,9 +274,8 @@ class DefineByRun:
                 trial.suggest_int("width", int(value[0]), int(value[1]), log=True)
 
     def _sample_training(self, trial: optuna.Trial, fixed: dict[str, Any]) -> None:
-        for name in FLOAT_DIMS:
-            if name not in KD_DIMS:  # lr, weight_decay: every stage
-                self._sample_dim(trial, name, fixed)
+        for name in FLOAT_DIMS:  # lr, weight_decay: every stage
+            self._sample_dim(trial, name, fixed)
         if not self.distill:
             fixed["alpha"] = 0.0
             return
@@ -337,27 +292,31 @@ class DefineByRun:
         """Suggest one dimension, or pin it in `fixed`. A method dimension the space does not
         mention is sampled over its default range, or, when its default is one value (the
         config's own default), left out of the config."""
+        kind = "float"
         if name in FLOAT_DIMS:
             default, log = FLOAT_DIMS[name]
         else:
-            default, log = METHOD_DIMS[name]
-            if name not in self.space and not is_range(default):
-                return
+            hp = method_dims_declared()[name]
+            default, log, kind = hp.space_default, hp.log, hp.kind
+            if name not in self.space and hp.search is None:
+                return  # pinned at the declared default: DistillConfig fills it in
         value = self.space.get(name, default)
-        if name in BOOL_DIMS:
-            choices = sorted(set(value)) if isinstance(value, (list, tuple)) else [value]
+        if kind in ("bool", "categorical"):
+            choices = list(dict.fromkeys(value)) if isinstance(value, (list, tuple)) else [value]
+            if kind == "bool":
+                choices = sorted(choices)
             if len(choices) > 1:
                 trial.suggest_categorical(name, choices)
             else:
-                fixed[name] = bool(choices[0])
+                fixed[name] = choices[0]
         elif is_range(value) and value[0] != value[1]:
-            if name in INT_METHOD_DIMS:
-                trial.suggest_int(name, int(value[0]), int(value[1]))
+            if kind == "int":
+                trial.suggest_int(name, int(value[0]), int(value[1]), log=log)
             else:
                 trial.suggest_float(name, float(value[0]), float(value[1]), log=log)
         else:
             pinned = value[0] if is_range(value) else value
-            fixed[name] = int(pinned) if name in INT_METHOD_DIMS else float(pinned)
+            fixed[name] = int(pinned) if kind == "int" else float(pinned)
 
 
 def make_space(space: Mapping[str, Any], students: Sequence[str], constants: Mapping[str, Any],

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from kdtune.trainables.losses.feature_base import FeatureLoss, Request, spatial_stages
+from kdtune.trainables.losses.hyperparameters import Hyperparameter
 from kdtune.trainables.losses.registry import register_loss
 
 
@@ -33,7 +34,14 @@ class ATLoss(FeatureLoss):
     """
 
     name = "at"
-    config_fields = (("at_weight", "weight"), ("at_p", "p"))
+    hyperparameters = (
+        Hyperparameter("at_weight", 1000.0, low=0.0, search=(100.0, 10000.0), log=True, kwarg="weight",
+                       source="mdistiller CFG.AT.LOSS.FEAT_WEIGHT; RepDistiller -b 1000",
+                       help="weight of the attention-map loss summed over stages (CE weight 1)"),
+        Hyperparameter("at_p", 2.0, low=0.0, low_open=True, kwarg="p",
+                       source="mdistiller CFG.AT.P; RepDistiller Attention(p=2)",
+                       help="exponent of the attention map mean_c F^p"),
+    )
 
     def __init__(self, weight: float = 1000.0, p: float = 2.0, ce_weight: float = 1.0,
                  label_smoothing: float = 0.0) -> None:

@@ -32,6 +32,7 @@ import torch
 
 from kdtune.trainables.connectors import Embed
 from kdtune.trainables.losses.feature_base import FeatureLoss, Request
+from kdtune.trainables.losses.hyperparameters import Hyperparameter
 from kdtune.trainables.losses.registry import register_loss
 
 EPS = 1e-7  # RepDistiller crd/criterion.py eps
@@ -74,9 +75,25 @@ class CRDLoss(FeatureLoss):
     """
 
     name = "crd"
-    config_fields = (("crd_weight", "weight"), ("crd_negatives", "negatives"),
-                     ("crd_temperature", "temperature"), ("crd_momentum", "momentum"),
-                     ("crd_dim", "dim"))
+    hyperparameters = (
+        Hyperparameter("crd_weight", 0.8, low=0.0, search=(0.1, 8.0), log=True, kwarg="weight",
+                       source="mdistiller CFG.CRD.LOSS.FEAT_WEIGHT; RepDistiller -b 0.8",
+                       help="weight of the two NCE terms (CE weight 1)"),
+        # pinned at the reference; a (B, K+1, dim) gather per bank per batch is 0.5 GB at
+        # B = 64, so CPU searches pin it lower (the NCE noise term scales with K/N either way)
+        Hyperparameter("crd_negatives", 16384, kind="int", low=1, kwarg="negatives",
+                       source="RepDistiller --nce_k; mdistiller CFG.CRD.NCE.NUM_NEGATIVE",
+                       help="K negatives (rows of other classes) per positive"),
+        Hyperparameter("crd_temperature", 0.07, low=0.0, low_open=True, kwarg="temperature",
+                       short="tau", source="RepDistiller --nce_t; mdistiller CFG.CRD.NCE.TEMPERATURE",
+                       help="NCE temperature of the embedding dot products"),
+        Hyperparameter("crd_momentum", 0.5, low=0.0, high=1.0, high_open=True, kwarg="momentum",
+                       source="RepDistiller --nce_m; mdistiller CFG.CRD.NCE.MOMENTUM",
+                       help="memory-bank update momentum"),
+        Hyperparameter("crd_dim", 128, kind="int", low=1, kwarg="dim",
+                       source="RepDistiller --feat_dim; mdistiller CFG.CRD.FEAT.DIM",
+                       help="embedding width"),
+    )
 
     def __init__(self, weight: float = 0.8, negatives: int = 16384, temperature: float = 0.07,
                  momentum: float = 0.5, dim: int = 128, ce_weight: float = 1.0,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kdtune.trainables.losses.hyperparameters import Hyperparameter
 from kdtune.trainables.losses.registry import DistillationLoss, register_loss
 
 EPS = 1e-8  # the official code's eps in the correlation's denominator
@@ -43,7 +44,18 @@ class DISTLoss(DistillationLoss):
     """
 
     name = "dist"
-    config_fields = (("dist_beta", "beta"), ("dist_gamma", "gamma"), ("dist_temperature", "temperature"))
+    hyperparameters = (
+        Hyperparameter("dist_beta", 2.0, low=0.0, search=(0.5, 4.0), log=True, kwarg="beta",
+                       source="official DIST training recipes (ImageNet and CIFAR-100): beta = 2",
+                       help="inter-class relation weight"),
+        Hyperparameter("dist_gamma", 2.0, low=0.0, search=(0.5, 4.0), log=True, kwarg="gamma",
+                       source="official DIST training recipes (ImageNet and CIFAR-100): gamma = 2",
+                       help="intra-class relation weight"),
+        Hyperparameter("dist_temperature", 1.0, low=0.0, low_open=True, search=(1.0, 4.0),
+                       kwarg="temperature", short="T",
+                       source="official DIST tau (ImageNet); CIFAR-100 ports use 4",
+                       help="softmax temperature tau"),
+    )
 
     def __init__(self, beta: float = 2.0, gamma: float = 2.0, temperature: float = 1.0,
                  label_smoothing: float = 0.0) -> None:

@@ -28,7 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdtune.trainables.losses.registry import DistillationLoss, register_loss
+from kdtune.trainables.losses.hyperparameters import Hyperparameter
+from kdtune.trainables.losses.registry import LOGIT_STANDARDIZE, DistillationLoss, register_loss
 from kdtune.trainables.losses.standardize import standardize as zscore
 
 
@@ -59,8 +60,27 @@ class DKDLoss(DistillationLoss):
     """
 
     name = "dkd"
-    config_fields = (("dkd_alpha", "alpha"), ("dkd_beta", "beta"), ("dkd_temperature", "temperature"),
-                     ("dkd_warmup", "warmup_epochs"), ("logit_standardize", "standardize"))
+    hyperparameters = (
+        # log scale up to 20: DKD+LS (Sun et al. 2024) trains at alpha x 9.
+        Hyperparameter("dkd_alpha", 1.0, low=0.0, search=(0.5, 20.0), log=True, kwarg="alpha",
+                       source="mdistiller CFG.DKD.ALPHA, every CIFAR-100 pair (DKD+LS: 9x)",
+                       help="TCKD (target-class) weight"),
+        # log scale: the NCKD/CE ratio is what matters.
+        # up to 100: DKD+LS (Sun et al. 2024) trains at beta x 9 (72 for beta 8).
+        Hyperparameter("dkd_beta", 8.0, low=0.0, search=(1.0, 100.0), log=True, kwarg="beta",
+                       source="mdistiller CFG.DKD.BETA (its per-pair configs use 2 to 8; DKD+LS: 9x)",
+                       help="NCKD (non-target-class) weight"),
+        # Its own temperature, not kd's: T^2 * beta * NCKD at kd's T = 20 is ~1e3 x CE and diverges.
+        Hyperparameter("dkd_temperature", 4.0, low=0.0, low_open=True, search=(1.0, 4.0),
+                       kwarg="temperature", short="T",
+                       source="mdistiller CFG.DKD.T (CIFAR-100; 1 on ImageNet)",
+                       help="softmax temperature of the decoupled terms"),
+        # Pinned by default: 20 fits 240-epoch runs; presets set ~1/12 of their max_epochs.
+        Hyperparameter("dkd_warmup", 20, kind="int", low=0, kwarg="warmup_epochs",
+                       source="mdistiller CFG.DKD.WARMUP (of 240 epochs)",
+                       help="epochs over which the KD term ramps up linearly"),
+        LOGIT_STANDARDIZE,
+    )
 
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
                  warmup_epochs: int = 20, label_smoothing: float = 0.0,

@@ -14,7 +14,7 @@ Teacher maps come from an inference-mode forward: they are copied to ordinary fl
 tensors before use (autograd cannot save inference tensors) and never receive gradients.
 Student maps keep their graph, so the feature term trains the student and the connectors.
 
-Subclasses set `name`, `config_fields` (the DistillConfig fields -> __init__ keywords) and
+Subclasses set `name`, `hyperparameters` (their declarations, hyperparameters.py) and
 implement `requests(s_info, t_info)` (which stages, pooled, teacher pre-activation),
 `build(...)` (connectors) and `feature_term(...)`.
 """
@@ -62,7 +62,8 @@ def teacher_copy(t: torch.Tensor) -> torch.Tensor:
 class FeatureLoss(DistillationLoss):
     """ce_weight * CE + weight * ramp * feature_term; see the module docstring."""
 
-    needs_features = True
+    needs = ("logits", "features")
+    needs_features = True  # shorthand for "features" in needs
 
     def __init__(self, weight: float, ce_weight: float = 1.0, label_smoothing: float = 0.0,
                  warmup: int = 0) -> None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from kdtune.trainables.connectors import ConvRegressor, LinearRegressor
 from kdtune.trainables.losses.feature_base import FeatureLoss, Request
+from kdtune.trainables.losses.hyperparameters import Hyperparameter
 from kdtune.trainables.losses.registry import register_loss
 
 
@@ -28,7 +29,15 @@ class FitNetLoss(FeatureLoss):
     """
 
     name = "fitnet"
-    config_fields = (("fitnet_weight", "weight"), ("fitnet_stage", "stage"))
+    # log-sampled over two decades around the reference: feature-loss scales differ by decades
+    hyperparameters = (
+        Hyperparameter("fitnet_weight", 100.0, low=0.0, search=(10.0, 1000.0), log=True, kwarg="weight",
+                       source="mdistiller CFG.FITNET.LOSS.FEAT_WEIGHT; RepDistiller -b 100",
+                       help="weight of the hint MSE (CE weight 1)"),
+        Hyperparameter("fitnet_stage", 2, kind="int", low=1, kwarg="stage",
+                       source="mdistiller CFG.FITNET.HINT_LAYER; RepDistiller --hint_layer 2",
+                       help="1-based stage whose output is the hint (same stage in both models)"),
+    )
 
     def __init__(self, weight: float = 100.0, stage: int = 2, ce_weight: float = 1.0,
                  label_smoothing: float = 0.0) -> None:

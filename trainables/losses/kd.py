@@ -12,8 +12,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdtune.trainables.losses.registry import AlphaBlendLoss, register_loss
+from kdtune.trainables.losses.hyperparameters import Hyperparameter
+from kdtune.trainables.losses.registry import ALPHA, LOGIT_STANDARDIZE, AlphaBlendLoss, register_loss
 from kdtune.trainables.losses.standardize import standardize as zscore
+
+
+TEMPERATURE = Hyperparameter(
+    "temperature", 4.0, low=0.0, low_open=True, search=(1.0, 10.0), short="T",
+    source="mdistiller CFG.KD.TEMPERATURE; Hinton et al. 2015 used up to 20 on MNIST",
+    help="softmax temperature of teacher and student, unitless; below 1 sharpens (not useful)")
 
 
 @register_loss
@@ -30,8 +37,7 @@ class KDLoss(AlphaBlendLoss):
     """
 
     name = "kd"
-    config_fields = (("alpha", "alpha"), ("temperature", "temperature"),
-                     ("logit_standardize", "standardize"))
+    hyperparameters = (ALPHA, TEMPERATURE, LOGIT_STANDARDIZE)
 
     def __init__(self, alpha: float = 0.9, temperature: float = 4.0, label_smoothing: float = 0.0,
                  standardize: bool = False) -> None:

@@ -11,7 +11,8 @@ This form reaches those settings; with `standardize` both logit vectors are z-sc
 from __future__ import annotations
 
 from kdtune.trainables.losses.kd import KDLoss
-from kdtune.trainables.losses.registry import DistillationLoss, register_loss
+from kdtune.trainables.losses.hyperparameters import Hyperparameter
+from kdtune.trainables.losses.registry import LOGIT_STANDARDIZE, DistillationLoss, register_loss
 
 
 @register_loss
@@ -26,8 +27,20 @@ class WeightedKDLoss(DistillationLoss):
     """
 
     name = "kd_weighted"
-    config_fields = (("kdw_ce_weight", "ce_weight"), ("kdw_kd_weight", "kd_weight"),
-                     ("kdw_temperature", "temperature"), ("logit_standardize", "standardize"))
+    hyperparameters = (
+        # log scales: the KD:CE ratio is what matters; kd's alpha stops at 19:1 (alpha 0.95)
+        Hyperparameter("kdw_ce_weight", 0.1, low=0.0, search=(0.05, 2.0), log=True, kwarg="ce_weight",
+                       source="Sun et al. 2024 KD+LS CIFAR-100 (LOSS.CE_WEIGHT 0.1; also 1.0)",
+                       help="weight of the cross-entropy on the labels"),
+        Hyperparameter("kdw_kd_weight", 9.0, low=0.0, search=(0.5, 20.0), log=True, kwarg="kd_weight",
+                       source="Sun et al. 2024 KD+LS CIFAR-100 (LOSS.KD_WEIGHT 9)",
+                       help="weight of T^2 KL(teacher || student)"),
+        Hyperparameter("kdw_temperature", 2.0, low=0.0, low_open=True, search=(1.0, 8.0),
+                       kwarg="temperature", short="T",
+                       source="Sun et al. 2024 KD+LS CIFAR-100 (T = 2)",
+                       help="softmax temperature of teacher and student"),
+        LOGIT_STANDARDIZE,
+    )
 
     def __init__(self, ce_weight: float = 0.1, kd_weight: float = 9.0, temperature: float = 2.0,
                  label_smoothing: float = 0.0, standardize: bool = False) -> None:

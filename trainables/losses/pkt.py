@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from kdtune.trainables.losses.feature_base import FeatureLoss, Request
+from kdtune.trainables.losses.hyperparameters import Hyperparameter
 from kdtune.trainables.losses.registry import register_loss
 
 EPS = 1e-7  # the reference's eps
@@ -34,7 +35,11 @@ class PKTLoss(FeatureLoss):
     """
 
     name = "pkt"
-    config_fields = (("pkt_weight", "weight"),)
+    hyperparameters = (
+        Hyperparameter("pkt_weight", 30000.0, low=0.0, search=(3000.0, 300000.0), log=True, kwarg="weight",
+                       source="mdistiller CFG.PKT.LOSS.FEAT_WEIGHT; RepDistiller -b 30000",
+                       help="weight of the KL between similarity distributions (CE weight 1)"),
+    )
 
     def __init__(self, weight: float = 30000.0, ce_weight: float = 1.0,
                  label_smoothing: float = 0.0) -> None:

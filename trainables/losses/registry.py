@@ -3,8 +3,21 @@
     @register_loss
     class MyLoss(DistillationLoss):
         name = "my"
-        config_fields = (("alpha", "alpha"), ("temperature", "temperature"))
-        ...
+        needs = ("logits",)                      # teacher outputs it reads (TEACHER_OUTPUTS)
+        hyperparameters = (
+            Hyperparameter("my_weight", 1.0, low=0.0, search=(0.1, 10.0), log=True, kwarg="weight",
+                           source="paper X, section 4", help="weight of the soft term"),
+            TEMPERATURE_KD,                      # a shared declaration: the same key as kd's
+        )
+        def __init__(self, weight=1.0, temperature=4.0, label_smoothing=0.0): ...
+        def combine(self, ce, student, teacher, labels): ...
+
+That one class is the whole method: DistillConfig accepts `my_weight` (checked against the
+declaration), the search samples it on its declared scale when `--methods my` is given,
+summaries print it, analysis tables and fANOVA list it (hyperparameters.py says how each field
+is used). register_loss refuses a class whose __init__ defaults disagree with its declarations,
+whose declarations clash with another method's under the same key, or
+whose defaults lie outside their own ranges.
 
     create_loss("dkd", beta=2.0)         # an instance; unknown names list the known ones
     list_losses()                        # ['dist', 'dkd', 'kd', 'mse']
@@ -21,22 +34,40 @@ the loop sets with `set_epoch(epoch)` (1-based) before every epoch, resumed runs
 `self.epoch_fraction`, the share of the current epoch's batches done after this one (the loop
 sets it before every batch; 1.0 when nothing drives it, i.e. per-epoch semantics).
 
-`needs_features`: a feature method (fitnet, at, sp, pkt, rkd, crd, reviewkd; the base class
-is feature_base.FeatureLoss) declares it True. Such a loss reads the student's and the
-teacher's feature maps through taps (models/features.py) that `bind` puts on both models;
-the trial binds it (trial.py) and runs the teacher online on each batch
-(trainables/feature_teacher.py). Its connectors are its own parameters: the trial optimises
-and checkpoints them with the student.
+`needs`: the teacher outputs the loss reads, names from hyperparameters.TEACHER_OUTPUTS
+("logits", "features"). A method that needs an output no teacher source provides is refused by
+`loss_from_config` with a message, instead of silently training on logits only. "features":
+the feature methods (feature_base.FeatureLoss: fitnet, at, sp, pkt, rkd, crd, reviewkd) read
+the student's and the teacher's stage maps through taps (models/features.py) that the trial
+binds to both models (trial.py), the teacher run online per batch (feature_teacher.py); their
+connectors are their own parameters, optimised and checkpointed with the student.
 """
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 from typing import Any, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kdtune.trainables.losses.hyperparameters import TEACHER_OUTPUTS, Hyperparameter
+
+# Shared declarations: kd and mse blend CE and a soft term with one `alpha`.
+ALPHA = Hyperparameter(
+    "alpha", 0.9, low=0.0, high=1.0, search=(0.0, 1.0),
+    source="mdistiller CFG.KD (CE_WEIGHT 0.1, KD_WEIGHT 0.9); Hinton et al. 2015 sec. 2.1: "
+           "best with a considerably lower weight on the hard targets",
+    help="weight of the soft (teacher) term, 1 - alpha on the labels; 0 = plain cross-entropy")
+LOGIT_STANDARDIZE = Hyperparameter(
+    "logit_standardize", False, kind="bool", kwarg="standardize", short="std",
+    source="off = the original losses; Sun et al. 2024 turn it on",
+    help="z-score student and teacher logits before the temperature (Sun et al. 2024)")
+
+# How error messages describe a teacher output.
+OUTPUT_NAMES = {"logits": "class logits", "features": "penultimate features"}
 
 _REGISTRY: dict[str, type["DistillationLoss"]] = {}
 
@@ -45,9 +76,11 @@ class DistillationLoss(nn.Module):
     """CE on the labels plus a method's soft term; subclasses implement `combine`."""
 
     name: ClassVar[str] = ""
-    # (DistillConfig field, __init__ keyword): what a trial's config sets for this method.
-    config_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
-    needs_features: ClassVar[bool] = False
+    # The method's own hyperparameters (hyperparameters.py): flat DistillConfig keys and
+    # search dimensions, in the order the search samples them.
+    hyperparameters: ClassVar[tuple[Hyperparameter, ...]] = ()
+    # Teacher outputs the loss reads (names from TEACHER_OUTPUTS).
+    needs: ClassVar[tuple[str, ...]] = ("logits",)
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -111,15 +144,44 @@ class AlphaBlendLoss(DistillationLoss):
         raise NotImplementedError
 
 
+# Keys of the config every stage shares: a method must not declare one as its own.
+RESERVED = ("kd_method", "label_smoothing", "lr", "weight_decay", "depth", "width", "model", "seed",
+            "epochs", "teacher_checkpoint", "teacher_logits", "online_teacher")
+
+
 def register_loss(cls: type[DistillationLoss]) -> type[DistillationLoss]:
-    """Class decorator: register `cls` under `cls.name`."""
+    """Class decorator: register `cls` under `cls.name` after checking its declarations."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no `name`")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"loss {cls.name!r} is registered twice "
                          f"({_REGISTRY[cls.name].__name__} and {cls.__name__})")
+    _check_declarations(cls)
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def _check_declarations(cls: type[DistillationLoss]) -> None:
+    """One key, one declaration; __init__ defaults equal the declared ones; needs are provided."""
+    names = [hp.name for hp in cls.hyperparameters]
+    if len(set(names)) != len(names):
+        raise ValueError(f"loss {cls.name!r} declares a hyperparameter twice: {names}")
+    params = inspect.signature(cls.__init__).parameters
+    for hp in cls.hyperparameters:
+        if not isinstance(hp, Hyperparameter):
+            raise ValueError(f"loss {cls.name!r}: hyperparameters must be Hyperparameter objects, got {hp!r}")
+        if hp.name in RESERVED:
+            raise ValueError(f"loss {cls.name!r}: {hp.name!r} is a shared config key, not a method's own")
+        other = all_hyperparameters().get(hp.name)
+        if other is not None and other != hp:
+            raise ValueError(f"loss {cls.name!r} declares {hp.name!r} differently from another method; "
+                             "share the declaration object or use a key of its own")
+        if hp.keyword not in params:
+            raise ValueError(f"loss {cls.name!r}: __init__ takes no keyword {hp.keyword!r} for {hp.name!r}")
+        default = params[hp.keyword].default
+        if default is not inspect.Parameter.empty and default != hp.default:
+            raise ValueError(f"loss {cls.name!r}: __init__ defaults {hp.keyword}={default!r} but "
+                             f"{hp.name!r} is declared with default {hp.default!r}")
 
 
 def list_losses() -> list[str]:
@@ -141,14 +203,28 @@ def create_loss(name: str, **kwargs: Any) -> DistillationLoss:
     return loss_class(name)(**kwargs)
 
 
+def method_hyperparameters(name: str) -> tuple[Hyperparameter, ...]:
+    """The declarations of method `name`, in its sampling order."""
+    return tuple(loss_class(name).hyperparameters)
+
+
 def method_fields(name: str) -> tuple[str, ...]:
-    """The DistillConfig fields method `name` reads (its searchable hyperparameters)."""
-    return tuple(field for field, _ in loss_class(name).config_fields)
+    """The DistillConfig keys method `name` reads (its searchable hyperparameters)."""
+    return tuple(hp.name for hp in method_hyperparameters(name))
 
 
-# Short names of config fields in settings strings: every method's temperature reads as T.
-SHORT_NAMES = {"temperature": "T", "dkd_temperature": "T", "dist_temperature": "T",
-               "kdw_temperature": "T", "logit_standardize": "std"}
+def all_hyperparameters() -> dict[str, Hyperparameter]:
+    """Every registered method's declarations by key, in registration order (shared keys once)."""
+    out: dict[str, Hyperparameter] = {}
+    for cls in _REGISTRY.values():
+        for hp in cls.hyperparameters:
+            out.setdefault(hp.name, hp)
+    return out
+
+
+def methods_reading(key: str) -> list[str]:
+    """The registered methods that declare `key`."""
+    return [n for n in list_losses() if key in method_fields(n)]
 
 
 def method_settings(name: str, values: Mapping[str, Any]) -> str:
@@ -156,19 +232,26 @@ def method_settings(name: str, values: Mapping[str, Any]) -> str:
     "dkd_alpha=1, dkd_beta=4.2, T=3.1". A field that is missing, None or NaN was pinned at the
     config's default and left out of the trial's config, so it is not shown."""
     parts = []
-    for field in method_fields(name):
-        value = values.get(field)
+    for hp in method_hyperparameters(name):
+        value = values.get(hp.name)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-        parts.append(f"{SHORT_NAMES.get(field, field)}={shown}")
+        parts.append(f"{hp.label}={shown}")
     return ", ".join(parts)
 
 
 def loss_from_config(cfg) -> DistillationLoss:
     """The loss of a DistillConfig: `cfg.kd_method` built from the fields it declares."""
     cls = loss_class(cfg.kd_method)
-    kwargs = {kw: getattr(cfg, field) for field, kw in cls.config_fields}
+    missing = [n for n in cls.needs if n not in TEACHER_OUTPUTS]
+    if missing:
+        described = ", ".join(OUTPUT_NAMES.get(n, n) for n in missing)
+        raise ValueError(f"KD method {cls.name!r} needs the teacher's {described}, which no teacher "
+                         "source provides yet; use a method that reads only "
+                         + ", ".join(TEACHER_OUTPUTS) + ": "
+                         + ", ".join(n for n in list_losses() if set(_REGISTRY[n].needs) <= set(TEACHER_OUTPUTS)))
+    kwargs = {hp.keyword: getattr(cfg, hp.name) for hp in cls.hyperparameters}
     return cls(label_smoothing=cfg.label_smoothing, **kwargs)
 
 

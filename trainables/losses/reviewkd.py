@@ -25,6 +25,7 @@ from torch import nn
 
 from kdtune.trainables.connectors import ABF
 from kdtune.trainables.losses.feature_base import FeatureLoss, Request, spatial_stages
+from kdtune.trainables.losses.hyperparameters import Hyperparameter
 from kdtune.trainables.losses.registry import register_loss
 
 MAX_MID_CHANNELS = 512  # mdistiller: mid_channel = min(512, in_channels[-1])
@@ -55,7 +56,14 @@ class ReviewKDLoss(FeatureLoss):
     """
 
     name = "reviewkd"
-    config_fields = (("reviewkd_weight", "weight"), ("reviewkd_warmup", "warmup"))
+    hyperparameters = (
+        Hyperparameter("reviewkd_weight", 1.0, low=0.0, search=(0.1, 10.0), log=True, kwarg="weight",
+                       source="mdistiller CFG.REVIEWKD.REVIEWKD_WEIGHT",
+                       help="weight of the hierarchical context loss (CE weight 1)"),
+        Hyperparameter("reviewkd_warmup", 20, kind="int", low=0, kwarg="warmup",
+                       source="mdistiller CFG.REVIEWKD.WARMUP_EPOCHS (of 240 epochs)",
+                       help="epochs over which the review term ramps up linearly"),
+    )
 
     def __init__(self, weight: float = 1.0, warmup: int = 20, ce_weight: float = 1.0,
                  label_smoothing: float = 0.0) -> None:

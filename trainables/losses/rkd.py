@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from kdtune.trainables.losses.feature_base import FeatureLoss, Request
+from kdtune.trainables.losses.hyperparameters import Hyperparameter
 from kdtune.trainables.losses.registry import register_loss
 
 EPS = 1e-12  # mdistiller CFG.RKD.PDIST.EPSILON
@@ -47,8 +48,17 @@ class RKDLoss(FeatureLoss):
     """
 
     name = "rkd"
-    config_fields = (("rkd_weight", "weight"), ("rkd_distance_weight", "distance_weight"),
-                     ("rkd_angle_weight", "angle_weight"))
+    hyperparameters = (
+        Hyperparameter("rkd_weight", 1.0, low=0.0, search=(0.1, 10.0), log=True, kwarg="weight",
+                       source="mdistiller CFG.RKD.LOSS.FEAT_WEIGHT; RepDistiller -b 1",
+                       help="weight of the relational term (CE weight 1)"),
+        Hyperparameter("rkd_distance_weight", 25.0, low=0.0, kwarg="distance_weight",
+                       source="mdistiller CFG.RKD.DISTANCE_WEIGHT; RepDistiller RKDLoss w_d",
+                       help="lambda_D of the distance term"),
+        Hyperparameter("rkd_angle_weight", 50.0, low=0.0, kwarg="angle_weight",
+                       source="mdistiller CFG.RKD.ANGLE_WEIGHT; RepDistiller RKDLoss w_a",
+                       help="lambda_A of the angle term"),
+    )
 
     def __init__(self, weight: float = 1.0, distance_weight: float = 25.0,
                  angle_weight: float = 50.0, ce_weight: float = 1.0,

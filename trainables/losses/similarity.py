@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from kdtune.trainables.losses.feature_base import FeatureLoss, Request
+from kdtune.trainables.losses.hyperparameters import Hyperparameter
 from kdtune.trainables.losses.registry import register_loss
 
 
@@ -31,7 +32,11 @@ class SPLoss(FeatureLoss):
     """
 
     name = "sp"
-    config_fields = (("sp_weight", "weight"),)
+    hyperparameters = (
+        Hyperparameter("sp_weight", 3000.0, low=0.0, search=(300.0, 30000.0), log=True, kwarg="weight",
+                       source="mdistiller CFG.SP.LOSS.FEAT_WEIGHT; RepDistiller -b 3000",
+                       help="weight of the Gram-matrix loss (CE weight 1)"),
+    )
 
     def __init__(self, weight: float = 3000.0, ce_weight: float = 1.0,
                  label_smoothing: float = 0.0) -> None:
