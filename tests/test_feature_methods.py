@@ -327,3 +327,51 @@ def test_connectors_are_checkpointed_apart_from_the_student_and_resume(bundle, c
         # restarted connectors (fresh regressor / memory bank) miss by far more.
         assert resumed.results[0]["epoch"] == 2
         assert resumed.results[0]["train_loss"] == pytest.approx(full.results[1]["train_loss"], rel=0.02)
+
+
+# ---- a search over logit and feature methods -------------------------------------------------
+@pytest.mark.ray
+def test_a_search_over_kd_fitnet_at_crd_reviewkd_on_cifar_files(tmp_path):
+    """--methods kd,fitnet,at,crd,reviewkd on small CIFAR-10-format files: every method's
+    trials trained (not errored, finite losses) with their own hyperparameters in range."""
+    import json
+
+    import yaml
+
+    from kdtune.analysis.experiment import Experiment
+    from kdtune.search.run_kd_search import main
+    from tests import fakedata
+
+    fakedata.write_cifar10(tmp_path / "data", n_per_batch=24, n_test=20)
+    preset = {
+        "dataset": "cifar10", "data_dir": str(tmp_path / "data"), "val_fraction": 0.2, "seed": 0,
+        "train": {"batch_size": 16, "optimizer": "sgd", "momentum": 0.9, "precision": "fp32"},
+        "teacher": {"model": "cifar_resnet", "depth": 8, "width": 8, "epochs": 1, "lr": 0.05},
+        "students": ["cifar_resnet"],
+        "space": {"lr": 0.05, "weight_decay": 5.0e-4, "depth": 8, "width": 4,
+                  "crd_negatives": 16, "reviewkd_warmup": 1},
+        "search": {"num_samples": 10, "baseline_samples": 1, "max_epochs": 1, "grace_period": 1,
+                   "reduction_factor": 3, "max_concurrent": 2},
+        "resources": {"cpus_per_trial": 1},
+    }
+    (tmp_path / "feat.yaml").write_text(yaml.safe_dump(preset))
+    rc = main(["--preset", str(tmp_path / "feat.yaml"), "--methods", "kd,fitnet,at,crd,reviewkd",
+               "--final-seeds", "0", "--storage-path", str(tmp_path), "--name", "feat"])
+    assert rc == 0
+    trials = Experiment.open(tmp_path / "feat").trials()
+    distilled = trials[trials["stage"] == "distill"]
+    assert len(distilled) == 10 and (distilled["status"] == "TERMINATED").all()
+    assert distilled["val_loss"].notna().all() and (distilled["diverged"] == 0).all()
+    ranges = {"fitnet": ("fitnet_weight", 10, 1000), "at": ("at_weight", 100, 1e4),
+              "crd": ("crd_weight", 0.1, 8), "reviewkd": ("reviewkd_weight", 0.1, 10),
+              "kd": ("alpha", 0, 1)}
+    seen = set(distilled["kd_method"])
+    assert len(seen) >= 3, seen  # TPE's 10 trials start with random picks among 5 methods
+    for _, row in distilled.iterrows():
+        key, lo, hi = ranges[row["kd_method"]]
+        assert lo <= row[key] <= hi, (row["kd_method"], row[key])
+        for other, (okey, _, _) in ranges.items():  # nobody else's hyperparameters
+            if other != row["kd_method"] and okey in row and okey != key:
+                assert row[okey] != row[okey] or okey == "alpha", (row["kd_method"], okey)
+    manifest = json.loads((tmp_path / "feat" / "manifest.json").read_text())
+    assert manifest["stages"]["distill"]["config"]["kd_method"] in ranges
