@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 
 from benchmarks.common import machine_line, print_table
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                                      subset=args.subset)
     print(machine_line())
     print(f"{args.dataset}: {len(bundle.train)} train / {len(bundle.val)} val images {bundle.in_shape}")
-    with reporting.local_session() as rec:
+    with reporting.local_session(root=tempfile.mkdtemp(prefix="bench-feature-teacher-")) as rec:
         train_teacher({**base, "epochs": args.teacher_epochs, "model": "cifar_resnet",
                        "depth": 14, "width": 16}, data=bundle)
     teacher = rec.checkpoints[-1]

@@ -151,8 +151,6 @@ class FeatureTap:
                 self._handles.append(relu.register_forward_pre_hook(self._keeper_pre(k)))
             else:
                 self._handles.append(stage.register_forward_hook(self._keeper(k)))
-        if preact and not self.preact_available and self.stages:
-            self.preact_available = False
         if pooled:
             self._handles.append(classifier(model).register_forward_pre_hook(self._keep_pooled))
 
