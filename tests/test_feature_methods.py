@@ -333,7 +333,12 @@ def test_connectors_are_checkpointed_apart_from_the_student_and_resume(bundle, c
 @pytest.mark.ray
 def test_a_search_over_kd_fitnet_at_crd_reviewkd_on_cifar_files(tmp_path):
     """--methods kd,fitnet,at,crd,reviewkd on small CIFAR-10-format files: every method's
-    trials trained (not errored, finite losses) with their own hyperparameters in range."""
+    trials trained (not errored, finite losses) with their own hyperparameters in range.
+
+    On the 2-core AMD EPYC of 2026-12-07 this test failed before any feature method ran: the
+    baseline stage's cifar_resnet trial segfaulted in oneDNN's 1x1-conv weight backward
+    (jit_avx2_1x1_convolution_bwd_weights_t) in a non-main thread with 1 torch thread,
+    reproduced outside Ray with a plain baseline trial (exit 139)."""
     import json
 
     import yaml
