@@ -182,7 +182,7 @@ CASES = [
     ("storage-in-sysfs", lambda t: ["--storage-path", "/sys/kdtune-runs"], "not writable"),
     ("teacher-saw-val-images", lambda t: ["--teacher-checkpoint", _digits_teacher(t, 1)],
      "trained on 221 of this run's 288 validation images"),  # 221: see test_inputs
-    ("unknown-kd-method", lambda t: ["--methods", "kd,crd"], "unknown KD method(s) 'crd'; known: dist, dkd, kd, mse"),
+    ("unknown-kd-method", lambda t: ["--methods", "kd,vid"], "unknown KD method(s) 'vid'; known: at, crd, dist, dkd, fitnet, kd, kd_weighted, mse, pkt, reviewkd, rkd, sp"),
     ("alpha-unused-by-methods", lambda t: ["--methods", "dkd,dist", "--alpha", "0.5"],
      "--alpha applies to KD methods kd, mse; --methods dkd,dist uses none of them"),
     ("bad-method-range", lambda t: ["--preset", _preset_with(t, {"dkd_beta": [4.0, 1.0]}), "--methods", "dkd"],

@@ -98,7 +98,7 @@ def test_rejects_bad_hyperparameters():
 def test_registry_lists_every_method_and_refuses_unknown_names():
     assert set(list_losses()) >= {"kd", "dkd", "dist", "mse"}
     assert list_losses() == sorted(list_losses())
-    with pytest.raises(ValueError, match=r"unknown KD method 'dkdd' \(did you mean 'dkd'\?\); known: dist, dkd, kd, mse"):
+    with pytest.raises(ValueError, match=r"unknown KD method 'dkdd' \(did you mean 'dkd'\?\); known: at, crd, dist, dkd, fitnet, kd, kd_weighted, mse, pkt, reviewkd, rkd, sp"):
         create_loss("dkdd")
     with pytest.raises(ValueError, match="registered twice"):
         @losses.register_loss
@@ -118,7 +118,7 @@ def test_config_builds_the_method_with_its_own_fields():
                                           temperature=9.0))
     assert (dist.beta, dist.gamma, dist.temperature) == (2.0, 3.0, 4.0)
     assert loss_from_config(DistillConfig(kd_method="mse", alpha=0.3)).alpha == 0.3
-    with pytest.raises(ValueError, match="logit_standardize applies to KD methods dkd, kd, not to 'dist'"):
+    with pytest.raises(ValueError, match="logit_standardize applies to KD methods dkd, kd, kd_weighted, not to 'dist'"):
         DistillConfig(kd_method="dist", logit_standardize=True)
     with pytest.raises(ValueError, match="unknown kd_method 'hinton'"):
         DistillConfig(kd_method="hinton")
@@ -127,20 +127,29 @@ def test_config_builds_the_method_with_its_own_fields():
     assert DistillConfig(kd_method="dkd", dkd_alpha=0.0, dkd_beta=0.0, teacher_checkpoint="x").is_baseline
 
 
-def test_a_method_needing_teacher_features_is_refused_with_a_message(monkeypatch):
-    class Features(losses.DistillationLoss):
-        name = "feat"
-        needs = ("features",)
+def test_a_method_needing_an_output_no_source_provides_is_refused_with_a_message(monkeypatch):
+    class Attention(losses.DistillationLoss):
+        name = "attn_maps"
+        needs = ("attention_maps",)
 
-    monkeypatch.setitem(losses.registry._REGISTRY, "feat", Features)
-    cfg = DistillConfig(kd_method="feat")
-    with pytest.raises(ValueError, match="needs the teacher's penultimate features"):
+    monkeypatch.setitem(losses.registry._REGISTRY, "attn_maps", Attention)
+    cfg = DistillConfig(kd_method="attn_maps")
+    with pytest.raises(ValueError, match="needs the teacher's attention_maps, which no teacher source provides"):
         loss_from_config(cfg)
+
+
+def test_an_unbound_feature_method_says_it_needs_the_models():
+    loss = loss_from_config(DistillConfig(kd_method="fitnet"))
+    s, t, y = _batch(seed=1)
+    with pytest.raises(RuntimeError, match="was not bound to a student and a teacher"):
+        loss(s, y, t)
+    assert torch.equal(loss(s, y), F.cross_entropy(s, y))  # no teacher: plain CE
 
 
 # ---- every method ------------------------------------------------------------------------
 # Every registered loss at its defaults (a method added later is covered too), plus options.
-ALL = [(name, {}) for name in list_losses()] + [
+# Feature methods need bound models: tests/test_feature_methods.py covers them.
+ALL = [(name, {}) for name in list_losses() if "features" not in losses.loss_class(name).needs] + [
     ("kd", {"alpha": 0.5, "temperature": 2.0, "standardize": True}),
     ("dkd", {"warmup_epochs": 0, "standardize": True}), ("dist", {"temperature": 4.0}), ("mse", {"alpha": 0.5})]
 

@@ -172,7 +172,7 @@ def test_methods_are_a_categorical_dimension_with_conditional_hyperparameters():
         if method == "kd":
             assert 1.0 <= c["temperature"] <= 10.0
         if method == "dkd":  # its own T range (spaces.METHOD_DIMS), not kd's
-            assert 1.0 <= c["dkd_beta"] <= 8.0 and c["dkd_warmup"] == 2 and 0.5 <= c["dkd_alpha"] <= 2.0
+            assert 1.0 <= c["dkd_beta"] <= 8.0 and c["dkd_warmup"] == 2 and 0.5 <= c["dkd_alpha"] <= 20.0
             assert 1.0 <= c["dkd_temperature"] <= 4.0
         if method == "dist":
             assert 0.5 <= c["dist_gamma"] <= 4.0 and 0.5 <= c["dist_beta"] <= 4.0
@@ -191,7 +191,7 @@ def test_one_other_method_is_pinned_not_sampled():
 
 
 @pytest.mark.parametrize("methods, space, message", [
-    (["kd", "crd"], {}, "unknown KD method(s) 'crd'; known: dist, dkd, kd, mse"),
+    (["kd", "vid"], {}, "unknown KD method(s) 'vid'; known: at, crd, dist, dkd, fitnet, kd, kd_weighted, mse, pkt, reviewkd, rkd, sp"),
     (["kd", "kd"], {}, "twice"),
     (["dkd"], {"logit_standardize": "yes"}, "logit_standardize: expected true, false or [false, true]"),
     (["dkd"], {"dkd_warmup": (1.5, 3)}, "dkd_warmup: expected whole numbers"),

@@ -62,11 +62,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(directory: str | os.PathLike, *, model: nn.Module, config: dict,
                     dataset_meta: dict, epoch: int, metrics: dict,
                     optimizer: torch.optim.Optimizer | None = None,
-                    scheduler_state: dict | None = None, teacher_state: dict | None = None) -> str:
+                    scheduler_state: dict | None = None, teacher_state: dict | None = None,
+                    connectors: dict | None = None) -> str:
     """Write `directory/checkpoint.pt` atomically; returns the file's path.
 
     `teacher_state`: a teacher source's resumable state (OnlineTeacher.state_dict()),
-    tensors and primitive containers only; omitted from the payload when None."""
+    tensors and primitive containers only; omitted from the payload when None.
+    `connectors`: a feature method's loss state_dict (regressors, embeddings, memory banks),
+    kept apart from the student's `state_dict`; omitted when None."""
     spec = getattr(model, "kdtune_spec", None)
     if spec is None:
         raise CheckpointError("model has no kdtune_spec: build it with models.create_model")
@@ -87,6 +90,8 @@ def save_checkpoint(directory: str | os.PathLike, *, model: nn.Module, config: d
     }
     if teacher_state is not None:  # optional key: version-1 readers ignore it
         payload["teacher_state"] = teacher_state
+    if connectors is not None:  # a feature method's connectors (optional key, not the student's)
+        payload["connectors"] = {k: v.detach().cpu() for k, v in connectors.items()}
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(os.fspath(directory), FILENAME)
     tmp = path + ".tmp"

@@ -362,6 +362,12 @@ class DistillConfig(TrainConfig):
                                  f"not to {self.kd_method!r}")
         if self.online_teacher is None:
             return
+        from kdtune.trainables.losses import loss_class
+
+        if "features" in loss_class(self.kd_method).needs:
+            raise ValueError(f"KD method {self.kd_method!r} reads a frozen teacher's features; "
+                             "it does not run with online_teacher (use a logit method, or "
+                             "teacher_checkpoint)")
         from kdtune import models
         from kdtune.models.registry import model_kwargs
 

@@ -10,6 +10,9 @@ once. The search's cache also carries the validation logits (for `agreement`), s
 that reads its training rows from it never loads the teacher at all; an online-teacher
 trial loads it (trainables/teacher_logits.prepare_teacher) for the training batches only.
 
+A feature method (fitnet, at, sp, pkt, rkd, crd, reviewkd) runs its frozen teacher online on
+every batch with feature taps (feature_teacher.py); run_trial binds the loss to both models.
+
 With `online_teacher` (online distillation) there is no checkpoint: the teacher is built
 here and trained in the same loop as the student, CE on the labels only, and the student
 distils from its current, detached logits (see online_teacher.py). Metrics then also carry
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 from kdtune.trainables import reporting
 from kdtune.trainables.config import DistillConfig
+from kdtune.trainables.feature_teacher import feature_teacher
 from kdtune.trainables.logit_cache import LogitCache, as_cache
 from kdtune.trainables.losses import loss_from_config
 from kdtune.trainables.online_teacher import OnlineTeacher
@@ -44,7 +48,7 @@ def distill_student(config: dict, data=None, teacher_logits=None) -> dict:
     if cfg.teacher_checkpoint is None and teacher_logits is not None and cfg.alpha > 0:
         raise ValueError("teacher_logits were given but the config has no teacher_checkpoint: "
                          "set teacher_checkpoint (it is recorded with the student)")
-    loss = loss_from_config(cfg)  # cfg.kd_method (kd, dkd, dist, mse) with its fields
+    loss = loss_from_config(cfg)  # cfg.kd_method with its fields (feature methods: bound in run_trial)
     if cfg.online_teacher is not None:
         def make_online(rt: Runtime, bundle, steps_per_epoch: int) -> OnlineTeacher:
             return OnlineTeacher.build(cfg, rt, bundle, steps_per_epoch)
@@ -54,6 +58,12 @@ def distill_student(config: dict, data=None, teacher_logits=None) -> dict:
         return reporting.final(run_trial(cfg, data, loss, test_best_epoch=cfg.test_best_epoch))
 
     def make_teacher(rt: Runtime, bundle, steps_per_epoch: int) -> TeacherLogits:
+        if "features" in loss.needs:  # online with taps; only the val logits may come from a cache
+            cache = as_cache(teacher_logits, None)
+            if cache is not None:
+                _check_cache(cache, bundle, None, False)
+            val = cache.val_logits(rt.device) if cache is not None and cache.val is not None else None
+            return feature_teacher(cfg.teacher_checkpoint, bundle, rt, val, EVAL_BATCH)
         views = train_views(cfg, bundle)
         cached = cfg.teacher_logits == "cached" or (
             cfg.teacher_logits == "auto" and (bundle.augment == "none" or views is not None))

@@ -5,7 +5,10 @@ loss and the teacher-logit source. Each epoch writes a checkpoint directory
 (`checkpoint.pt`, see checkpoint.py) and reports it with the epoch's metrics; a trial
 restarted by Tune (or a local_session with resume_from) continues exactly after the last
 checkpointed epoch: weights, optimiser, scheduler, epoch and RNG streams are restored, and
-the loader's order depends only on (seed, epoch). A teacher source with state (an online
+the loader's order depends only on (seed, epoch). A feature method's loss is bound to the
+student and the teacher here (taps, connectors); its connectors are optimised with the
+student and saved under the checkpoint's `connectors` key (never in the student's
+state_dict, so exports and checkpoint.load_model see the student alone). A teacher source with state (an online
 teacher: weights, optimiser, schedule) is saved in and restored from the same checkpoint.
 """
 from __future__ import annotations
@@ -84,9 +87,15 @@ def run_trial(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
               "flops": models.flops_per_image(model, data.in_shape)}
     model = rt.prepare(model)
     train_loader, val_loader = loaders(cfg, data, rt)
-    optimizer = create_optimizer(cfg, model)
-    schedule = create_schedule(cfg, optimizer, len(train_loader))
     teacher = make_teacher(rt, data, len(train_loader)) if make_teacher is not None else None
+    if "features" in getattr(loss_fn, "needs", ()) and teacher is not None and loss_fn.uses_teacher:
+        # a feature method: taps on both models, connectors built from their shapes
+        loss_fn.bind(model, teacher.teacher, data.in_shape, source=teacher,
+                     train_labels=data.train.labels)
+    connectors = loss_fn if any(True for _ in loss_fn.parameters()) else None
+    # the connectors train with the student (same optimiser, lr, weight decay and schedule)
+    optimizer = create_optimizer(cfg, model if connectors is None else torch.nn.ModuleList([model, connectors]))
+    schedule = create_schedule(cfg, optimizer, len(train_loader))
     probes = models.gradient_probes(model) if cfg.track_grad_norms else ()
     best = (BestEpochTest(model, test_loader_for(data, rt, val_loader.batch_size, cfg.seed), rt, cfg.epochs)
             if test_best_epoch else None)
@@ -94,7 +103,7 @@ def run_trial(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
     start_epoch, last = 0, {}
     resume = reporting.resume_checkpoint()
     if resume is not None:
-        start_epoch, last = _restore(resume, model, optimizer, schedule, teacher)
+        start_epoch, last = _restore(resume, model, optimizer, schedule, teacher, connectors)
         if best is not None:
             best.restore(resume)
     meta, config = data.meta(), cfg.to_dict()
@@ -114,7 +123,8 @@ def run_trial(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
             checkpoint.save_checkpoint(tmp, model=model, config=config, dataset_meta=meta,
                                        epoch=metrics["epoch"], metrics=metrics,
                                        optimizer=optimizer, scheduler_state=schedule.state_dict(),
-                                       teacher_state=teacher_state)
+                                       teacher_state=teacher_state,
+                                       connectors=None if connectors is None else connectors.state_dict())
             if best is not None:
                 best.save(tmp, config, meta)
             reporting.report(metrics, tmp)  # copied by report; tmp goes away after
@@ -127,8 +137,8 @@ def run_trial(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
     return metrics or last
 
 
-def _restore(path: str, model, optimizer, schedule,
-             teacher: TeacherSource | None) -> tuple[int, dict]:
+def _restore(path: str, model, optimizer, schedule, teacher: TeacherSource | None,
+             connectors: torch.nn.Module | None = None) -> tuple[int, dict]:
     # CPU: the RNG states must be CPU tensors; load_state_dict copies weights to the device
     payload = checkpoint.load_payload(path, map_location="cpu")
     if payload["model_spec"] != model.kdtune_spec:
@@ -145,5 +155,10 @@ def _restore(path: str, model, optimizer, schedule,
     elif teacher_state is not None:
         raise checkpoint.CheckpointError(
             f"cannot resume from {path}: it holds an online teacher, this trial has none")
+    if connectors is not None:
+        if payload.get("connectors") is None:
+            raise checkpoint.CheckpointError(
+                f"cannot resume from {path}: it holds no connectors of a feature method")
+        connectors.load_state_dict(payload["connectors"])
     checkpoint.set_rng_state(payload["rng"])
     return int(payload["epoch"]), dict(payload.get("metrics") or {})

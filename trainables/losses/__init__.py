@@ -3,8 +3,12 @@
     from kdtune.trainables.losses import create_loss, list_losses, loss_from_config
     loss = create_loss("dkd", beta=2.0)          # loss(student_logits, labels, teacher_logits)
 
-Methods: kd (Hinton et al. 2015), dkd (Zhao et al. 2022), dist (Huang et al. 2022), mse (Kim
-et al. 2021); logit standardisation (Sun et al. 2024) is an option of kd and dkd. See
+Logit methods: kd (Hinton et al. 2015), kd_weighted (kd with separate CE and KD weights),
+dkd (Zhao et al. 2022), dist (Huang et al. 2022), mse (Kim et al. 2021); logit
+standardisation (Sun et al. 2024) is an option of kd, kd_weighted and dkd. Feature methods
+(feature_base.py: bound to the student's and teacher's feature taps): fitnet (Romero et al.
+2015), at (Zagoruyko & Komodakis 2017), sp (Tung & Mori 2019), pkt (Passalis & Tefas 2018),
+rkd (Park et al. 2019), crd (Tian et al. 2020), reviewkd (Chen et al. 2021). See
 registry.py for the interface (set_epoch, uses_teacher, needs) and hyperparameters.py for how a
 method declares its hyperparameters (the one place their defaults and ranges are written).
 

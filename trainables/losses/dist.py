@@ -36,18 +36,20 @@ class DISTLoss(DistillationLoss):
     """DIST.
 
     beta: inter-class relation weight; gamma: intra-class relation weight; temperature: tau.
-    Defaults beta = gamma = 1, tau = 1 are the official DIST class's (its ImageNet setting);
-    CIFAR-100 ports of DIST (mdistiller-based, e.g. a DISTLoss(beta=2, gamma=2, tem=4)) use
-    beta = gamma = 2, tau = 4. kdtune's presets search beta, gamma and tau around these.
+    Defaults beta = gamma = 2: the loss weights of the official training recipes
+    (hunto/DIST_KD, ImageNet and CIFAR-100: the DIST term enters with beta = gamma = 2; the
+    DIST class's own keyword defaults of 1 are not what its recipes train with). tau = 1 is
+    the official ImageNet setting; its CIFAR-100 recipe uses tau = 4. kdtune's presets
+    search beta, gamma and tau around these.
     """
 
     name = "dist"
     hyperparameters = (
-        Hyperparameter("dist_beta", 1.0, low=0.0, search=(0.5, 4.0), log=True, kwarg="beta",
-                       source="official DIST (ImageNet); CIFAR-100 ports use 2",
+        Hyperparameter("dist_beta", 2.0, low=0.0, search=(0.5, 4.0), log=True, kwarg="beta",
+                       source="official DIST training recipes (ImageNet and CIFAR-100): beta = 2",
                        help="inter-class relation weight"),
-        Hyperparameter("dist_gamma", 1.0, low=0.0, search=(0.5, 4.0), log=True, kwarg="gamma",
-                       source="official DIST (ImageNet); CIFAR-100 ports use 2",
+        Hyperparameter("dist_gamma", 2.0, low=0.0, search=(0.5, 4.0), log=True, kwarg="gamma",
+                       source="official DIST training recipes (ImageNet and CIFAR-100): gamma = 2",
                        help="intra-class relation weight"),
         Hyperparameter("dist_temperature", 1.0, low=0.0, low_open=True, search=(1.0, 4.0),
                        kwarg="temperature", short="T",
@@ -55,7 +57,7 @@ class DISTLoss(DistillationLoss):
                        help="softmax temperature tau"),
     )
 
-    def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0,
+    def __init__(self, beta: float = 2.0, gamma: float = 2.0, temperature: float = 1.0,
                  label_smoothing: float = 0.0) -> None:
         super().__init__(label_smoothing)
         if beta < 0 or gamma < 0:

@@ -40,7 +40,7 @@ KINDS = ("float", "int", "bool", "categorical")
 # Teacher outputs a loss may declare in `needs`. Every teacher source (cached logits, the
 # fixed-views cache, an online teacher, an assistant) provides logits; feature-based methods
 # add their outputs here when a source provides them.
-TEACHER_OUTPUTS = ("logits",)
+TEACHER_OUTPUTS = ("logits", "features")  # features: feature_teacher.py + FeatureTap
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,13 @@ the loop sets with `set_epoch(epoch)` (1-based) before every epoch, resumed runs
 `self.epoch_fraction`, the share of the current epoch's batches done after this one (the loop
 sets it before every batch; 1.0 when nothing drives it, i.e. per-epoch semantics).
 
-`needs`: the teacher outputs the loss reads, names from hyperparameters.TEACHER_OUTPUTS (today
-"logits"). A method that needs an output no teacher source provides (penultimate features
-for CRD, RKD, PKT) is refused by `loss_from_config` with a message, instead of silently
-training on logits only; a source that provides a new output adds its name to TEACHER_OUTPUTS.
+`needs`: the teacher outputs the loss reads, names from hyperparameters.TEACHER_OUTPUTS
+("logits", "features"). A method that needs an output no teacher source provides is refused by
+`loss_from_config` with a message, instead of silently training on logits only. "features":
+the feature methods (feature_base.FeatureLoss: fitnet, at, sp, pkt, rkd, crd, reviewkd) read
+the student's and the teacher's stage maps through taps (models/features.py) that the trial
+binds to both models (trial.py), the teacher run online per batch (feature_teacher.py); their
+connectors are their own parameters, optimised and checkpointed with the student.
 """
 from __future__ import annotations
 
