@@ -183,3 +183,20 @@ def test_inference_teacher_folds_batchnorm_exactly(name, kwargs):
         low = in_bf16(x).float()
     assert (low.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
     assert (low - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
+def test_channels_last_is_off_on_cpu_for_nets_with_a_narrow_strided_1x1_conv():
+    """oneDNN (torch 2.14.1, AVX2) corrupts the heap in the weight backward of a strided 1x1
+    conv with < 8 input channels in channels_last: cifar_resnet width 4's shortcut. Such nets
+    run NCHW on the CPU; wider ones and MLPs keep their layout rule; an explicit choice wins."""
+    from kdtune import models
+    from kdtune.trainables.runtime import Runtime
+
+    def layout(width, channels_last=None):
+        net = models.create_model("cifar_resnet", num_classes=10, in_shape=(3, 32, 32), depth=8, width=width)
+        return Runtime.resolve("cpu", "fp32", net, 1, channels_last).channels_last
+
+    assert (layout(4), layout(7), layout(8), layout(16)) == (False, False, True, True)
+    assert layout(4, channels_last=True) is True
+    mlp = models.create_model("mlp", num_classes=10, in_shape=(1, 8, 8), depth=1, width=8)
+    assert Runtime.resolve("cpu", "fp32", mlp, 1).channels_last is False

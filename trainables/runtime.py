@@ -4,7 +4,8 @@
 - device "auto" -> cuda when available, else cpu;
 - precision "auto" -> bf16 autocast on CUDA and on CPUs with native bf16 (AMX or
   avx512_bf16: 1.7-2.3x the fp32 images/s on a 2-core Xeon, docs/architecture.md), fp32 else;
-- channels_last None -> on for conv nets (the fast layout for bf16 and fp32 convolutions);
+- channels_last None -> on for conv nets (the fast layout for bf16 and fp32 convolutions),
+  except on the CPU for nets with a strided 1x1 conv of < 8 input channels (a oneDNN crash);
 - threads: cfg.num_threads, else the CPUs Tune reserved for the trial.
 """
 from __future__ import annotations
@@ -58,6 +59,25 @@ def is_conv_net(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
+# torch 2.14.1's oneDNN crashes the process (heap corruption, SIGSEGV/SIGABRT) in the weight
+# backward of a strided 1x1 convolution with fewer than 8 input channels in channels_last fp32 on
+# an AVX2 CPU (jit_avx2_1x1_convolution_bwd_weights_t): e.g. a ResNet shortcut 4 -> 8 channels,
+# stride 2, i.e. cifar_resnet width 4-7. Measured 2026-12-07 on a 2-core AMD EPYC (AVX2, no
+# AVX-512): Conv2d(4, 8, 1, stride=2) and (6, 12, 1, 2) crash within 30 steps; (8, 16, 1, 2),
+# (4, 8, 1, 1) and (4, 4, 3, 1) do not. Such nets train NCHW on the CPU instead.
+NARROW_1X1_CHANNELS = 8
+
+
+def has_narrow_strided_1x1(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1
+               and m.in_channels < NARROW_1X1_CHANNELS for m in model.modules())
+
+
+def channels_last_safe(model: nn.Module, device: torch.device) -> bool:
+    """Whether `model` may run channels_last on `device` (see NARROW_1X1_CHANNELS)."""
+    return device.type != "cpu" or not has_narrow_strided_1x1(model)
+
+
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
@@ -75,7 +95,7 @@ class Runtime:
                 channels_last: bool | None = None) -> "Runtime":
         """The "auto" choices above for `model` (channels_last None: on for conv nets)."""
         dev = resolve_device(device)
-        cl = is_conv_net(model) if channels_last is None else channels_last
+        cl = (is_conv_net(model) and channels_last_safe(model, dev)) if channels_last is None else channels_last
         return cls(dev, resolve_autocast(precision, dev), cl, threads)
 
     def apply(self) -> None:
