@@ -8,6 +8,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# No network here: the Hugging Face hub (timm's pretrained weights) reads this when it is first
+# imported, so set it before anything imports it; otherwise each miss waits through its retries (~45 s).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 import pytest  # noqa: E402  (after the environment above is set)
