@@ -80,6 +80,15 @@ def _check_model_kwargs(field_name: str, model: str, kwargs: Mapping[str, Any]) 
             raise ValueError(f"{field_name} {exc}") from None
 
 
+
+def unknown_keys_error(config: str, unknown: list[str], valid: list[str]) -> ValueError:
+    """One error naming every unknown key, each with its closest valid key as a hint."""
+    msgs = []
+    for key in unknown:
+        hint = difflib.get_close_matches(str(key), valid, n=1)
+        msgs.append(f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return ValueError(f"unknown {config} key(s): {', '.join(msgs)}; valid keys: {', '.join(valid)}")
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Fields shared by every stage (teacher, baseline and distilled students)."""
@@ -223,12 +232,7 @@ class TrainConfig:
         valid = cls.keys()
         unknown = sorted(set(d) - set(valid))
         if unknown:
-            msgs = []
-            for key in unknown:
-                hint = difflib.get_close_matches(str(key), valid, n=1)
-                msgs.append(f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-            raise ValueError(f"unknown {cls.__name__} key(s): {', '.join(msgs)}; "
-                             f"valid keys: {', '.join(valid)}")
+            raise unknown_keys_error(cls.__name__, unknown, valid)
         return cls(**dict(d))
 
     def to_dict(self) -> dict[str, Any]:
@@ -301,13 +305,7 @@ class DistillConfig(TrainConfig):
         declared = all_hyperparameters()
         unknown = sorted(set(given) - set(declared))
         if unknown:
-            valid = self.keys()
-            msgs = []
-            for key in unknown:
-                hint = difflib.get_close_matches(str(key), valid, n=1)
-                msgs.append(f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-            raise ValueError(f"unknown {type(self).__name__} key(s): {', '.join(msgs)}; "
-                             f"valid keys: {', '.join(valid)}")
+            raise unknown_keys_error(type(self).__name__, unknown, self.keys())
         values = {name: hp.check(given.get(name, hp.default)) for name, hp in declared.items()}
         object.__setattr__(self, "method_params", tuple(sorted(values.items())))
 
@@ -369,7 +367,6 @@ class DistillConfig(TrainConfig):
                              "it does not run with online_teacher (use a logit method, or "
                              "teacher_checkpoint)")
         from kdtune import models
-        from kdtune.models.registry import model_kwargs
 
         models.registry.resolve(self.online_teacher)
         _choice("online_teacher", self.online_teacher, list(models.list_models()))
