@@ -1,7 +1,9 @@
 """--smoke-test caps the budget of the preset, never a flag the user gave: `--smoke-test
 --num-samples 6` runs 6 trials (it silently ran 2 before)."""
 from kdtune.search.input.cli import parse_args
-from kdtune.search.input.spec import SMOKE
+from kdtune.search.input.options import smoke_limits
+
+SMOKE = {**smoke_limits()}  # the declared caps (search/input/options/)
 
 
 def test_smoke_limits_cap_the_preset_but_a_given_flag_wins(tmp_path):

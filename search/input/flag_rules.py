@@ -7,21 +7,16 @@ from __future__ import annotations
 
 import argparse
 
+from kdtune.search.input import options
 from kdtune.search.input.errors import UsageError
 from kdtune.search.input.spec import SearchSpec
-
-# --resume continues the run its manifest records. These flags say where that run is and how
-# to execute it, never what it computes, so they are honoured; any other flag would change
-# the spec a half-finished search was started with, and is refused. --verbose only chooses
-# this session's console (search/tune/progress.py), so it goes too.
-RESUME_FLAGS = ("resume", "name", "storage_path", "address", "max_failures", "verbose")
 
 # What only matters when kdtune trains the teacher itself.
 TEACHER_TRAINING_FLAGS = ("teacher", "teacher_epochs", "teacher_weights")
 
 
 def _flag(dest: str) -> str:
-    return "--" + dest.replace("_", "-")
+    return options.by_name()[dest].flag
 
 
 def given_flags(args: argparse.Namespace) -> list[str]:
@@ -29,15 +24,23 @@ def given_flags(args: argparse.Namespace) -> list[str]:
     return [dest for dest, value in vars(args).items() if value is not None]
 
 
+def check_resume(args: argparse.Namespace) -> None:
+    """--resume continues the run its manifest records: only the options declared resume-safe
+    (search/input/options/run.py: where the run is, how this session executes it) go with it.
+    Checked before the spec is built, so a refused flag's value is never read (nor imported)."""
+    if not args.resume:
+        return
+    changing = [_flag(d) for d in given_flags(args) if d not in options.resume_safe()]
+    if changing:
+        raise UsageError(f"--resume continues the run as it was started; {', '.join(changing)} would "
+                         f"change it: drop them (only {options.resume_flags_text()} go with --resume), "
+                         "or start a new run under another --name")
+
+
 def check_flags(args: argparse.Namespace, spec: SearchSpec) -> None:
     """Raise UsageError for a flag the run would otherwise have to ignore."""
     given = given_flags(args)
-    if args.resume:
-        changing = [_flag(d) for d in given if d not in RESUME_FLAGS]
-        if changing:
-            raise UsageError(f"--resume continues the run as it was started; {', '.join(changing)} would "
-                             "change it: drop them (only --name, --storage-path, --address, "
-                             "--max-failures and --verbose go with --resume), or start a new run under another --name")
+    if args.resume:  # check_resume let only the resume-safe flags through
         return
     for dim in ("depth", "width"):
         value = getattr(args, dim, None)

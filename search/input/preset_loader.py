@@ -10,20 +10,31 @@ from typing import Any
 
 import yaml
 
-from kdtune.search.input import schema
+from kdtune.search.input import options
 from kdtune.search.input.errors import UsageError
+from kdtune.search.input.schema import DICT_SECTIONS
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"  # search/presets/
 
-# Top-level keys a preset may hold, and the keys allowed inside its sections.
-SECTIONS: dict[str, set[str] | None] = {
-    "dataset": None, "data_dir": None, "image_size": None, "val_fraction": None, "seed": None, "subset": None,
-    "description": None, "train": None, "teacher": None, "teacher_checkpoint": None,
-    "students": None, "methods": None, "space": None, "chain": None, "sweep": None,
-    "imports": None, "max_params": None, "max_flops": None,
-    "search": schema.section_keys("search") | {"augment_views"},
-    "resources": schema.section_keys("resources"),
-}
+# Top-level keys that are not run options: a comment for people, the free-form sections (their
+# keys are TrainConfig / TeacherConfig / search-space keys, checked by those) and a grid sweep.
+STRUCTURE: dict[str, set[str] | None] = {"description": None, **{k: None for k in DICT_SECTIONS}, "sweep": None}
+
+
+def sections() -> dict[str, set[str] | None]:
+    """Top-level keys a preset may hold (None: any value) and the keys allowed inside the
+    sections the option table owns (search, resources): the structure above plus every
+    declared option's preset key. Read from the table when a preset is loaded."""
+    out = dict(STRUCTURE)
+    for o in options.OPTIONS:
+        head, *rest = o.preset_parts or (None,)
+        if head is None or head in DICT_SECTIONS:
+            continue
+        if not rest:
+            out[head] = None
+        else:
+            out.setdefault(head, set()).add(rest[0])
+    return out
 
 
 def list_presets() -> list[str]:
@@ -56,10 +67,11 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         raise UsageError(f"preset {path} is not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise UsageError(f"preset {path} must be a YAML mapping of settings, got {type(data).__name__}")
+    known = sections()
     for key, value in data.items():
-        if key not in SECTIONS:
-            raise UsageError(f"preset {path}: unknown key {key!r}; valid keys: {', '.join(sorted(SECTIONS))}")
-        allowed = SECTIONS[key]
+        if key not in known:
+            raise UsageError(f"preset {path}: unknown key {key!r}; valid keys: {', '.join(sorted(known))}")
+        allowed = known[key]
         if allowed is not None:
             if not isinstance(value, dict):
                 raise UsageError(f"preset {path}: {key!r} must be a mapping")

@@ -7,69 +7,27 @@ in one place.
 from __future__ import annotations
 
 import dataclasses
-import os
+import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Mapping
 
-from kdtune.search.input import schema
+from kdtune.search.input import options
+from kdtune.search.input.schema import DICT_SECTIONS, Option
 
-# --smoke-test: every stage runs, on a slice of the data, for seconds. The budget options'
-# caps are declared with them (search/input/schema.py); these two are not budget options.
-SMOKE = {"subset": 256, "teacher_epochs": 1, **schema.smoke_limits()}
 ONLINE_KEYS = ("online_teacher", "online_teacher_kwargs")
 
 
-@dataclass(frozen=True)
-class SearchSpec:
-    preset: str
-    dataset: str
-    data_dir: str | None = None
-    image_size: int | None = None                            # image_folder: side images are resized to
-    resident_max_mb: float | None = None                     # image_folder: larger sets go to the disk store
-    store_dir: str | None = None                             # image_folder: where disk stores live
-    decode_workers: int | None = None                        # image_folder: parallel decode shards
-    download: bool = True                                    # fetch missing torchvision files
-    val_fraction: float = 0.1
-    seed: int = 0
-    subset: int | None = None
-    # Augmented data: students cycle K fixed augmented views whose teacher logits are cached
-    # (None until preflight resolves it: K = max_epochs by default; 0 = online teacher).
-    augment_views: int | None = None
-    train: dict[str, Any] = field(default_factory=dict)      # TrainConfig fields for every stage
-    teacher: dict[str, Any] = field(default_factory=dict)    # TeacherConfig fields
-    teacher_checkpoint: str | None = None                    # skip the teacher stage
-    students: tuple[str, ...] = ("mlp",)
-    methods: tuple[str, ...] = ("kd",)                       # KD methods searched (trainables.losses)
-    space: dict[str, Any] = field(default_factory=dict)
-    sweep: dict[str, Any] | None = None                      # grid sweep instead of a search
-    chain: tuple[str, ...] | None = None                     # teacher, assistant, student (TAKD)
-    # Budget and resources: declared (default, range, flag, smoke cap) in search/input/schema.py.
-    num_samples: int = schema.default("num_samples")
-    baseline_samples: int = schema.default("baseline_samples")
-    max_epochs: int = schema.default("max_epochs")
-    grace_period: int = schema.default("grace_period")
-    reduction_factor: int = schema.default("reduction_factor")
-    max_concurrent: int = schema.default("max_concurrent")
-    objective: str = schema.default("objective")
-    final_top_k: int = schema.default("final_top_k")
-    final_seeds: int = schema.default("final_seeds")
-    cpus_per_trial: float = schema.default("cpus_per_trial")
-    gpus_per_trial: float = schema.default("gpus_per_trial")
-    storage_path: str = "kdtune_results"
-    name: str = ""
-    resume: bool = False
-    address: str | None = None
-    max_failures: int = 2
-    smoke_test: bool = False
-    tracker: str | None = None                               # mlflow | wandb (search/tune/trackers.py)
-    warm_start: str | None = None                            # a finished experiment seeding the samplers
-    verbose: bool = False                                    # Ray's own tables instead of progress lines
-    imports: tuple[str, ...] = ()                            # --import: user modules/files (user_imports.py)
-    max_params: int | None = None                            # size budget the sampler holds (SizeBudget)
-    max_flops: int | None = None                             # FLOPs per image, FlopCounterMode's count
-    data_shape: tuple | None = None                          # (num_classes, in_shape): set by preflight
+class SpecBase:
+    """What a SearchSpec derives from its fields. Its fields are the structural ones below and
+    one per run option that is not a key of a dict section (search/input/options/: its name,
+    default and meaning); spec_class builds the frozen dataclass from that table.
+
+    Structural fields: preset's train (TrainConfig fields for every stage), teacher
+    (TeacherConfig fields), space (the search dimensions), sweep (a grid sweep instead of a
+    search), and data_shape ((num_classes, in_shape), set by preflight for the size budget).
+    """
 
     def size_budget(self):
         """The sampler's SizeBudget, or None without --max-params / --max-flops."""
@@ -135,23 +93,22 @@ class SearchSpec:
         return stages + (("final",) if self.final_seeds > 0 else ())
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (tuples as lists), as the manifest records it."""
         out = dataclasses.asdict(self)
-        out["students"] = list(self.students)
-        out["methods"] = list(self.methods)
-        out["chain"] = list(self.chain) if self.chain else None
-        out["imports"] = list(self.imports)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
         out["data_shape"] = [self.data_shape[0], list(self.data_shape[1])] if self.data_shape else None
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> "SpecBase":
+        """The spec of a manifest; a field it lacks (written before the field existed) takes its default."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        values["students"] = tuple(values.get("students", ("mlp",)))
-        values["methods"] = tuple(values.get("methods", ("kd",)))
-        if values.get("chain"):
-            values["chain"] = tuple(values["chain"])
-        values["imports"] = tuple(values.get("imports") or ())
+        for o in options.OPTIONS:  # JSON keeps tuples as lists
+            if isinstance(values.get(o.name), list):
+                values[o.name] = tuple(values[o.name])
         if values.get("data_shape"):
             values["data_shape"] = (int(values["data_shape"][0]), tuple(values["data_shape"][1]))
         return cls(**values)
@@ -161,32 +118,6 @@ class SearchSpec:
         from kdtune.search.tune.search_spaces import parse_link
 
         return [parse_link(link) for link in self.chain or ()]
-
-
-def parse_views(value: Any) -> int | None:
-    """--augment-views / search.augment_views: K >= 1 views, 0 or "online" (0), None (default)."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().lower() == "online":
-        return 0
-    try:
-        views = int(value)
-        if views != float(value) or views < 0:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"--augment-views takes a number of views K >= 1, or 0 / online for the "
-                         f"online teacher; got {value!r}") from None
-    return views
-
-
-def _accepted_kwargs(model: str) -> set[str]:
-    """Keyword options of a registered model (empty for an unknown name: validation reports it)."""
-    from kdtune.models.registry import model_kwargs
-
-    try:
-        return set(model_kwargs(model))
-    except ValueError:
-        return set()
 
 
 def _methods(methods: Any, given: Mapping[str, Any]) -> tuple[str, ...]:
@@ -215,101 +146,119 @@ def _all_methods() -> list[str]:
     return list_losses()
 
 
-def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, Any]) -> SearchSpec:
-    """Merge a loaded preset with command-line flags (flags win; None means "not given")."""
-    search = dict(preset.get("search", {}))
-    resources = dict(preset.get("resources", {}))
-    teacher = dict(preset.get("teacher", {}))
-    space = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(preset.get("space", {})).items()}
+def spec_fields(table: tuple[Option, ...]) -> list[Option]:
+    """The options that are SearchSpec fields (the rest edit its train / teacher / space dicts)."""
+    return [o for o in table if not o.in_dict_section]
+
+
+@functools.lru_cache(maxsize=4)
+def spec_class(table: tuple[Option, ...]) -> type:
+    """The frozen SearchSpec dataclass of an option table: the structural fields, then one
+    field per option with its declared default. Built once per table (a test's extended table
+    gets its own class); named SearchSpec in this module, so a spec pickles by reference."""
+    structural = [
+        ("train", dict, field(default_factory=dict)),
+        ("teacher", dict, field(default_factory=dict)),
+        ("space", dict, field(default_factory=dict)),
+        ("sweep", Any, field(default=None)),
+        ("data_shape", Any, field(default=None)),
+    ]
+    fields = structural + [(o.name, Any, field(default=o.default)) for o in spec_fields(table)]
+    return dataclasses.make_dataclass("SearchSpec", fields, bases=(SpecBase,), frozen=True,
+                                      namespace={"__module__": __name__})
+
+
+SearchSpec = spec_class(options.OPTIONS)
+
+
+def _preset_value(preset: Mapping[str, Any], o: Option) -> tuple[bool, Any]:
+    """(whether the preset sets `o`, its value there)."""
+    node: Any = preset
+    for key in o.preset_parts:
+        if not isinstance(node, Mapping) or key not in node:
+            return False, None
+        node = node[key]
+    return bool(o.preset_parts), node
+
+
+def _merged(o: Option, preset: Mapping[str, Any], given: Mapping[str, Any]) -> Any:
+    """A spec field's value: the flag over the preset over the declared default."""
+    found, preset_value = _preset_value(preset, o)
+    if o.name in given:
+        value = o.merge(preset_value, given[o.name]) if (found and o.merge) else given[o.name]
+    else:
+        value = preset_value if found else o.default
+    return o.finish(value)
+
+
+def _place(values: dict[str, Any], o: Option, value: Any) -> None:
+    """A flag's value into its dict section (copied on the way: the preset stays as read)."""
+    head, *keys = o.preset_parts
+    section = values[head] = dict(values[head])
+    if o.write is not None:
+        o.write(section, value)
+        return
+    for key in keys[:-1]:
+        section[key] = dict(section.get(key) or {})
+        section = section[key]
+    last = keys[-1]
+    section[last] = o.merge(section[last], value) if (o.merge and last in section) else value
+
+
+def _smoke_caps(values: dict[str, Any], table: tuple[Option, ...], given: Mapping[str, Any]) -> None:
+    """--smoke-test caps what the preset and the defaults say; a flag the user gave wins
+    (--smoke-test --num-samples 6 runs 6 trials: an option is never accepted and then ignored)."""
+    for o in table:
+        if o.smoke is None or o.name in given:
+            continue
+        current = o.read(values)
+        capped = o.smoke if current is None else min(current, o.smoke)
+        if o.in_dict_section:
+            _place(values, o, capped)
+        else:
+            values[o.name] = capped
+
+
+def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, Any]):
+    """Merge a loaded preset with command-line flags (flags win; None means "not given").
+
+    Every option goes by its declaration (search/input/options/); what is left here is
+    between options: user modules loaded first, the methods' own flags, the chain's teacher,
+    the smoke caps of the sweep grid, and the run's default name."""
+    table = options.OPTIONS
     given = {k: v for k, v in flags.items() if v is not None}
     # User modules first: the names below (teacher, students, methods) may be theirs.
     from kdtune.search.input import user_imports
 
-    imports = user_imports.resolve([*(preset.get("imports") or []), *(given.get("imports") or [])])
-    user_imports.load(imports)
+    imports = options.by_name()["imports"]
+    user_imports.load(_merged(imports, preset, given))
 
-    if "teacher" in given and given["teacher"] != teacher.get("model"):
-        # A different teacher architecture: the preset's sizes belonged to the old one; its
-        # options (freeze_backbone, dropout, ...) stay where the new model takes them.
-        accepted = _accepted_kwargs(given["teacher"])
-        kwargs = {k: v for k, v in teacher.get("model_kwargs", {}).items() if k in accepted}
-        teacher = {k: v for k, v in teacher.items() if k not in ("depth", "width", "model_kwargs")}
-        teacher.update(model=given["teacher"], model_kwargs=kwargs)
-    for dim in ("alpha", "temperature", "lr", "depth", "width"):
-        if dim in given:
-            value = given[dim]
-            if isinstance(value, Mapping) and isinstance(space.get(dim), Mapping):
-                value = {**space[dim], **value}  # per-family flags replace only the families they name
-            space[dim] = value
-    if "teacher_epochs" in given:
-        teacher["epochs"] = given["teacher_epochs"]
-    if "teacher_weights" in given:
-        teacher["model_kwargs"] = {**teacher.get("model_kwargs", {}), "weights_path": given["teacher_weights"]}
-    train = dict(preset.get("train", {}))
-    for section, key in ((train, "augment"), (teacher, "teacher_augment")):
-        if key in given:  # (name, pixels) from the CLI; pixels None = the augmentation's default
-            section["augment"], section["augment_pixels"] = given[key]
-    sweep = preset.get("sweep")
-    chain = given.get("chain", preset.get("chain"))
-    if chain:
+    values: dict[str, Any] = {
+        "train": dict(preset.get("train", {})),
+        "teacher": dict(preset.get("teacher", {})),
+        "space": {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(preset.get("space", {})).items()},
+        "sweep": preset.get("sweep"),
+    }
+    for o in table:  # in the table's order: --teacher's architecture swap before --teacher-weights
+        if not o.in_dict_section:
+            values[o.name] = _merged(o, preset, given)
+        elif o.name in given:  # else the preset's section holds it, or the config's default applies
+            _place(values, o, given[o.name])
+    values["preset"] = preset_name
+    values["methods"] = _methods(values["methods"], given)
+    if values["chain"]:
         # The first link is the teacher: it replaces the preset's teacher architecture.
         from kdtune.search.tune.search_spaces import parse_link
 
-        head = parse_link(chain[0])
-        teacher = {k: v for k, v in teacher.items() if k not in ("model", "depth", "width", "model_kwargs")}
-        teacher.update(head)
-
-    values: dict[str, Any] = {
-        "preset": preset_name,
-        "dataset": given.get("dataset", preset.get("dataset", "digits")),
-        "data_dir": given.get("data_dir", preset.get("data_dir")),
-        "image_size": given.get("image_size", preset.get("image_size")),
-        "resident_max_mb": given.get("resident_max_mb"),
-        "store_dir": str(Path(given["store_dir"]).expanduser().resolve()) if given.get("store_dir") else None,
-        "decode_workers": given.get("decode_workers"),
-        "download": bool(given.get("download", True)),
-        "val_fraction": given.get("val_fraction", preset.get("val_fraction", 0.1)),
-        "seed": given.get("seed", preset.get("seed", 0)),
-        "subset": given.get("subset", preset.get("subset")),
-        "augment_views": parse_views(given.get("augment_views", search.get("augment_views"))),
-        "train": train,
-        "teacher": teacher,
-        "teacher_checkpoint": given.get("teacher_checkpoint", preset.get("teacher_checkpoint")),
-        "students": tuple(given.get("students", preset.get("students", ["mlp"]))),
-        "methods": _methods(given.get("methods", preset.get("methods", ["kd"])), given),
-        "space": space,
-        "sweep": sweep,
-        "chain": tuple(chain) if chain else None,
-        "storage_path": given.get("storage_path", "kdtune_results"),
-        "resume": bool(given.get("resume", False)),
-        # RAY_ADDRESS is how `ray job submit` points an entrypoint at its cluster.
-        "address": given.get("address") or os.environ.get("RAY_ADDRESS") or None,
-        "max_failures": given.get("max_failures", 2),
-        "smoke_test": bool(given.get("smoke_test", False)),
-        "tracker": given.get("tracker"),
-        "warm_start": str(Path(given["warm_start"]).expanduser().resolve()) if given.get("warm_start") else None,
-        "verbose": bool(given.get("verbose", False)),
-        "imports": tuple(imports),
-        "max_params": given.get("max_params", preset.get("max_params")),
-        "max_flops": given.get("max_flops", preset.get("max_flops")),
-    }
-    for option in schema.OPTIONS:  # a flag over the preset's section over the declared default
-        section = search if option.section == "search" else resources
-        if option.name in given or option.name in section:
-            values[option.name] = given.get(option.name, section.get(option.name))
+        head = parse_link(values["chain"][0])
+        teacher = {k: v for k, v in values["teacher"].items() if k not in ("model", "depth", "width", "model_kwargs")}
+        values["teacher"] = {**teacher, **head}
     if values["smoke_test"]:
-        # The limits cap the preset's budget; a flag the user gave wins (--smoke-test
-        # --num-samples 6 runs 6 trials: an option is never accepted and then ignored).
-        for key in schema.smoke_limits():
-            if key not in given:
-                values[key] = min(values.get(key, SMOKE[key]), SMOKE[key])
-        if "subset" not in given:
-            values["subset"] = min(values["subset"] or SMOKE["subset"], SMOKE["subset"])
-        if "teacher_epochs" not in given:
-            values["teacher"] = {**values["teacher"], "epochs": SMOKE["teacher_epochs"]}
+        _smoke_caps(values, table, given)
+        sweep = values["sweep"]
         if sweep:  # first value of every axis, at most two variants
             grid = {k: ({n: v[:1] for n, v in vals.items()} if isinstance(vals, dict) else vals[:1])
                     for k, vals in sweep.get("grid", {}).items()}
             values["sweep"] = {**sweep, "grid": grid, "variants": list(sweep.get("variants", []))[:2]}
     values["name"] = given.get("name") or f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return SearchSpec(**values)
+    return spec_class(table)(**values)

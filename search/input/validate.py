@@ -23,7 +23,7 @@ from kdtune.search.tune import search_spaces as spaces
 from kdtune.search.stages import sweep
 from kdtune.search.input.errors import UsageError, warn
 from kdtune.search.record.manifest import MANIFEST_NAME, Manifest, latest_experiment
-from kdtune.search.input import schema
+from kdtune.search.input import options
 from kdtune.search.input.spec import SearchSpec
 from kdtune.search.tune.optuna_study import search_spaces, study_directions
 from kdtune.search.tune.trackers import check_tracker
@@ -43,19 +43,15 @@ def resolve_resume(spec: SearchSpec, name_given: bool) -> SearchSpec:
         manifest = Manifest.load(experiment)
     except ValueError as exc:
         raise UsageError(f"cannot resume: {exc}; pass --name of an existing run under {storage}")
-    stored = SearchSpec.from_dict(manifest.data["spec"])
+    stored = type(spec).from_dict(manifest.data["spec"])
     from kdtune.search.input import user_imports
 
     user_imports.load(stored.imports)  # the run's own plugins: its names are theirs
-    for key, flag in (("tracker", "--tracker"), ("warm_start", "--warm-start")):
-        given = getattr(spec, key)
-        if given is not None and given != getattr(stored, key):
-            raise UsageError(f"cannot resume with {flag} {given}: the run was started with "
-                             f"{getattr(stored, key) or 'none'}, and a resume continues it unchanged")
-    # The console is this session's choice (--verbose), like the cluster to run on.
-    return SearchSpec.from_dict({**stored.to_dict(), "resume": True, "storage_path": str(storage),
-                                 "name": experiment.name, "address": spec.address,
-                                 "max_failures": spec.max_failures, "verbose": spec.verbose})
+    # The options declared resume-safe (where the run is, how this session runs it: the only
+    # flags check_flags let through) come from this session; everything else from the run.
+    session = {name: getattr(spec, name) for name in options.resume_safe()}
+    return type(spec).from_dict({**stored.to_dict(), **session, "resume": True, "storage_path": str(storage),
+                                 "name": experiment.name})
 
 
 def _check_numbers(spec: SearchSpec) -> None:
@@ -66,7 +62,8 @@ def _check_numbers(spec: SearchSpec) -> None:
                          "sub-folder of images per class (or train/ and test/ folders of them)")
     if spec.image_size is not None and spec.dataset != "image_folder":
         raise UsageError(f"--image-size resizes image_folder images; {spec.dataset} images have a fixed size")
-    schema.check_values(spec)  # each budget/resource option's declared type and range
+    for option in options.OPTIONS:  # each option's declared type and range (a preset's value:
+        option.check(option.read(spec))  # a flag's was checked when parsed)
     for key in ("resident_max_mb", "store_dir", "decode_workers"):
         if getattr(spec, key) is not None and spec.dataset != "image_folder":
             raise UsageError(f"--{key.replace('_', '-')} applies to image_folder (images decoded from files); "
@@ -77,8 +74,6 @@ def _check_numbers(spec: SearchSpec) -> None:
     if spec.final_seeds and not spec.sweep and spec.final_top_k > spec.num_samples:
         raise UsageError(f"--final-top-k {spec.final_top_k} is larger than --num-samples {spec.num_samples}: "
                          "the distillation search has no more configs to retrain")
-    if spec.max_failures < 0:
-        raise UsageError(f"--max-failures must be >= 0, got {spec.max_failures}")
     if not spec.address and spec.cpus_per_trial > (os.cpu_count() or 1):
         raise UsageError(f"--cpus-per-trial {spec.cpus_per_trial} but this machine has {os.cpu_count()} CPUs; "
                          "lower it, or pass --address of a bigger cluster")
