@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kdtune.search.input import options
-from kdtune.search.input.schema import DICT_SECTIONS, Option
+from kdtune.search.input.schema import Option
 
 ONLINE_KEYS = ("online_teacher", "online_teacher_kwargs")
 
