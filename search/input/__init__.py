@@ -1,3 +1,4 @@
-"""What the user gives, checked before Ray starts: flags (cli), presets, the resolved
-SearchSpec (spec), contradictions (flag_rules) and pre-flight validation (validate).
+"""What the user gives, checked before Ray starts: the run options declared once (options/,
+Option in schema), flags (cli), presets, the resolved SearchSpec (spec), contradictions and
+the resume rule (flag_rules) and pre-flight validation (validate).
 """
