@@ -35,7 +35,7 @@ import torch
 from kdtune import datasets
 from kdtune import models
 from kdtune.analysis import exporters
-from kdtune.search.stages import final_stats
+from kdtune.search.record.stats import MeanSd
 from kdtune.analysis.cli import fail, make_parser, parse
 from kdtune.analysis.experiment import Experiment, distils
 from kdtune.analysis.final_report import rebuild_dataset
@@ -126,10 +126,6 @@ def seed_rows(exp: Experiment, stage: str, group: list[dict[str, Any]], bundle: 
     return rows
 
 
-def mean_sd(values: list[float]) -> dict[str, Any]:
-    """The model card's form of the one mean ± sd (search/stages/final_stats.mean_sd: ddof 1)."""
-    mean, sd = final_stats.mean_sd(values)
-    return {"mean": mean, "sd": sd, "n": len(values)}
 
 
 def teacher_card(exp: Experiment, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -261,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                    "meaning": "unnormalised class scores in `classes` order; softmax gives probabilities"},
         "accuracy": {"val_acc": chosen["val_acc"], "test_acc": next(s["test_acc"] for s in seeds
                                                                    if s["trial_id"] == chosen["trial_id"]),
-                     "val_acc_over_seeds": mean_sd([s["val_acc"] for s in seeds]),
-                     "test_acc_over_seeds": mean_sd([s["test_acc"] for s in seeds]),
+                     "val_acc_over_seeds": MeanSd.of(s["val_acc"] for s in seeds).as_dict(),
+                     "test_acc_over_seeds": MeanSd.of(s["test_acc"] for s in seeds).as_dict(),
                      "seeds": seeds, "best_epoch": payload.get("epoch"),
                      "split": {"seed": exp.spec.get("seed"), "val_fraction": exp.spec.get("val_fraction"),
                                "subset": exp.spec.get("subset"), "sizes": bundle.meta()["sizes"]}},

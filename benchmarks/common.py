@@ -130,9 +130,11 @@ def fmt(value) -> str:
 
 
 def mean_sd(values: Sequence[float], digits: int = 1) -> str:
-    """"mean ± sd" of repeated measurements (seeds); the mean alone for a single one."""
-    mean = f"{statistics.mean(values):.{digits}f}"
-    return mean + (f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else "")
+    """"mean ± sd" of repeated measurements (seeds); the mean alone for a single one
+    (kdtune's one mean ± sd, search/record/stats.MeanSd, printed unscaled)."""
+    from kdtune.search.record.stats import MeanSd
+
+    return MeanSd.of(values).text(scale=1.0, digits=digits, unit="")
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence]) -> None:

@@ -1,4 +1,4 @@
-"""The final stage's statistics (search/stages/final_stats.py) and candidate choice (search/stages/final_select.py).
+"""The final stage's statistics (search/record/stats.py) and candidate choice (search/stages/final_select.py).
 
 No Ray, no training: milliseconds.
 """
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from kdtune.search.stages.final_select import SearchTrial, pareto_members, ranked_distinct, select, top_k
-from kdtune.search.stages.final_stats import mean_sd, paired_interval, welch_interval
+from kdtune.search.record.stats import MeanSd, paired_interval, welch_interval
 
 
 def _welch_by_hand(a, b, confidence):
@@ -79,9 +79,25 @@ def test_no_interval_says_why():
 
 
 def test_mean_sd_is_the_sample_sd():
-    assert mean_sd([0.9, 0.92, 0.97]) == pytest.approx((statistics.fmean([0.9, 0.92, 0.97]),
-                                                       np.std([0.9, 0.92, 0.97], ddof=1)))
-    assert mean_sd([0.5]) == (0.5, None) and mean_sd([]) == (None, None)
+    got = MeanSd.of([0.9, 0.92, 0.97])
+    assert (got.mean, got.sd) == pytest.approx((statistics.fmean([0.9, 0.92, 0.97]),
+                                                np.std([0.9, 0.92, 0.97], ddof=1)))
+    assert (MeanSd.of([0.5]).mean, MeanSd.of([0.5]).sd) == (0.5, None)
+    assert (MeanSd.of([]).mean, MeanSd.of([]).sd) == (None, None)
+
+
+def test_mean_sd_is_one_form_for_every_reader():
+    """Three helpers with three return types (a tuple in the final stage, a dict in the model
+    card, a string in benchmarks/) are one MeanSd: its fields, its JSON form, its text."""
+    from benchmarks.common import mean_sd as bench_text
+    from kdtune.analysis.final_seeds import mean_sd_text
+    from kdtune.search.record.final_summary import _pct
+
+    got = MeanSd.of([0.9, None, float("nan"), 0.92])  # runs without a figure are left out
+    assert got.n == 2 and got.as_dict() == {"mean": got.mean, "sd": got.sd, "n": 2}
+    assert got.text() == _pct(got.mean, got.sd) == mean_sd_text(got.mean, got.sd) == "91.00 ± 1.41%"
+    assert MeanSd(0.5).text() == "50.00%" and MeanSd(None).text() == "n/a" and mean_sd_text(float("nan"), None) == ""
+    assert bench_text([12, 14, 13]) == "13.0 ± 1.0" and bench_text([7], digits=0) == "7"
 
 
 def _trial(tid, val, epochs=4, params=100.0, **cfg):

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdtune.search.record.stats import MeanSd
 from kdtune.trainables.losses import method_settings
 
 
 def _pct(mean: float | None, sd: float | None = None) -> str:
-    if mean is None:
-        return "n/a"
-    return f"{100 * mean:.2f} ± {100 * sd:.2f}%" if sd is not None else f"{100 * mean:.2f}%"
+    return MeanSd(mean, sd).text()
 
 
 def _int(n: Any) -> str:

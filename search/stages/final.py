@@ -12,7 +12,7 @@ batch order and the augmentation; the train / val / test split stays the run's.
 
 The stage records in manifest.json, per candidate: val and test accuracy mean ± sd over
 seeds, params, FLOPs, each seed's run, and for each distilled candidate the KD gain on test
-against the retrained baseline with a 95% Welch t interval (search/stages/final_stats.py). The
+against the retrained baseline with a 95% Welch t interval (search/record/stats.py). The
 headline is the distilled candidate with the best mean val_acc (never chosen by test).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from ray import tune
 
 from kdtune.search.stages import final_select
-from kdtune.search.stages.final_stats import mean_sd, paired_interval, welch_interval
+from kdtune.search.record.stats import MeanSd, paired_interval, welch_interval
 from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.stages.tune_stage import Stage
 from kdtune.search.stages.teacher_cache import build_cache
@@ -153,8 +153,7 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
         # of the means and intervals (an epoch-1 divergence has no weights to test, and a later
         # one's pre-divergence weights would be averaged in as if the run had trained).
         tested = [r for r in seed_runs if r["test_acc"] is not None and not r["diverged"]]
-        val_mean, val_sd = mean_sd([r["val_acc"] for r in tested])
-        test_mean, test_sd = mean_sd([r["test_acc"] for r in tested])
+        val, test = MeanSd.of(r["val_acc"] for r in tested), MeanSd.of(r["test_acc"] for r in tested)
         cfg = cand["config"]
         rows.append({"role": cand["role"], "source_stage": cand["source_stage"],
                      "source_trial": cand["source_trial"], "search_val_acc": cand["search_val_acc"],
@@ -164,8 +163,8 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
                      "flops": next((r["flops"] for r in tested), None),
                      "seeds": len(tested), "diverged": sum(r["diverged"] for r in seed_runs),
                      "failed": sum(r["error"] is not None for r in seed_runs),
-                     "val_acc_mean": val_mean, "val_acc_sd": val_sd,
-                     "test_acc_mean": test_mean, "test_acc_sd": test_sd, "runs": seed_runs})
+                     "val_acc_mean": val.mean, "val_acc_sd": val.sd,
+                     "test_acc_mean": test.mean, "test_acc_sd": test.sd, "runs": seed_runs})
     base = next((r for r in rows if r["source_stage"] == "baseline"), None)
     by_role = {r["role"]: r for r in rows}
     for row, cand in zip(rows, candidates):
