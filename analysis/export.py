@@ -41,11 +41,11 @@ from kdtune.analysis.experiment import Experiment, distils
 from kdtune.analysis.final_report import rebuild_dataset
 from kdtune.search.input.arg_types import positive_int
 from kdtune.search.record.manifest import git_revision
-from kdtune.search.stages.tune_stage import effective_config
 from kdtune.trainables.checkpoint import CheckpointError, check_compatible, load_model
 from kdtune.trainables.reporting import METRIC
+from kdtune.search.record.stage_names import DISTILL, FINAL, TEACHER
 
-STAGE_CHOICES = ("final", "distill")
+STAGE_CHOICES = (FINAL, DISTILL)
 EVAL_BATCH = 256  # rows per call when verifying; the test split's last batch is shorter
 LATENCY_BATCHES = (1, 64)
 CARD = "model_card.json"
@@ -68,19 +68,17 @@ def rank_configs(exp: Experiment, stage: str) -> list[list[dict[str, Any]]]:
     if stage not in exp.manifest.get("stages", {}):
         recorded = ", ".join(exp.manifest.get("stages", {})) or "none"
         raise ExportError(f"this experiment has no {stage} stage (its manifest records: {recorded})")
-    ea = exp.analysis(stage)
-    if ea is None:
+    records = exp.records(stage)
+    if not records:
         raise ExportError(f"stage {stage} has no trials yet (status {exp.status(stage)})")
-    best = exp.trials((stage,)).set_index("trial_id")[METRIC]
     groups: dict[str, list[dict[str, Any]]] = {}
-    for trial in ea.trials:
-        score = best.get(trial.trial_id)
-        if score is None or not np.isfinite(score):
-            continue  # no finished epoch yet, or diverged
-        config = effective_config(dict(trial.config or {}))
+    for rec in records:
+        if rec.val_acc is None:
+            continue  # no finished epoch yet, or no finite one
+        config = dict(rec.config)
         key = json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=str)
-        groups.setdefault(key, []).append({"trial_id": trial.trial_id, "seed": config.get("seed"),
-                                           "val_acc": float(score), "config": config})
+        groups.setdefault(key, []).append({"trial_id": rec.trial_id, "seed": config.get("seed"),
+                                           "val_acc": rec.val_acc, "config": config})
     if not groups:
         raise ExportError(f"stage {stage}: no trial has reported a {METRIC} yet")
     ranked = [sorted(g, key=lambda t: -t["val_acc"]) for g in groups.values()]
@@ -133,7 +131,7 @@ def teacher_card(exp: Experiment, config: dict[str, Any]) -> dict[str, Any] | No
     search's teacher, or an assistant in a chain); None for an undistilled student."""
     if not distils(config):
         return None
-    path = config.get("teacher_checkpoint") or exp.stage_info("teacher").get("best_checkpoint")
+    path = config.get("teacher_checkpoint") or exp.stage_info(TEACHER).get("best_checkpoint")
     card: dict[str, Any] = {"checkpoint": path}
     try:
         teacher, payload = load_model(path)
@@ -200,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(parser, f"{', '.join(missing)} not installed: pip install 'kdtune[export]' "
                      "(in a checkout: pip install -e '.[export]')")
     # A final stage that is planned or still running has not confirmed its winners yet.
-    stage = args.stage or ("final" if exp.status("final") == "done" else "distill")
+    stage = args.stage or (FINAL if exp.status(FINAL) == "done" else DISTILL)
 
     # Everything that can be wrong with the input is found before anything is written.
     try:

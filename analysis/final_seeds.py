@@ -16,6 +16,7 @@ import pandas as pd
 
 from kdtune.analysis.experiment import Experiment
 from kdtune.search.record.stats import MeanSd, paired_interval, welch_interval
+from kdtune.search.record.stage_names import FINAL
 
 
 def _local(exp: Experiment, recorded: str | None) -> str | None:
@@ -25,15 +26,15 @@ def _local(exp: Experiment, recorded: str | None) -> str | None:
     if Path(recorded).is_file():
         return recorded
     parts = Path(recorded).parts
-    if "final" in parts:  # <experiment>/final/<trial>/checkpoint_x/best_epoch/checkpoint.pt
-        local = exp.path.joinpath(*parts[len(parts) - parts[::-1].index("final") - 1:])
+    if FINAL in parts:  # <experiment>/final/<trial>/checkpoint_x/best_epoch/checkpoint.pt
+        local = exp.path.joinpath(*parts[len(parts) - parts[::-1].index(FINAL) - 1:])
         if local.is_file():
             return str(local)
     return None
 
 
 def final_stage(exp: Experiment) -> dict | None:
-    stage = exp.stage_info("final")
+    stage = exp.stage_info(FINAL)
     return stage if stage.get("status") == "done" and stage.get("results") else None
 
 
@@ -47,7 +48,7 @@ def candidates(exp: Experiment) -> list[dict]:
             if ckpt is None:
                 exp.note(f"final {role}: no checkpoint found, skipped")
                 continue
-            out.append({"role": role, "group": row["role"], "stage": "final", "checkpoint": ckpt,
+            out.append({"role": role, "group": row["role"], "stage": FINAL, "checkpoint": ckpt,
                         "trial_id": Path(ckpt).parents[2].name.removeprefix("final_trial_")})
     return out
 

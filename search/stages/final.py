@@ -23,7 +23,9 @@ from typing import Any
 from ray import tune
 
 from kdtune.search.stages import final_select
+from kdtune.search.record.stage_names import BASELINE, DISTILL, DISTILLED_STAGES, FINAL, TA_DISTILL
 from kdtune.search.record.stats import MeanSd, paired_interval, welch_interval
+from kdtune.search.record.trials import read_stage
 from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.stages.tune_stage import Stage
 from kdtune.search.stages.teacher_cache import build_cache
@@ -86,12 +88,12 @@ def logits_by_seed(spec, bundle, manifest, teacher_checkpoint: str | None, logit
 
 def candidates_for(spec, manifest) -> list[dict[str, Any]]:
     """The candidates recorded at the stage's start (a resume retrains the same ones)."""
-    recorded = manifest.stage("final").get("candidates")
+    recorded = manifest.stage(FINAL).get("candidates")
     if recorded:
         return recorded
-    distill = final_select.read_trials(manifest.dir / "distill")
-    baseline = final_select.read_trials(manifest.dir / "baseline")
-    ta = final_select.read_trials(manifest.dir / "ta_distill") if spec.chain else None
+    distill = read_stage(manifest.dir / DISTILL)
+    baseline = read_stage(manifest.dir / BASELINE)
+    ta = read_stage(manifest.dir / TA_DISTILL) if spec.chain else None
     return final_select.select(distill, baseline, spec.final_top_k, spec.objective, spec.max_epochs, ta_distill=ta)
 
 
@@ -104,7 +106,7 @@ def build_stage(spec, bundle, manifest, candidates: list[dict], teacher_checkpoi
     if by_seed is not None:
         params.update(teacher_logits=by_seed, cache_teacher=teacher_checkpoint)
     space = {"candidate": tune.grid_search(list(range(len(candidates)))), "seed": tune.grid_search(seeds)}
-    stage = Stage(name="final", trainable=tune.with_parameters(final_trial, **params), num_samples=1,
+    stage = Stage(name=FINAL, trainable=tune.with_parameters(final_trial, **params), num_samples=1,
                   param_space=space, **stage_kwargs)
     return stage, len(candidates) * len(seeds)
 
@@ -165,12 +167,12 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
                      "failed": sum(r["error"] is not None for r in seed_runs),
                      "val_acc_mean": val.mean, "val_acc_sd": val.sd,
                      "test_acc_mean": test.mean, "test_acc_sd": test.sd, "runs": seed_runs})
-    base = next((r for r in rows if r["source_stage"] == "baseline"), None)
+    base = next((r for r in rows if r["source_stage"] == BASELINE), None)
     by_role = {r["role"]: r for r in rows}
     for row, cand in zip(rows, candidates):
         if cand.get("twin_of"):
             row["twin_of"] = list(cand["twin_of"])
-        if row["source_stage"] not in final_select.DISTILLED_STAGES:
+        if row["source_stage"] not in DISTILLED_STAGES:
             continue
         tested = {r["seed"]: r["test_acc"] for r in row["runs"] if r["test_acc"] is not None and not r["diverged"]}
         if base is not None:  # another architecture in general: unpaired
@@ -183,7 +185,7 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
             row["kd_gain_twin"] = paired_interval(
                 tested, {r["seed"]: r["test_acc"] for r in twin["runs"]
                          if r["test_acc"] is not None and not r["diverged"]})
-    distilled = [r for r in rows if r["source_stage"] in final_select.DISTILLED_STAGES
+    distilled = [r for r in rows if r["source_stage"] in DISTILLED_STAGES
                  and r["val_acc_mean"] is not None]
     headline = max(distilled, key=lambda r: r["val_acc_mean"]) if distilled else base
     out: dict[str, Any] = {"seeds": seeds, "candidates": candidates, "results": rows,
