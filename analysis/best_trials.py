@@ -57,7 +57,7 @@ def best_per_method(trials: pd.DataFrame) -> pd.DataFrame:
     rows = []
     kd = trials[trials["kd_method"].notna() & trials[METRIC].notna()]
     for (stage, method), group in kd.groupby(["stage", "kd_method"], sort=False):
-        best = group.loc[group[METRIC].idxmax()]
+        best = ranked(group).iloc[0]  # the best trial under MODE, the first of ties
         rows.append({"stage": stage, "kd_method": method, "trials": len(group), METRIC: best[METRIC],
                      "median_val_acc": group[METRIC].median(), "settings": settings(best),
                      **{k: best[k] for k in ("model", "depth", "width", "params", "trial_id")}})
