@@ -17,12 +17,13 @@ import sys
 import pandas as pd
 
 from kdtune.analysis.cli import make_parser, parse
-from kdtune.analysis.experiment import STAGES, Experiment
+from kdtune.analysis.experiment import Experiment
 from kdtune.analysis.report import (fmt_bool, fmt_float, fmt_int, fmt_pct, fmt_points,
                              markdown_table, notes_block, write_text)
 from kdtune.search.input.arg_types import positive_int
 from kdtune.trainables.losses import method_settings
 from kdtune.trainables.reporting import METRIC, MODE
+from kdtune.search.record.stage_names import STAGES, TEACHER
 
 COLUMNS = ("rank", "trial_id", "model", "depth", "width", "kd_method", "alpha", "temperature", "lr",
            "weight_decay", METRIC, "val_loss", "params", "reduction_pct", "epochs", "stopped_early")
@@ -56,7 +57,7 @@ def best_per_method(trials: pd.DataFrame) -> pd.DataFrame:
     rows = []
     kd = trials[trials["kd_method"].notna() & trials[METRIC].notna()]
     for (stage, method), group in kd.groupby(["stage", "kd_method"], sort=False):
-        best = group.loc[group[METRIC].idxmax()]
+        best = ranked(group).iloc[0]  # the best trial under MODE, the first of ties
         rows.append({"stage": stage, "kd_method": method, "trials": len(group), METRIC: best[METRIC],
                      "median_val_acc": group[METRIC].median(), "settings": settings(best),
                      **{k: best[k] for k in ("model", "depth", "width", "params", "trial_id")}})
@@ -79,13 +80,13 @@ def method_section(stage: str, table: pd.DataFrame) -> str:
 def stage_section(exp: Experiment, stage: str, trials: pd.DataFrame, top: int) -> str:
     status = exp.status(stage)
     lines = [f"## {stage} ({len(trials)} trials, status {status})", ""]
-    if stage == "teacher":
+    if stage == TEACHER:
         # The teacher's own reduction is 0 by definition; alpha/T do not apply.
         trials = trials.assign(reduction_pct=float("nan"))
     if len(trials):
         early = int(trials["stopped_early"].sum())
         lines += [markdown_table(trials.head(top)[list(COLUMNS)], FORMATS, HEADERS), ""]
-        if stage != "teacher":
+        if stage != TEACHER:
             lines += [f"Stopped early by ASHA: {early} of {len(trials)}; diverged: "
                       f"{int(trials['diverged'].sum())}; planned epochs: "
                       f"{fmt_int(trials['planned_epochs'].max())}.", ""]

@@ -1,8 +1,10 @@
 """Reading one kdtune experiment: the manifest, each stage's Ray Tune results, tidy tables.
 
-Every analysis script reads through this module; "best epoch", "stopped early" and
-"reduction vs teacher" come from trainables/trial_outcome.py, as in the search's own manifest and
-summary.md, so they mean the same thing in every table and figure.
+Every analysis script reads through this module, and this module reads trials through the
+search's record layer (search/record/trials.py: the same TrialRecord the manifest, summary.md
+and the final stage's choice are built from); "best epoch", "stopped early" and "reduction vs
+teacher" come from trainables/trial_outcome.py, so they mean the same thing in every table,
+figure and record.
 
     exp = Experiment.open("kdtune_results/digits-20261122-101500")
     exp.trials()             # one row per trial of every stage that has started
@@ -26,11 +28,13 @@ from typing import Any
 
 import pandas as pd
 
-from kdtune.search.record.manifest import STAGES, Manifest
+from kdtune.search.record import trials as record
+from kdtune.search.record.manifest import Manifest
+from kdtune.search.record.stage_names import DISTILL, FINAL, STAGES, TEACHER
+from kdtune.search.record.trials import TrialRecord
 from kdtune.trainables.losses import all_hyperparameters
 from kdtune.trainables.checkpoint import FILENAME as CHECKPOINT_FILE
-from kdtune.trainables.trial_outcome import best_epoch, epoch_number, epochs_trained, finite, reduction_pct, stopped_early
-from kdtune.trainables.trial_outcome import diverged as trial_diverged
+from kdtune.trainables.trial_outcome import finite, reduction_pct
 from kdtune.trainables.reporting import METRIC, MODE
 
 # The sampled (or pinned) config keys shown in every table, in this order. kd_method: the KD
@@ -103,7 +107,7 @@ class Experiment:
         """Stage name -> status (pending, running, interrupted, failed, done), in run order."""
         return {name: info.get("status", "pending") for name, info in self.manifest.get("stages", {}).items()}
 
-    def best(self, name: str = "distill") -> dict[str, Any]:
+    def best(self, name: str = DISTILL) -> dict[str, Any]:
         """A finished stage's winner as the search recorded it: trial_id, config, metrics (of its
         best epoch; the final stage's: means over seeds, test_acc included), best_checkpoint."""
         info = self.stage_info(name)
@@ -118,9 +122,9 @@ class Experiment:
         configs two KD gains on test with their 95% intervals (fractions): over the undistilled
         twin (same architecture, recipe and seeds; paired t: kd_gain_twin*) and over the
         retrained best baseline config (Welch: kd_gain*)."""
-        info = self.stage_info("final")
+        info = self.stage_info(FINAL)
         if info.get("status") != "done":
-            raise ExperimentError(f"the final stage of {self.path.name} is {self.status('final')}, not done")
+            raise ExperimentError(f"the final stage of {self.path.name} is {self.status(FINAL)}, not done")
         rows = []
         for row in info.get("results", []):
             gain, twin = row.get("kd_gain_test") or {}, row.get("kd_gain_twin") or {}
@@ -150,12 +154,8 @@ class Experiment:
             elif stage is not None:  # planned for this run, not begun yet
                 self.note(f"stage {name}: skipped, not started (status {self.status(name)})")
         else:
-            from ray.tune import ExperimentAnalysis
-
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    result = ExperimentAnalysis(str(folder), default_metric=METRIC, default_mode=MODE)
+                result = record.open_stage(folder)
             except (ValueError, OSError) as exc:  # no experiment_state-*.json written yet
                 self.note(f"stage {name}: skipped, no Tune snapshot yet ({str(exc).splitlines()[0][:120]})")
             if result is not None and not result.trials:
@@ -173,6 +173,14 @@ class Experiment:
             return {}
         return {tid: df for tid, df in ea.trial_dataframes.items() if df is not None and not df.empty}
 
+    def records(self, name: str) -> list[TrialRecord]:
+        """Every trial of a stage as the record layer reads it ([] before the stage has trials)."""
+        key = f"_records/{name}"
+        if key not in self._analyses:
+            ea = self.analysis(name)
+            self._analyses[key] = [] if ea is None else record.records_of(ea, name)
+        return self._analyses[key]
+
     def trials(self, stages: tuple[str, ...] = STAGES) -> pd.DataFrame:
         """One row per trial: stage, config, best-epoch metrics, epochs, early stop, reduction."""
         frame = self._rows(stages)
@@ -181,13 +189,7 @@ class Experiment:
         return frame
 
     def _rows(self, stages: tuple[str, ...]) -> pd.DataFrame:
-        rows = []
-        for name in stages:
-            ea = self.analysis(name)
-            if ea is None:
-                continue
-            for trial in ea.trials:
-                rows.append(_trial_row(name, trial, ea.trial_dataframes.get(trial.trial_id)))
+        rows = [_trial_row(rec) for name in stages for rec in self.records(name)]
         return pd.DataFrame(rows, columns=list(row_columns()))
 
     def best_checkpoint(self, name: str, trial_id: str) -> str | None:
@@ -204,15 +206,15 @@ class Experiment:
     # ---- teacher ---------------------------------------------------------------------------
     def teacher_metrics(self) -> dict[str, Any]:
         """The teacher's best-epoch metrics: manifest first, else its Tune trial."""
-        metrics = dict(self.stage_info("teacher").get("metrics") or {})
-        if metrics.get("params") is None and (self.path / "teacher").is_dir():
-            rows = self._rows(("teacher",))
-            if rows["val_acc"].notna().any():
-                best = rows.loc[rows["val_acc"].idxmax()]
-                metrics.update({k: best[k] for k in ("val_acc", "val_loss", "params", "flops")})
-        if metrics.get("params") is None and self.stage_info("teacher").get("best_checkpoint"):
+        metrics = dict(self.stage_info(TEACHER).get("metrics") or {})
+        if metrics.get("params") is None and (self.path / TEACHER).is_dir():
+            best = record.winner(self.records(TEACHER))
+            if best is not None:
+                metrics.update({METRIC: best.val_acc, "val_loss": best.best.get("val_loss"), "params": best.params,
+                                "flops": best.best.get("flops")})
+        if metrics.get("params") is None and self.stage_info(TEACHER).get("best_checkpoint"):
             # An adopted --teacher-checkpoint has no Tune trial: count its weights.
-            metrics["params"] = _checkpoint_params(self.stage_info("teacher")["best_checkpoint"])
+            metrics["params"] = _checkpoint_params(self.stage_info(TEACHER)["best_checkpoint"])
         return metrics
 
     def teacher_params(self) -> float | None:
@@ -227,26 +229,18 @@ def row_columns() -> tuple[str, ...]:
             "diverged", "error", "path")
 
 
-def _trial_row(stage: str, trial, df: pd.DataFrame | None) -> dict[str, Any]:
-    cfg = dict(trial.config or {})
-    last = dict(trial.last_result or {})
-    row: dict[str, Any] = {"stage": stage, "trial_id": trial.trial_id, "status": trial.status,
+def _trial_row(rec: TrialRecord) -> dict[str, Any]:
+    """One table row of a trial record: config columns, its best epoch's metrics, its outcome."""
+    cfg = rec.config
+    row: dict[str, Any] = {"stage": rec.stage, "trial_id": rec.trial_id, "status": rec.status,
                            **{k: cfg.get(k) for k in (*CONFIG_COLUMNS, *method_columns())},
-                           "kd_method": kd_method(cfg), "residual": is_residual(cfg),
-                           "path": str(trial.path)}
-    best = best_epoch(df)  # the epoch the stage's checkpoint keeps
-    if best is not None:
-        row[METRIC] = float(best[METRIC])
-        row.update({k: best.get(k) for k in BEST_EPOCH_COLUMNS})
-        row["best_epoch"] = epoch_number(best)
-    epochs = epochs_trained(df)
-    diverged = trial_diverged(df)
-    planned = cfg.get("epochs")
-    # `done` is set on the last result when a trial ends, ASHA's stop included.
-    ended = bool(last.get("done")) and trial.status != "ERROR"
-    row.update(epochs=epochs, planned_epochs=planned, diverged=diverged,
-               stopped_early=stopped_early(epochs=epochs, planned=planned, diverged=diverged, ended=ended),
-               error=None if trial.status != "ERROR" else "error")
+                           "kd_method": kd_method(cfg), "residual": is_residual(cfg), "path": rec.path}
+    if rec.val_acc is not None:  # the epoch the stage's checkpoint keeps
+        row[METRIC] = rec.val_acc
+        row.update({k: rec.best.get(k) for k in BEST_EPOCH_COLUMNS}, params=rec.params)
+        row["best_epoch"] = rec.best_epoch
+    row.update(epochs=rec.epochs, planned_epochs=rec.planned_epochs, diverged=rec.diverged,
+               stopped_early=rec.stopped_early, error=rec.error)
     return row
 
 

@@ -35,17 +35,17 @@ import torch
 from kdtune import datasets
 from kdtune import models
 from kdtune.analysis import exporters
-from kdtune.search.stages import final_stats
+from kdtune.search.record.stats import MeanSd
 from kdtune.analysis.cli import fail, make_parser, parse
 from kdtune.analysis.experiment import Experiment, distils
 from kdtune.analysis.final_report import rebuild_dataset
 from kdtune.search.input.arg_types import positive_int
 from kdtune.search.record.manifest import git_revision
-from kdtune.search.stages.tune_stage import effective_config
 from kdtune.trainables.checkpoint import CheckpointError, check_compatible, load_model
 from kdtune.trainables.reporting import METRIC
+from kdtune.search.record.stage_names import DISTILL, FINAL, TEACHER
 
-STAGE_CHOICES = ("final", "distill")
+STAGE_CHOICES = (FINAL, DISTILL)
 EVAL_BATCH = 256  # rows per call when verifying; the test split's last batch is shorter
 LATENCY_BATCHES = (1, 64)
 CARD = "model_card.json"
@@ -68,19 +68,17 @@ def rank_configs(exp: Experiment, stage: str) -> list[list[dict[str, Any]]]:
     if stage not in exp.manifest.get("stages", {}):
         recorded = ", ".join(exp.manifest.get("stages", {})) or "none"
         raise ExportError(f"this experiment has no {stage} stage (its manifest records: {recorded})")
-    ea = exp.analysis(stage)
-    if ea is None:
+    records = exp.records(stage)
+    if not records:
         raise ExportError(f"stage {stage} has no trials yet (status {exp.status(stage)})")
-    best = exp.trials((stage,)).set_index("trial_id")[METRIC]
     groups: dict[str, list[dict[str, Any]]] = {}
-    for trial in ea.trials:
-        score = best.get(trial.trial_id)
-        if score is None or not np.isfinite(score):
-            continue  # no finished epoch yet, or diverged
-        config = effective_config(dict(trial.config or {}))
+    for rec in records:
+        if rec.val_acc is None:
+            continue  # no finished epoch yet, or no finite one
+        config = dict(rec.config)
         key = json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=str)
-        groups.setdefault(key, []).append({"trial_id": trial.trial_id, "seed": config.get("seed"),
-                                           "val_acc": float(score), "config": config})
+        groups.setdefault(key, []).append({"trial_id": rec.trial_id, "seed": config.get("seed"),
+                                           "val_acc": rec.val_acc, "config": config})
     if not groups:
         raise ExportError(f"stage {stage}: no trial has reported a {METRIC} yet")
     ranked = [sorted(g, key=lambda t: -t["val_acc"]) for g in groups.values()]
@@ -126,10 +124,6 @@ def seed_rows(exp: Experiment, stage: str, group: list[dict[str, Any]], bundle: 
     return rows
 
 
-def mean_sd(values: list[float]) -> dict[str, Any]:
-    """The model card's form of the one mean ± sd (search/stages/final_stats.mean_sd: ddof 1)."""
-    mean, sd = final_stats.mean_sd(values)
-    return {"mean": mean, "sd": sd, "n": len(values)}
 
 
 def teacher_card(exp: Experiment, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -137,7 +131,7 @@ def teacher_card(exp: Experiment, config: dict[str, Any]) -> dict[str, Any] | No
     search's teacher, or an assistant in a chain); None for an undistilled student."""
     if not distils(config):
         return None
-    path = config.get("teacher_checkpoint") or exp.stage_info("teacher").get("best_checkpoint")
+    path = config.get("teacher_checkpoint") or exp.stage_info(TEACHER).get("best_checkpoint")
     card: dict[str, Any] = {"checkpoint": path}
     try:
         teacher, payload = load_model(path)
@@ -204,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(parser, f"{', '.join(missing)} not installed: pip install 'kdtune[export]' "
                      "(in a checkout: pip install -e '.[export]')")
     # A final stage that is planned or still running has not confirmed its winners yet.
-    stage = args.stage or ("final" if exp.status("final") == "done" else "distill")
+    stage = args.stage or (FINAL if exp.status(FINAL) == "done" else DISTILL)
 
     # Everything that can be wrong with the input is found before anything is written.
     try:
@@ -261,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                    "meaning": "unnormalised class scores in `classes` order; softmax gives probabilities"},
         "accuracy": {"val_acc": chosen["val_acc"], "test_acc": next(s["test_acc"] for s in seeds
                                                                    if s["trial_id"] == chosen["trial_id"]),
-                     "val_acc_over_seeds": mean_sd([s["val_acc"] for s in seeds]),
-                     "test_acc_over_seeds": mean_sd([s["test_acc"] for s in seeds]),
+                     "val_acc_over_seeds": MeanSd.of(s["val_acc"] for s in seeds).as_dict(),
+                     "test_acc_over_seeds": MeanSd.of(s["test_acc"] for s in seeds).as_dict(),
                      "seeds": seeds, "best_epoch": payload.get("epoch"),
                      "split": {"seed": exp.spec.get("seed"), "val_fraction": exp.spec.get("val_fraction"),
                                "subset": exp.spec.get("subset"), "sizes": bundle.meta()["sizes"]}},

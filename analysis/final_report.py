@@ -40,6 +40,7 @@ from kdtune.search.input.arg_types import positive_int
 from kdtune.trainables.trial_outcome import reduction_pct
 from kdtune.trainables.checkpoint import CheckpointError, check_compatible, load_model
 from kdtune.trainables.reporting import METRIC
+from kdtune.search.record.stage_names import BASELINE, DISTILL, TEACHER
 
 EVAL_BATCH = 512  # no gradients: big batches, few Python iterations
 
@@ -60,13 +61,13 @@ def candidates(exp: Experiment, top: int) -> list[dict]:
     """(role, stage, trial, checkpoint): the teacher, the best baseline, the top distilled."""
     trials = exp.trials()
     out = []
-    teacher = exp.stage_info("teacher")
-    t_rows = trials[trials["stage"] == "teacher"]
+    teacher = exp.stage_info(TEACHER)
+    t_rows = trials[trials["stage"] == TEACHER]
     t_id = t_rows["trial_id"].iloc[0] if len(t_rows) else None
-    out.append({"role": "teacher", "stage": "teacher", "trial_id": t_id,
-                "checkpoint": _existing(teacher.get("best_checkpoint")) or (exp.best_checkpoint("teacher", t_id)
+    out.append({"role": "teacher", "stage": TEACHER, "trial_id": t_id,
+                "checkpoint": _existing(teacher.get("best_checkpoint")) or (exp.best_checkpoint(TEACHER, t_id)
                                                                             if t_id else None)})
-    for stage, role, k in (("baseline", "student baseline", 1), ("distill", "student distilled", top)):
+    for stage, role, k in ((BASELINE, "student baseline", 1), (DISTILL, "student distilled", top)):
         rows = trials[(trials["stage"] == stage) & trials[METRIC].notna()].sort_values(METRIC, ascending=False)
         info = exp.stage_info(stage)
         for rank, tid in enumerate(rows["trial_id"].head(k), start=1):

@@ -4,7 +4,7 @@ When the run has a finished final stage, the report measures every retrained mod
 config x seed, the best-val epoch's checkpoint the stage tested) instead of the searches'
 single best trials, and groups them per config: test accuracy mean ± sd over seeds
 (recomputed here from the checkpoints), val_acc of the tested epochs, size, latency, and
-two KD gains on test with the stage's interval methods (search/stages/final_stats.py),
+two KD gains on test with the stage's interval methods (search/record/stats.py),
 recomputed from this report's own test accuracies: over each distilled config's undistilled
 twin (paired t by seed) and over the retrained baseline (Welch).
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from kdtune.analysis.experiment import Experiment
-from kdtune.search.stages.final_stats import mean_sd, paired_interval, welch_interval
+from kdtune.search.record.stats import MeanSd, paired_interval, welch_interval
+from kdtune.search.record.stage_names import FINAL
 
 
 def _local(exp: Experiment, recorded: str | None) -> str | None:
@@ -25,15 +26,15 @@ def _local(exp: Experiment, recorded: str | None) -> str | None:
     if Path(recorded).is_file():
         return recorded
     parts = Path(recorded).parts
-    if "final" in parts:  # <experiment>/final/<trial>/checkpoint_x/best_epoch/checkpoint.pt
-        local = exp.path.joinpath(*parts[len(parts) - parts[::-1].index("final") - 1:])
+    if FINAL in parts:  # <experiment>/final/<trial>/checkpoint_x/best_epoch/checkpoint.pt
+        local = exp.path.joinpath(*parts[len(parts) - parts[::-1].index(FINAL) - 1:])
         if local.is_file():
             return str(local)
     return None
 
 
 def final_stage(exp: Experiment) -> dict | None:
-    stage = exp.stage_info("final")
+    stage = exp.stage_info(FINAL)
     return stage if stage.get("status") == "done" and stage.get("results") else None
 
 
@@ -47,7 +48,7 @@ def candidates(exp: Experiment) -> list[dict]:
             if ckpt is None:
                 exp.note(f"final {role}: no checkpoint found, skipped")
                 continue
-            out.append({"role": role, "group": row["role"], "stage": "final", "checkpoint": ckpt,
+            out.append({"role": role, "group": row["role"], "stage": FINAL, "checkpoint": ckpt,
                         "trial_id": Path(ckpt).parents[2].name.removeprefix("final_trial_")})
     return out
 
@@ -70,10 +71,9 @@ def per_config(table: pd.DataFrame, groups: dict[str, str], baseline: str = "bas
     base = table.loc[table["group"] == baseline, "test_acc"].tolist()
     rows = []
     for group, part in table[table["group"].notna()].groupby("group", sort=False):
-        test_mean, test_sd = mean_sd(part["test_acc"])
-        val_mean, val_sd = mean_sd(part["val_acc"].dropna())
+        test, val = MeanSd.of(part["test_acc"]), MeanSd.of(part["val_acc"])
         row = {"config": group, "model": part["model"].iloc[0], "seeds": len(part),
-               "val_acc_mean": val_mean, "val_acc_sd": val_sd, "test_acc_mean": test_mean, "test_acc_sd": test_sd,
+               "val_acc_mean": val.mean, "val_acc_sd": val.sd, "test_acc_mean": test.mean, "test_acc_sd": test.sd,
                "params": part["params"].iloc[0], "flops": part["flops"].iloc[0],
                "cpu_ms": part["cpu_ms"].median(), "kd_gain_pts": None, "ci_low_pts": None, "ci_high_pts": None}
         row.update(twin_gain_pts=None, twin_low_pts=None, twin_high_pts=None)
@@ -93,9 +93,8 @@ def per_config(table: pd.DataFrame, groups: dict[str, str], baseline: str = "bas
 
 
 def mean_sd_text(mean, sd) -> str:
-    if mean is None or pd.isna(mean):
-        return ""
-    return f"{100 * mean:.2f}%" if sd is None or pd.isna(sd) else f"{100 * mean:.2f} ± {100 * sd:.2f}%"
+    """A recorded mean and sd as the report prints them (MeanSd.text; blank without a mean)."""
+    return MeanSd(mean, sd).text(missing="")
 
 
 def gain_text(row, prefix: str = "") -> str:

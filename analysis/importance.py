@@ -34,6 +34,7 @@ from kdtune.search.tune.search_spaces import is_log
 from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.tune.optuna_study import load_study
 from kdtune.trainables.reporting import METRIC, MODE
+from kdtune.search.record.stage_names import BASELINE, DISTILL
 
 PARAMS = ("alpha", "temperature", "lr", "weight_decay", "depth", "width")
 
@@ -94,7 +95,7 @@ def study_trials(exp: Experiment) -> tuple[pd.DataFrame, str] | None:
     """The distill study's COMPLETE trials as rows (params, model, val_acc) and a line saying
     how many trials of which state it holds; None when the experiment has no study file."""
     try:
-        study = load_study(exp.path / "distill", "distill")
+        study = load_study(exp.path / DISTILL, DISTILL)
     except ValueError:
         return None
     trials = study.get_trials(deepcopy=False)
@@ -166,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser(__doc__, __file__)
     args, exp = parse(parser, argv)
 
-    trials = exp.trials(("baseline", "distill"))
-    kd = trials[(trials["stage"] == "distill") & trials[METRIC].notna()].reset_index(drop=True)
-    base = trials[(trials["stage"] == "baseline") & trials[METRIC].notna()]
+    trials = exp.trials((BASELINE, DISTILL))
+    kd = trials[(trials["stage"] == DISTILL) & trials[METRIC].notna()].reset_index(drop=True)
+    base = trials[(trials["stage"] == BASELINE) & trials[METRIC].notna()]
     lines = [f"# Hyperparameter importance: {exp.title}", ""]
     table = pd.DataFrame(columns=["param", "importance", "low", "high", "varied"])
     from_study = study_trials(exp)

@@ -20,10 +20,11 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 from kdtune.analysis.cli import make_parser, parse
-from kdtune.analysis.experiment import STAGES, Experiment
+from kdtune.analysis.experiment import Experiment
 from kdtune.analysis.report import fmt_float, fmt_int, fmt_pct, markdown_table, notes_block, save_figure, write_text
 from kdtune.search.tune.rungs import rung_milestones
 from kdtune.trainables.reporting import METRIC
+from kdtune.search.record.stage_names import BASELINE, DISTILL, STAGES, TEACHER
 
 GRAD_PREFIX = "grad_norm/"  # trainables/loop.py reports grad_norm/<probe> per epoch
 
@@ -51,7 +52,7 @@ def plot_curves(exp: Experiment, curves: dict[str, dict[str, pd.DataFrame]], tri
                     color=cmap(i % cmap.N), alpha=0.85)
             if early:
                 ax.plot(x.iloc[-1], 100 * df[METRIC].iloc[-1], "x", color="black", ms=7, mew=1.6)
-        if stage != "teacher":
+        if stage != TEACHER:
             for rung in asha_rungs(exp.spec):
                 ax.axvline(rung, color="0.4", ls=":", lw=1)
         n_early = sum(t in early_ids for t in curves[stage])
@@ -96,12 +97,12 @@ def plot_grads(exp: Experiment, prof: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(8.5, 5))
     colours = {True: "tab:blue", False: "tab:red", None: "0.5"}
     names = {True: "residual", False: "plain (no skip connections)", None: "residual unknown"}
-    markers = {"teacher": "*", "baseline": "s", "distill": "o"}
+    markers = {TEACHER: "*", BASELINE: "s", DISTILL: "o"}
     residual = prof["residual"].map(lambda r: None if pd.isna(r) else bool(r))
     for (stage, tid), g in prof.assign(res=residual).groupby(["stage", "trial_id"], sort=True):
         res = g["res"].iloc[0]
         ax.plot(g["layer_index"], g["mean_grad_norm"], "-", marker=markers.get(stage, "o"),
-                ms=9 if stage == "teacher" else 5, lw=1.2,
+                ms=9 if stage == TEACHER else 5, lw=1.2,
                 alpha=0.8, color=colours[res])
         ax.annotate(f"depth {fmt_int(g['depth'].iloc[0])}", (g["layer_index"].iloc[-1], g["mean_grad_norm"].iloc[-1]),
                     fontsize=7, color="0.25", xytext=(4, 0), textcoords="offset points", va="center")

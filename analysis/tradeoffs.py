@@ -25,6 +25,7 @@ from kdtune.search.tune.nondominated import front_order, pareto_mask
 from kdtune.analysis.report import (fmt_float, fmt_int, fmt_pct, fmt_points, markdown_table,
                              notes_block, save_figure, write_text)
 from kdtune.trainables.reporting import METRIC
+from kdtune.search.record.stage_names import BASELINE, DISTILL
 
 COSTS = {"params": "parameters", "flops": "FLOPs per image"}
 TABLE = ("stage", "trial_id", "method", "model", "depth", "width", "alpha", "temperature", "lr", METRIC,
@@ -40,7 +41,7 @@ def method_column(df: pd.DataFrame) -> pd.Series:
     """'baseline' for baseline trials, else the trial's kd_method (kd when absent)."""
     method = df["kd_method"] if "kd_method" in df else pd.Series("kd", index=df.index)
     method = method.fillna("kd").astype(str)
-    return method.where(df["stage"] != "baseline", "baseline")
+    return method.where(df["stage"] != BASELINE, "baseline")
 
 
 def diverged_mask(df: pd.DataFrame) -> pd.Series:
@@ -63,10 +64,10 @@ def accuracy_limits(trained_pct: pd.Series, teacher_pct: float | None = None) ->
 
 def student_points(exp: Experiment) -> pd.DataFrame:
     """Baseline + distill trials with an accuracy and a size, flagged on_front_<cost>."""
-    df = exp.trials(("baseline", "distill"))
+    df = exp.trials((BASELINE, DISTILL))
     df = df[df[METRIC].notna() & df["params"].notna()].reset_index(drop=True)
     # Baseline trials are alpha = 0 by construction; say so even if a config lacks the key.
-    df.loc[df["stage"] == "baseline", "alpha"] = 0.0
+    df.loc[df["stage"] == BASELINE, "alpha"] = 0.0
     df["method"] = method_column(df) if len(df) else []
     for cost in COSTS:
         df[f"on_front_{cost}"] = pareto_mask(df[METRIC], df[cost]) if len(df) else []

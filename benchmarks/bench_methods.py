@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import machine_line, print_table, run_cli
+from kdtune.search.record.stats import MeanSd
 from kdtune.trainables.losses import all_hyperparameters
 
 
@@ -89,14 +90,13 @@ def final_cell(final: dict | None) -> str:
     if row.get("test_acc_mean") is None:
         return f"{row['role']}: no test figure"
     method = row.get("kd_method") or "kd"
-    sd = f" ± {100 * row['test_acc_sd']:.2f}" if row.get("test_acc_sd") is not None else ""
     return (f"{row['role']} {method} {row.get('model')} {row.get('depth')}x{row.get('width')}: "
-            f"{100 * row['test_acc_mean']:.2f}{sd}% ({row['seeds']} seeds)")
+            f"{MeanSd(row['test_acc_mean'], row.get('test_acc_sd')).text()} ({row['seeds']} seeds)")
 
 
 def headline_gap(final: dict | None, reference: dict | None) -> dict | None:
     """Welch's interval on the two headlines' per-seed test accuracies (methods - kd-only)."""
-    from kdtune.search.stages.final_stats import welch_interval
+    from kdtune.search.record.stats import welch_interval
 
     a, b = headline_row(final), headline_row(reference)
     if a is None or b is None:

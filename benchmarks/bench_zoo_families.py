@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 import kdtune
+from kdtune.search.record.stats import MeanSd
 
 
 def describe(path: Path) -> list[dict]:
@@ -44,7 +45,7 @@ def describe(path: Path) -> list[dict]:
                      "role": row.get("role"), "model": row.get("model"), "depth": int(row["depth"]),
                      "width": int(row["width"]), "params": int(row["params"]), "flops": int(row["flops"]),
                      "seeds": row.get("seeds"),
-                     "test acc (mean ± sd)": f"{100 * row['test_acc_mean']:.2f} ± {100 * (sd or 0):.2f}%",
+                     "test acc (mean ± sd)": MeanSd(row["test_acc_mean"], sd).text(),
                      "wall_s": round(wall)})
     return rows
 

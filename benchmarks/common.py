@@ -130,9 +130,11 @@ def fmt(value) -> str:
 
 
 def mean_sd(values: Sequence[float], digits: int = 1) -> str:
-    """"mean ± sd" of repeated measurements (seeds); the mean alone for a single one."""
-    mean = f"{statistics.mean(values):.{digits}f}"
-    return mean + (f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else "")
+    """"mean ± sd" of repeated measurements (seeds); the mean alone for a single one
+    (kdtune's one mean ± sd, search/record/stats.MeanSd, printed unscaled)."""
+    from kdtune.search.record.stats import MeanSd
+
+    return MeanSd.of(values).text(scale=1.0, digits=digits, unit="")
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence]) -> None:
@@ -217,7 +219,8 @@ def run_search(spec, bundle, *, name: str, out_dir: Path, teacher_checkpoint: st
     from ray.tune.search.optuna import OptunaSearch
 
     from kdtune.search.tune import search_spaces as spaces
-    from kdtune.search.stages.tune_stage import Stage, asha, best_of, optuna_search, run_stage
+    from kdtune.search.record.trials import from_result, winner
+    from kdtune.search.stages.tune_stage import Stage, asha, optuna_search, run_stage
     from kdtune.trainables.distill import distill_student
     from kdtune.trainables.reporting import METRIC, MODE
 
@@ -253,7 +256,8 @@ def run_search(spec, bundle, *, name: str, out_dir: Path, teacher_checkpoint: st
     results = run_stage(stage, resume=False)
     wall = time.perf_counter() - start
     epochs = sum(int((r.metrics or {}).get("training_iteration", 0) or 0) for r in results)
-    best = best_of(results)
+    top = winner([from_result(r) for r in results])
+    best = top.winner_record() if top is not None else None
     errors = sum(r.error is not None for r in results)
     return {"name": name, "epochs": epochs, "wall_s": wall, "trials": len(results),
             "errors": errors, "trials_per_hour": len(results) / wall * 3600,

@@ -18,6 +18,7 @@ from typing import Any
 
 from kdtune.analysis.experiment import Experiment as _Reader
 from kdtune.analysis.experiment import ExperimentError
+from kdtune.search.record.stage_names import DISTILL, FINAL
 
 
 class Experiment(_Reader):
@@ -47,7 +48,7 @@ class Experiment(_Reader):
         if code != 0:
             message = errors.getvalue().strip().splitlines()
             raise ExperimentError(message[-1] if message else f"export failed with exit code {code}")
-        chosen = stage or ("final" if self.status("final") == "done" else "distill")
+        chosen = stage or (FINAL if self.status(FINAL) == "done" else DISTILL)
         return folder if folder is not None else self.path / "export" / f"{chosen}-rank{rank}"
 
 

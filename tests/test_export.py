@@ -117,12 +117,13 @@ def test_final_stage_is_the_default_when_the_manifest_has_one(search_only, tmp_p
 def test_configs_differing_only_in_seed_rank_by_their_mean():
     """Config A's seeds score 0.90 and 0.80 (mean 0.85), config B's one seed 0.88: B ranks
     first, and A's export is its best-val seed."""
+    from kdtune.search.record.trials import from_frame
+
     trials = [("a0", {"lr": 0.1, "seed": 0}, 0.90), ("a1", {"lr": 0.1, "seed": 1}, 0.80),
               ("b0", {"lr": 0.2, "seed": 0}, 0.88), ("c0", {"lr": 0.3, "seed": 0}, float("nan"))]
-    ea = SimpleNamespace(trials=[SimpleNamespace(trial_id=t, config=c) for t, c, _ in trials])
-    exp = SimpleNamespace(manifest={"stages": {"final": {}}}, analysis=lambda stage: ea,
-                          trials=lambda stages: pd.DataFrame({"trial_id": [t for t, _, _ in trials],
-                                                              "val_acc": [v for _, _, v in trials]}))
+    # The trials as the record layer reads them (Experiment.records: val_acc None without a finite one).
+    records = [from_frame(t, c, pd.DataFrame({"val_acc": [v], "epoch": [1]})) for t, c, v in trials]
+    exp = SimpleNamespace(manifest={"stages": {"final": {}}}, records=lambda stage: records)
     ranked = export.rank_configs(exp, "final")
     assert [[t["trial_id"] for t in group] for group in ranked] == [["b0"], ["a0", "a1"]]
     assert [t["seed"] for t in ranked[1]] == [0, 1]

@@ -1,4 +1,4 @@
-"""The final stage's statistics (search/stages/final_stats.py) and candidate choice (search/stages/final_select.py).
+"""The final stage's statistics (search/record/stats.py) and candidate choice (search/stages/final_select.py).
 
 No Ray, no training: milliseconds.
 """
@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from kdtune.search.stages.final_select import SearchTrial, pareto_members, ranked_distinct, select, top_k
-from kdtune.search.stages.final_stats import mean_sd, paired_interval, welch_interval
+from kdtune.search.record.trials import TrialRecord, ranked_distinct
+from kdtune.search.stages.final_select import select
+from kdtune.search.tune.objective import objective
+
+# The final stage's choices, now the objective's (search/tune/objective.Objective.final_members).
+top_k, pareto_members = objective("accuracy").final_members, objective("pareto").final_members
+from kdtune.search.record.stats import MeanSd, paired_interval, welch_interval
 
 
 def _welch_by_hand(a, b, confidence):
@@ -68,6 +73,24 @@ def test_paired_interval_is_the_paired_t_on_per_seed_differences():
     assert paired_interval({1: 0.9}, {1: 0.8})["reason"] == "fewer than 2 paired seeds"
 
 
+def test_a_non_finite_scipy_interval_is_named_as_such(monkeypatch):
+    """scipy answering a non-finite interval was reported as "fewer than 2 seeds"; the
+    interval functions now say what happened, and the summary prints their reason."""
+    from kdtune.search.record.final_summary import _gain
+
+    from types import SimpleNamespace
+
+    nan = SimpleNamespace(df=math.nan, confidence_interval=lambda c: SimpleNamespace(low=math.nan, high=math.nan))
+    monkeypatch.setattr(stats, "ttest_ind", lambda *a, **k: nan)
+    monkeypatch.setattr(stats, "ttest_rel", lambda *a, **k: nan)
+    welch = welch_interval([0.9, 0.8, 0.85], [0.7, 0.75])
+    paired = paired_interval({1: 0.9, 2: 0.8, 3: 0.7}, {1: 0.85, 2: 0.7, 3: 0.69})
+    for got in (welch, paired):
+        assert got["diff"] is not None and got["low"] is None and got["high"] is None
+        assert got["reason"] == "scipy returned a non-finite interval"
+        assert _gain(got).endswith("(no interval: scipy returned a non-finite interval)")
+
+
 def test_no_interval_says_why():
     from kdtune.search.record.final_summary import _gain
 
@@ -79,13 +102,29 @@ def test_no_interval_says_why():
 
 
 def test_mean_sd_is_the_sample_sd():
-    assert mean_sd([0.9, 0.92, 0.97]) == pytest.approx((statistics.fmean([0.9, 0.92, 0.97]),
-                                                       np.std([0.9, 0.92, 0.97], ddof=1)))
-    assert mean_sd([0.5]) == (0.5, None) and mean_sd([]) == (None, None)
+    got = MeanSd.of([0.9, 0.92, 0.97])
+    assert (got.mean, got.sd) == pytest.approx((statistics.fmean([0.9, 0.92, 0.97]),
+                                                np.std([0.9, 0.92, 0.97], ddof=1)))
+    assert (MeanSd.of([0.5]).mean, MeanSd.of([0.5]).sd) == (0.5, None)
+    assert (MeanSd.of([]).mean, MeanSd.of([]).sd) == (None, None)
+
+
+def test_mean_sd_is_one_form_for_every_reader():
+    """Three helpers with three return types (a tuple in the final stage, a dict in the model
+    card, a string in benchmarks/) are one MeanSd: its fields, its JSON form, its text."""
+    from benchmarks.common import mean_sd as bench_text
+    from kdtune.analysis.final_seeds import mean_sd_text
+    from kdtune.search.record.final_summary import _pct
+
+    got = MeanSd.of([0.9, None, float("nan"), 0.92])  # runs without a figure are left out
+    assert got.n == 2 and got.as_dict() == {"mean": got.mean, "sd": got.sd, "n": 2}
+    assert got.text() == _pct(got.mean, got.sd) == mean_sd_text(got.mean, got.sd) == "91.00 ± 1.41%"
+    assert MeanSd(0.5).text() == "50.00%" and MeanSd(None).text() == "n/a" and mean_sd_text(float("nan"), None) == ""
+    assert bench_text([12, 14, 13]) == "13.0 ± 1.0" and bench_text([7], digits=0) == "7"
 
 
 def _trial(tid, val, epochs=4, params=100.0, **cfg):
-    return SearchTrial(tid, {"model": "mlp", "lr": 0.1, "seed": 0, **cfg}, val, params, epochs)
+    return TrialRecord(tid, {"model": "mlp", "lr": 0.1, "seed": 0, **cfg}, val, params, epochs)
 
 
 def test_top_k_ranks_by_fidelity_then_val_acc_and_drops_duplicate_configs():
@@ -191,7 +230,12 @@ def test_a_search_trials_best_epoch_follows_the_outcome_rule():
     the epoch the stage's checkpoint keeps."""
     import pandas as pd
 
-    from kdtune.search.stages.final_select import search_trial
+    from kdtune.search.record.trials import from_frame
+
+    def search_trial(tid, config, df, errored=False):
+        """A final candidate, or None (the record layer's `candidate` rule)."""
+        rec = from_frame(tid, config, df, error="error" if errored else None)
+        return rec if rec.candidate else None
 
     df = pd.DataFrame({"val_acc": [0.5, math.inf, 0.7, 0.6], "params": [10.0] * 4, "epoch": [1, 2, 3, 4],
                        "diverged": [0, 0, 0, 0]})

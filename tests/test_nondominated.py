@@ -29,7 +29,7 @@ def test_pareto_order_front_then_crowding_then_arrival():
 
 
 class _Result:
-    """What kdtune.search.stages.tune_stage reads of a Ray Result."""
+    """What kdtune.search.record.trials reads of a Ray Result."""
 
     def __init__(self, tid, curve, params, diverged=0, error=None):
         import pandas as pd
@@ -44,9 +44,15 @@ class _Result:
         self.error, self.best_checkpoints, self.checkpoint = error, [], None
 
 
-def test_stage_pareto_set_is_the_non_dominated_trials_most_accurate_first():
-    from kdtune.search.stages.tune_stage import pareto_set
+def pareto_set(results):
+    """The stage's Pareto set as the pipeline records it (search/record/trials.stage_record)."""
+    from kdtune.search.record.trials import from_result
+    from kdtune.search.tune.objective import objective
 
+    return [m.member_record() for m in objective("pareto").front([from_result(r) for r in results])]
+
+
+def test_stage_pareto_set_is_the_non_dominated_trials_most_accurate_first():
     results = [_Result("big", [0.8, 0.9, 0.95], 100_000), _Result("mid", [0.7, 0.92], 50_000),
                _Result("worse", [0.6, 0.91], 60_000),  # beaten by mid on both
                _Result("tiny", [0.5], 1_000), _Result("nan", [0.4], 500, diverged=1),

@@ -1,8 +1,9 @@
 """What a trial's reported epochs mean: its best epoch, "stopped early", reduction vs teacher.
 
-The search (search/stages/tune_stage.py: the manifest's winners and trial rows), summary.md
-(search/record/summary.py) and every analysis table (analysis/experiment.py) read these three
-definitions from here, so a number means the same thing wherever it is printed.
+They are applied in one place, the record layer's trial reader (search/record/trials.py),
+which the manifest's winners and trial rows, summary.md, the final stage's choice and every
+analysis table (analysis/experiment.py) read, so a number means the same thing wherever it is
+printed.
 
     row = best_epoch(df)        # df: one trial's per-epoch results (Tune's result.json rows)
     stopped_early(epochs=epochs_trained(df), planned=cfg["epochs"], diverged=False, ended=True)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdtune.search.record.stats import MeanSd
 from kdtune.trainables.losses import method_settings
+from kdtune.search.record.stage_names import BASELINE, TWIN
 
 
 def _pct(mean: float | None, sd: float | None = None) -> str:
-    if mean is None:
-        return "n/a"
-    return f"{100 * mean:.2f} ± {100 * sd:.2f}%" if sd is not None else f"{100 * mean:.2f}%"
+    return MeanSd(mean, sd).text()
 
 
 def _int(n: Any) -> str:
@@ -42,9 +42,9 @@ def _gain(gain: dict[str, Any] | None) -> str:
 def _hparams(row: dict[str, Any]) -> str:
     """The KD method and its own settings (distilled rows), then the lr: "dkd: dkd_beta=4.2, T=3.1, lr=0.05"."""
     lr = f"lr={row.get('lr', 0):.3g}"
-    if row.get("source_stage") == "baseline":
+    if row.get("source_stage") == BASELINE:
         return lr
-    if row.get("source_stage") == "twin":
+    if row.get("source_stage") == TWIN:
         return f"CE only (no teacher), {lr}"
     method = row.get("kd_method") or "kd"  # rows written before methods existed are Hinton KD
     return f"{method}: {method_settings(method, row)}, {lr}"
@@ -57,10 +57,10 @@ def headline(stage: dict[str, Any]) -> list[str]:
     if best is None:
         return []
     n = len(stage.get("seeds", []))
-    method = "" if best["source_stage"] == "baseline" else f"{best.get('kd_method') or 'kd'}, "
+    method = "" if best["source_stage"] == BASELINE else f"{best.get('kd_method') or 'kd'}, "
     line = (f"**Final (TEST split, {n} seeds)**: {_model(best)} ({best['role']}, {method}{_int(best.get('params'))} params): "
             f"test {_pct(best['test_acc_mean'], best['test_acc_sd'])}, val {_pct(best['val_acc_mean'], best['val_acc_sd'])}")
-    base = next((r for r in rows.values() if r["source_stage"] == "baseline"), None)
+    base = next((r for r in rows.values() if r["source_stage"] == BASELINE), None)
     if base is not None and best is not base:
         line += f"; baseline {_model(base)} test {_pct(base['test_acc_mean'], base['test_acc_sd'])}"
     for label, key in (("KD gain on test over its undistilled twin", "kd_gain_twin"),

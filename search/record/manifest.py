@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kdtune.search.record.stage_names import STAGES, TEACHER
+
 MANIFEST_NAME = "manifest.json"
 FORMAT = "kdtune-experiment"
 FORMAT_VERSION = 1
-STAGES = ("teacher", "baseline", "distill", "assistant", "ta_distill", "sweep")
 
 
 def git_revision() -> str:
@@ -103,7 +104,7 @@ class Manifest:
         self.save()
 
     def teacher_checkpoint(self) -> str | None:
-        return self.stage("teacher").get("best_checkpoint")
+        return self.stage(TEACHER).get("best_checkpoint")
 
 
 def latest_experiment(storage_path: Path) -> Path | None:

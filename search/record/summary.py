@@ -14,6 +14,7 @@ from kdtune.search.record.final_summary import final_table
 from kdtune.search.record.manifest import Manifest
 from kdtune.trainables.losses import method_settings
 from kdtune.trainables.trial_outcome import reduction_pct
+from kdtune.search.record.stage_names import ASSISTANT, BASELINE, DISTILL, FINAL, SWEEP, TA_DISTILL, TEACHER
 
 
 def _pct(x: float | None) -> str:
@@ -39,7 +40,7 @@ def kd_gain(distill: dict[str, Any], baseline_trials: list[dict[str, Any]]) -> t
 def render(manifest: Manifest) -> str:
     data = manifest.data
     stages = data["stages"]
-    teacher, baseline, distill = stages.get("teacher", {}), stages.get("baseline", {}), stages.get("distill", {})
+    teacher, baseline, distill = stages.get(TEACHER, {}), stages.get(BASELINE, {}), stages.get(DISTILL, {})
     t_metrics = teacher.get("metrics", {})
     d_metrics = distill.get("metrics", {})
     d_cfg = distill.get("config", {})
@@ -47,7 +48,7 @@ def render(manifest: Manifest) -> str:
     lines = [f"# kdtune run `{manifest.dir.name}`", "",
              f"dataset **{data['dataset'].get('name')}**, git `{data.get('git_revision')}`, "
              f"preset `{data['spec'].get('preset')}`", ""]
-    final = final_table(stages.get("final", {}))  # when it ran, the final stage is the headline
+    final = final_table(stages.get(FINAL, {}))  # when it ran, the final stage is the headline
     if final:
         lines += final + ["## Search: each stage's best single trial (validation)", ""]
     lines += ["| stage | model | val_acc | params | reduction vs teacher |", "|---|---|---|---|---|"]
@@ -82,7 +83,7 @@ def render(manifest: Manifest) -> str:
     lines += method_table(trials)
     lines += pareto_table(distill.get("pareto_set", []), t_params)
     lines += chain_table(stages)
-    lines += sweep_table(stages.get("sweep", {}))
+    lines += sweep_table(stages.get(SWEEP, {}))
     lines += ["", "Validation accuracy on a seeded split of the training set; the test set is used "
                   "only by the final stage (once per retrained model) and by "
                   "`python analysis/final_report.py " + str(manifest.dir) + "`.",
@@ -143,13 +144,13 @@ def _row(label: str, stage: dict[str, Any]) -> str:
 
 def chain_table(stages: dict[str, Any]) -> list[str]:
     """Teacher-assistant runs: the student without KD, with KD from the teacher, via the assistant."""
-    if stages.get("ta_distill", {}).get("status") != "done":
+    if stages.get(TA_DISTILL, {}).get("status") != "done":
         return []
     return ["", "## Teacher-assistant chain (Mirzadeh et al. 2020)", "",
             "| row | model | val_acc | params |", "|---|---|---|---|",
-            _row("teacher", stages["teacher"]), _row("assistant (KD from teacher)", stages["assistant"]),
-            _row("student, no KD", stages["baseline"]), _row("student, KD from teacher", stages["distill"]),
-            _row("student, KD via assistant", stages["ta_distill"])]
+            _row("teacher", stages[TEACHER]), _row("assistant (KD from teacher)", stages[ASSISTANT]),
+            _row("student, no KD", stages[BASELINE]), _row("student, KD from teacher", stages[DISTILL]),
+            _row("student, KD via assistant", stages[TA_DISTILL])]
 
 
 def sweep_table(stage: dict[str, Any]) -> list[str]:

@@ -16,13 +16,14 @@ from kdtune.datasets import DatasetBundle
 from kdtune.search.record.manifest import Manifest
 from kdtune.trainables.checkpoint import load_payload
 from kdtune.trainables.logit_cache import LogitCache, SharedLogitCache
+from kdtune.search.record.stage_names import TEACHER
 
 SHOWN = ("model", "depth", "width")
 
 
 def describe(manifest: Manifest, bundle: DatasetBundle, logits: SharedLogitCache | LogitCache | None) -> None:
     """Add `config` and `metrics` to the teacher stage of a --teacher-checkpoint run (once)."""
-    stage = manifest.data["stages"].get("teacher") or {}  # not .stage(): that adds a pending one
+    stage = manifest.data["stages"].get(TEACHER) or {}  # not .stage(): that adds a pending one
     if not stage.get("source") or "metrics" in stage:
         return
     payload = load_payload(stage["best_checkpoint"])

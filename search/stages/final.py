@@ -12,7 +12,7 @@ batch order and the augmentation; the train / val / test split stays the run's.
 
 The stage records in manifest.json, per candidate: val and test accuracy mean ± sd over
 seeds, params, FLOPs, each seed's run, and for each distilled candidate the KD gain on test
-against the retrained baseline with a 95% Welch t interval (search/stages/final_stats.py). The
+against the retrained baseline with a 95% Welch t interval (search/record/stats.py). The
 headline is the distilled candidate with the best mean val_acc (never chosen by test).
 """
 from __future__ import annotations
@@ -23,7 +23,9 @@ from typing import Any
 from ray import tune
 
 from kdtune.search.stages import final_select
-from kdtune.search.stages.final_stats import mean_sd, paired_interval, welch_interval
+from kdtune.search.record.stage_names import BASELINE, DISTILL, DISTILLED_STAGES, FINAL, TA_DISTILL
+from kdtune.search.record.stats import MeanSd, paired_interval, welch_interval
+from kdtune.search.record.trials import read_stage
 from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.stages.tune_stage import Stage
 from kdtune.search.stages.teacher_cache import build_cache
@@ -86,12 +88,12 @@ def logits_by_seed(spec, bundle, manifest, teacher_checkpoint: str | None, logit
 
 def candidates_for(spec, manifest) -> list[dict[str, Any]]:
     """The candidates recorded at the stage's start (a resume retrains the same ones)."""
-    recorded = manifest.stage("final").get("candidates")
+    recorded = manifest.stage(FINAL).get("candidates")
     if recorded:
         return recorded
-    distill = final_select.read_trials(manifest.dir / "distill")
-    baseline = final_select.read_trials(manifest.dir / "baseline")
-    ta = final_select.read_trials(manifest.dir / "ta_distill") if spec.chain else None
+    distill = read_stage(manifest.dir / DISTILL)
+    baseline = read_stage(manifest.dir / BASELINE)
+    ta = read_stage(manifest.dir / TA_DISTILL) if spec.chain else None
     return final_select.select(distill, baseline, spec.final_top_k, spec.objective, spec.max_epochs, ta_distill=ta)
 
 
@@ -104,7 +106,7 @@ def build_stage(spec, bundle, manifest, candidates: list[dict], teacher_checkpoi
     if by_seed is not None:
         params.update(teacher_logits=by_seed, cache_teacher=teacher_checkpoint)
     space = {"candidate": tune.grid_search(list(range(len(candidates)))), "seed": tune.grid_search(seeds)}
-    stage = Stage(name="final", trainable=tune.with_parameters(final_trial, **params), num_samples=1,
+    stage = Stage(name=FINAL, trainable=tune.with_parameters(final_trial, **params), num_samples=1,
                   param_space=space, **stage_kwargs)
     return stage, len(candidates) * len(seeds)
 
@@ -153,8 +155,7 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
         # of the means and intervals (an epoch-1 divergence has no weights to test, and a later
         # one's pre-divergence weights would be averaged in as if the run had trained).
         tested = [r for r in seed_runs if r["test_acc"] is not None and not r["diverged"]]
-        val_mean, val_sd = mean_sd([r["val_acc"] for r in tested])
-        test_mean, test_sd = mean_sd([r["test_acc"] for r in tested])
+        val, test = MeanSd.of(r["val_acc"] for r in tested), MeanSd.of(r["test_acc"] for r in tested)
         cfg = cand["config"]
         rows.append({"role": cand["role"], "source_stage": cand["source_stage"],
                      "source_trial": cand["source_trial"], "search_val_acc": cand["search_val_acc"],
@@ -164,14 +165,14 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
                      "flops": next((r["flops"] for r in tested), None),
                      "seeds": len(tested), "diverged": sum(r["diverged"] for r in seed_runs),
                      "failed": sum(r["error"] is not None for r in seed_runs),
-                     "val_acc_mean": val_mean, "val_acc_sd": val_sd,
-                     "test_acc_mean": test_mean, "test_acc_sd": test_sd, "runs": seed_runs})
-    base = next((r for r in rows if r["source_stage"] == "baseline"), None)
+                     "val_acc_mean": val.mean, "val_acc_sd": val.sd,
+                     "test_acc_mean": test.mean, "test_acc_sd": test.sd, "runs": seed_runs})
+    base = next((r for r in rows if r["source_stage"] == BASELINE), None)
     by_role = {r["role"]: r for r in rows}
     for row, cand in zip(rows, candidates):
         if cand.get("twin_of"):
             row["twin_of"] = list(cand["twin_of"])
-        if row["source_stage"] not in final_select.DISTILLED_STAGES:
+        if row["source_stage"] not in DISTILLED_STAGES:
             continue
         tested = {r["seed"]: r["test_acc"] for r in row["runs"] if r["test_acc"] is not None and not r["diverged"]}
         if base is not None:  # another architecture in general: unpaired
@@ -184,7 +185,7 @@ def summarize(results, candidates: list[dict], seeds: list[int]) -> dict[str, An
             row["kd_gain_twin"] = paired_interval(
                 tested, {r["seed"]: r["test_acc"] for r in twin["runs"]
                          if r["test_acc"] is not None and not r["diverged"]})
-    distilled = [r for r in rows if r["source_stage"] in final_select.DISTILLED_STAGES
+    distilled = [r for r in rows if r["source_stage"] in DISTILLED_STAGES
                  and r["val_acc_mean"] is not None]
     headline = max(distilled, key=lambda r: r["val_acc_mean"]) if distilled else base
     out: dict[str, Any] = {"seeds": seeds, "candidates": candidates, "results": rows,

@@ -34,15 +34,17 @@ from kdtune.search.tune.progress import StageProgress, console_settings, planned
 from kdtune.search.record.manifest import Manifest
 from kdtune.search.input import user_imports
 from kdtune.search.input.spec import SearchSpec
-from kdtune.search.stages.tune_stage import Stage, asha, best_of, optuna_search, pareto_set, run_stage, stage_finished, trial_rows
+from kdtune.search.stages.tune_stage import Stage, asha, optuna_search, run_stage, stage_finished
+from kdtune.search.record import trials as record
 from kdtune.search.tune.trackers import tracker_callbacks
-from kdtune.search.tune.objective import objective
+from kdtune.search.tune.objective import Objective, objective
 from kdtune.search.tune.warm_start import seed_study
 from kdtune.search.record.summary import write_summary
 from kdtune.search.stages.teacher_cache import build_cache
 from kdtune.trainables.distill import distill_student
 from kdtune.trainables.logit_cache import SharedLogitCache
 from kdtune.trainables.teacher import train_teacher
+from kdtune.search.record.stage_names import ASSISTANT, BASELINE, DISTILL, FINAL, SWEEP, TA_DISTILL, TEACHER
 
 
 class Interrupted(RuntimeError):
@@ -96,34 +98,33 @@ def _stage_kwargs(spec: SearchSpec, experiment_dir: Path, name: str, samples: in
 
 
 def _finish(manifest: Manifest, stage: Stage, results, expected: int,
-            max_epochs: int | None = None, pareto: bool = False) -> dict[str, Any]:
-    """Record a finished stage's winner (and, `pareto`, its Pareto set), or raise Interrupted
-    when trials are still open."""
+            max_epochs: int | None = None, goal: Objective | None = None) -> dict[str, Any]:
+    """Record a finished stage (search/record/trials.stage_record: its winner, trial rows and,
+    under a multi-metric `goal`, its Pareto set), or raise Interrupted when trials are still open."""
     if not stage_finished(results, expected):
         manifest.mark(stage.name, "interrupted", path=str(stage.path))
         raise Interrupted(stage.name)
-    best = best_of(results)
-    if best is None:
+    done = record.stage_record([record.from_result(r, stage.name, max_epochs) for r in results], goal)
+    if done is None:
         manifest.mark(stage.name, "failed", path=str(stage.path))
         raise RuntimeError(f"stage {stage.name}: no trial reported a finite val_acc; see {stage.path}")
-    extra = {"pareto_set": pareto_set(results)} if pareto else {}
-    manifest.mark(stage.name, "done", path=str(stage.path), trials=trial_rows(results, max_epochs), **best, **extra)
-    return best
+    manifest.mark(stage.name, "done", path=str(stage.path), **done)
+    return done
 
 
 def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -> str:
     """Train the teacher (one trial), or adopt --teacher-checkpoint; returns its checkpoint file."""
-    if manifest.is_done("teacher"):
+    if manifest.is_done(TEACHER):
         return manifest.teacher_checkpoint()
     if spec.teacher_checkpoint:
         path = str(Path(spec.teacher_checkpoint).resolve())
-        manifest.mark("teacher", "done", best_checkpoint=path, source="--teacher-checkpoint")
+        manifest.mark(TEACHER, "done", best_checkpoint=path, source="--teacher-checkpoint")
         return path
     config = spec.teacher_config()
-    stage = Stage(name="teacher", trainable=tune.with_parameters(train_teacher, data=bundle),
+    stage = Stage(name=TEACHER, trainable=tune.with_parameters(train_teacher, data=bundle),
                   num_samples=1, param_space=config,
-                  **_stage_kwargs(spec, manifest.dir, "teacher", 1, int(config.get("epochs", 1))))
-    manifest.mark("teacher", "running", path=str(stage.path))
+                  **_stage_kwargs(spec, manifest.dir, TEACHER, 1, int(config.get("epochs", 1))))
+    manifest.mark(TEACHER, "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)
     return _finish(manifest, stage, results, expected=1)["best_checkpoint"]
 
@@ -145,7 +146,7 @@ def teacher_logits(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
 
 
 # Each search stage samples with its own seed offset so stages do not mirror each other.
-SEED_OFFSET = {"distill": 0, "baseline": 1, "assistant": 2, "ta_distill": 3}
+SEED_OFFSET = {DISTILL: 0, BASELINE: 1, ASSISTANT: 2, TA_DISTILL: 3}
 
 
 def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, name: str,
@@ -157,7 +158,7 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
     """
     if manifest.is_done(name):
         return manifest.stage(name)
-    distill = name != "baseline"  # (an online run distils without a teacher checkpoint)
+    distill = name != BASELINE  # (an online run distils without a teacher checkpoint)
     samples = spec.num_samples if distill else spec.baseline_samples
     define = study.stage_space(spec, name, teacher_checkpoint, architecture)
     searcher = optuna_search(define, seed=spec.seed + SEED_OFFSET[name], objective=spec.objective,
@@ -174,7 +175,7 @@ def search_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, na
     manifest.mark(name, "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)
     return _finish(manifest, stage, results, expected=samples, max_epochs=spec.max_epochs,
-                   pareto=objective(spec.objective).multi)
+                   goal=objective(spec.objective))
 
 
 def stage_storage(spec: SearchSpec, experiment_dir: Path, name: str):
@@ -200,17 +201,17 @@ def stage_storage(spec: SearchSpec, experiment_dir: Path, name: str):
 def sweep_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
                 teacher_checkpoint: str | None, logits: SharedLogitCache | None) -> None:
     """A preset's grid sweep: every combination trained to full length, no early stopping."""
-    if manifest.is_done("sweep"):
+    if manifest.is_done(SWEEP):
         return
     params: dict[str, Any] = {"data": bundle}
     if logits is not None:
         params["teacher_logits"] = logits
     constants = spec.student_constants(teacher_checkpoint)
     points = len(sweep.sweep_points(spec.sweep))
-    stage = Stage(name="sweep", trainable=tune.with_parameters(sweep.sweep_trial, **params), num_samples=1,
+    stage = Stage(name=SWEEP, trainable=tune.with_parameters(sweep.sweep_trial, **params), num_samples=1,
                   param_space=sweep.param_space(spec.sweep, constants),
-                  **_stage_kwargs(spec, manifest.dir, "sweep", points, spec.max_epochs))
-    manifest.mark("sweep", "running", path=str(stage.path))
+                  **_stage_kwargs(spec, manifest.dir, SWEEP, points, spec.max_epochs))
+    manifest.mark(SWEEP, "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)
     _finish(manifest, stage, results, expected=len(sweep.sweep_points(spec.sweep)))
 
@@ -222,35 +223,35 @@ def chain_stages(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, te
     Each step is a search of its own; the student distilled straight from the teacher (the
     distill stage) and without KD (the baseline stage) are the comparison rows.
     """
-    assistant = search_stage(spec, bundle, manifest, "assistant", teacher_checkpoint, logits, links[1])
+    assistant = search_stage(spec, bundle, manifest, ASSISTANT, teacher_checkpoint, logits, links[1])
     assistant_checkpoint = assistant["best_checkpoint"]
     assistant_logits = teacher_logits(spec, bundle, manifest, assistant_checkpoint)
-    search_stage(spec, bundle, manifest, "ta_distill", assistant_checkpoint, assistant_logits, links[-1])
+    search_stage(spec, bundle, manifest, TA_DISTILL, assistant_checkpoint, assistant_logits, links[-1])
 
 
 def final_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest, teacher_checkpoint: str | None,
                 logits: SharedLogitCache | None) -> None:
     """The searches' winners retrained over --final-seeds seeds, each tested once (search/stages/final.py)."""
-    if "final" not in spec.planned_stages() or manifest.is_done("final"):
+    if FINAL not in spec.planned_stages() or manifest.is_done(FINAL):
         return
     candidates = final.candidates_for(spec, manifest)
     if not candidates:
-        manifest.mark("final", "failed", reason="no finished, non-diverged search trial to retrain")
+        manifest.mark(FINAL, "failed", reason="no finished, non-diverged search trial to retrain")
         return
     runs = len(candidates) * spec.final_seeds
     stage, expected = final.build_stage(spec, bundle, manifest, candidates, teacher_checkpoint, logits,
                                         max_concurrent=spec.max_concurrent,
-                                        **_stage_kwargs(spec, manifest.dir, "final", runs, spec.max_epochs))
-    manifest.mark("final", "running", path=str(stage.path), candidates=candidates)
+                                        **_stage_kwargs(spec, manifest.dir, FINAL, runs, spec.max_epochs))
+    manifest.mark(FINAL, "running", path=str(stage.path), candidates=candidates)
     results = run_stage(stage, resume=spec.resume)
     if not final.finished(results, expected):
         left = final.unfinished(results)
         print(f"kdtune: final stage: {len(results)} of {expected} runs started, unfinished: {', '.join(left)}",
               flush=True)
-        manifest.mark("final", "interrupted", path=str(stage.path), unfinished=left)
-        raise Interrupted("final")
+        manifest.mark(FINAL, "interrupted", path=str(stage.path), unfinished=left)
+        raise Interrupted(FINAL)
     seeds = final.final_seeds(spec.seed, spec.final_seeds)
-    manifest.mark("final", "done", path=str(stage.path), **final.summarize(results, candidates, seeds))
+    manifest.mark(FINAL, "done", path=str(stage.path), **final.summarize(results, candidates, seeds))
 
 
 def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
@@ -270,8 +271,8 @@ def run(spec: SearchSpec, bundle: DatasetBundle) -> Path:
         else:
             links = spec.chain_links()
             student = links[-1] if links else None
-            search_stage(spec, bundle, manifest, "baseline", None, None, student)
-            search_stage(spec, bundle, manifest, "distill", teacher_checkpoint, logits, student)
+            search_stage(spec, bundle, manifest, BASELINE, None, None, student)
+            search_stage(spec, bundle, manifest, DISTILL, teacher_checkpoint, logits, student)
             if links:
                 chain_stages(spec, bundle, manifest, teacher_checkpoint, logits, links)
             final_stage(spec, bundle, manifest, teacher_checkpoint, logits)

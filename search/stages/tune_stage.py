@@ -2,6 +2,8 @@
 
 Stages differ only in their trainable, their search algorithm and their scheduler; the run
 configuration (storage, checkpoints, failure retries) and the completeness check are shared.
+What a finished stage's trials reached (its winner, trial rows, Pareto set) is read by the
+record layer (search/record/trials.py).
 """
 from __future__ import annotations
 
@@ -15,13 +17,8 @@ from ray.tune import ResultGrid
 
 from kdtune.search.tune.capped_asha import CappedASHA, PauseAwareLimiter
 from kdtune.search.tune.optuna_searcher import FidelityOptunaSearch
-from kdtune.search.tune.nondominated import dominator_counts
 from kdtune.search.tune.result_loggers import checkpoint_consistent_loggers
 from kdtune.search.tune.objective import objective as as_objective
-from kdtune.trainables.losses import all_hyperparameters
-from kdtune.search.stages.sweep import VARIANT, merge
-from kdtune.trainables.checkpoint import FILENAME as CHECKPOINT_FILE
-from kdtune.trainables.trial_outcome import best_epoch, diverged, epochs_trained, stopped_early
 from kdtune.trainables.reporting import METRIC, MODE
 
 
@@ -119,95 +116,3 @@ def stage_finished(results: ResultGrid, expected: int) -> bool:
     if len(results) < expected:
         return False
     return all(r.error is not None or bool((r.metrics or {}).get("done")) for r in results)
-
-
-def best_of(results: ResultGrid) -> dict[str, Any] | None:
-    """The best trial by its best epoch: config, metrics of that epoch, checkpoint file."""
-    rows = []
-    for result in results:
-        row = best_epoch(result.metrics_dataframe) if result.error is None else None
-        if row is not None:
-            rows.append((float(row[METRIC]), result, row))
-    if not rows:
-        return None
-    pick = max if MODE == "max" else min
-    _score, result, row = pick(rows, key=lambda item: item[0])
-    metrics = {k: _plain(v) for k, v in row.items() if not str(k).startswith("config/")}
-    return {
-        "trial_id": result.metrics.get("trial_id"),
-        "trial_path": result.path,
-        "config": {k: _plain(v) for k, v in effective_config(result.config).items()},
-        "metrics": metrics,
-        "best_checkpoint": _best_checkpoint_file(result),
-        "epochs_run": int(result.metrics.get("training_iteration", 0)),
-    }
-
-
-def _best_checkpoint_file(result) -> str | None:
-    # A trial that diverged in its first epoch reported no checkpoint, and Ray's
-    # Result.get_best_checkpoint raises on a trial without any instead of returning None.
-    checkpoint = (result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None) \
-        or result.checkpoint
-    return str(Path(checkpoint.path) / CHECKPOINT_FILE) if checkpoint else None
-
-
-def pareto_set(results: ResultGrid) -> list[dict[str, Any]]:
-    """The stage's trials no other trial beats on both best val_acc (max) and params (min)
-    (search/tune/nondominated.py), most accurate first; errored and diverged trials are no
-    candidates. Each: trial_id, config (what to retrain), val_acc (its best epoch), params,
-    epochs (run; a member ASHA stopped early holds a short-run val_acc), best_checkpoint."""
-    candidates = [(row, result) for row, result in zip(trial_rows(results), results)
-                  if not (row["error"] or row["diverged"]) and row["val_acc"] is not None
-                  and row["params"] is not None]
-    counts = dominator_counts([(row["val_acc"], -float(row["params"])) for row, _ in candidates])
-    members = sorted((c for c, n in zip(candidates, counts) if n == 0), key=lambda c: -c[0]["val_acc"])
-    return [{"trial_id": row["trial_id"],
-             "config": {k: _plain(v) for k, v in effective_config(result.config).items()},
-             "val_acc": row["val_acc"], "params": row["params"], "epochs": row["epochs"],
-             "best_checkpoint": _best_checkpoint_file(result)} for row, result in members]
-
-
-SUMMARY_KEYS = ("model", "depth", "width", "kd_method", "lr", "weight_decay", "model_kwargs", "seed")
-
-
-def summary_keys() -> tuple[str, ...]:
-    """SUMMARY_KEYS and every registered KD method's hyperparameters (the registry's, when asked)."""
-    return SUMMARY_KEYS + tuple(all_hyperparameters())
-
-
-def effective_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config the trainable ran: a sweep's variant merged in (see search/stages/sweep.py)."""
-    variant = config.get(VARIANT)
-    base = {k: v for k, v in config.items() if k != VARIANT}
-    return merge(base, variant) if variant else base
-
-
-def trial_rows(results: ResultGrid, max_epochs: int | None = None) -> list[dict[str, Any]]:
-    """One compact row per trial (best val_acc, size, sampled config) for summaries.
-
-    `max_epochs` is the planned length of a trial whose config does not say (`epochs`)."""
-    rows = []
-    for result in results:
-        df = result.metrics_dataframe
-        last = result.metrics or {}
-        config = effective_config(result.config)
-        best = best_epoch(df)
-        failed, epochs = diverged(df), epochs_trained(df)
-        ended = bool(last.get("done")) and result.error is None
-        rows.append({
-            "trial_id": last.get("trial_id"),
-            "val_acc": None if best is None else float(best[METRIC]),
-            "params": _plain(last.get("params")),
-            "epochs": epochs,
-            "stopped_early": stopped_early(epochs=epochs, planned=config.get("epochs", max_epochs),
-                                           diverged=failed, ended=ended),
-            "diverged": failed,
-            "error": None if result.error is None else str(result.error).splitlines()[0][:200],
-            **{k: _plain(v) for k, v in config.items() if k in summary_keys()},
-        })
-    return rows
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python, so the manifest stays plain JSON."""
-    return value.item() if hasattr(value, "item") else value

@@ -3,9 +3,10 @@
 Points are tuples of objectives to MAXIMISE (negate one to minimise it: accuracy and size
 are (val_acc, -params)). A point dominates another when it is at least as good in every
 objective and better in one; identical points do not dominate each other. Used by the ASHA
-scheduler to rank a rung under `--objective pareto` (search/tune/capped_asha.py), by the stage's Pareto
-set (search/stages/tune_stage.py), the final stage's Pareto members and
-analysis/tradeoffs.py (pareto_mask, front_order: maximise accuracy, minimise cost).
+scheduler to rank a rung under `--objective pareto` (search/tune/capped_asha.py), by the objective's
+front (search/tune/objective.py: the stage's Pareto set and the final stage's Pareto members, through
+`front`) and analysis/tradeoffs.py (pareto_mask, front_order: maximise accuracy, minimise cost).
+This is the only Pareto code in the tree.
 
 Why not a library: Optuna's versions of these are private (`optuna.study._multi_objective`,
 `optuna.samplers.nsgaii._elite_population_selection_strategy`) and work on FrozenTrials;
@@ -15,7 +16,7 @@ thousand trials at most.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -101,6 +102,19 @@ def pareto_mask(accuracy: Sequence[float], cost: Sequence[float]) -> np.ndarray:
     idx = np.flatnonzero(valid)
     mask[idx] = np.asarray(dominator_counts(np.column_stack([acc[idx], -cst[idx]]))) == 0
     return mask
+
+
+def front(items: Sequence, accuracy: Callable[[object], float | None],
+          cost: Callable[[object], float | None]) -> list:
+    """The items on the accuracy-versus-cost front (pareto_mask: accuracy max, cost min; an
+    item with a missing or non-finite value is never on it), most accurate first, ties in
+    arrival order. The stage's Pareto set and the final stage's Pareto members are this."""
+    items = list(items)
+    nan = float("nan")
+    acc = [nan if accuracy(i) is None else float(accuracy(i)) for i in items]
+    cst = [nan if cost(i) is None else float(cost(i)) for i in items]
+    mask = pareto_mask(acc, cst) if items else []
+    return sorted((i for i, on in zip(items, mask) if on), key=lambda i: -float(accuracy(i)))
 
 
 def front_order(accuracy: Sequence[float], cost: Sequence[float]) -> np.ndarray:

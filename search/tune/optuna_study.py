@@ -21,6 +21,8 @@ from typing import Any
 
 import optuna
 
+from kdtune.search.record.stage_names import ASSISTANT, BASELINE, DISTILL, TA_DISTILL
+
 STUDY_FILE = "optuna.db"
 
 
@@ -66,7 +68,7 @@ def stage_space(spec, name: str, teacher_checkpoint: str | None = None,
     """The define-by-run space of search stage `name` (baseline, distill, assistant, ta_distill)."""
     from kdtune.search.tune import search_spaces as spaces
 
-    distill = name != "baseline"
+    distill = name != BASELINE
     constants = spec.student_constants(teacher_checkpoint, distill=distill)
     return spaces.make_space(spec.space, spec.students, constants, distill=distill, architecture=architecture,
                              methods=spec.methods, budget=None if architecture else spec.size_budget())
@@ -76,7 +78,7 @@ def search_spaces(spec) -> dict[str, Any]:
     """Every search stage this run plans, with its space (the samplers a warm start seeds)."""
     links = spec.chain_links()
     student = links[-1] if links else None
-    pinned = {"baseline": student, "distill": student}
+    pinned = {BASELINE: student, DISTILL: student}
     if links:
-        pinned.update(assistant=links[1], ta_distill=links[-1])
+        pinned.update({ASSISTANT: links[1], TA_DISTILL: links[-1]})
     return {name: stage_space(spec, name, architecture=arch) for name, arch in pinned.items()}

@@ -1,4 +1,8 @@
-"""Statistics of the final stage: mean ± sd over seeds, and the KD gains' confidence intervals.
+"""The experiment record's statistics: mean ± sd (one form, MeanSd) and the final stage's
+KD gains' confidence intervals. The final stage (search/stages/final.py), summary.md
+(search/record/final_summary.py), analysis/final_seeds.py, the model card (analysis/export.py)
+and benchmarks/ all use MeanSd, so "mean ± sd" is computed (sample sd, ddof 1) and printed
+one way.
 
 Two gains per distilled config:
 - over its undistilled twin (same architecture, recipe and seeds, CE only): the runs pair up by
@@ -23,19 +27,50 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 METHOD = "Welch's t interval"
 PAIRED_METHOD = "paired t interval on per-seed differences"
 
 
-def mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample sd (ddof 1; None for one value, both None for none)."""
-    vals = [float(v) for v in values]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+@dataclass(frozen=True)
+class MeanSd:
+    """Mean and sample sd (ddof 1) of repeated values (seeds): sd None for one value, both
+    None for none. `n` counts the values (None when built from recorded figures)."""
+    mean: float | None
+    sd: float | None = None
+    n: int | None = None
+
+    @classmethod
+    def of(cls, values: Iterable[Any]) -> "MeanSd":
+        """Over the finite values (None and NaN, e.g. a run without a figure, are left out)."""
+        vals = [float(v) for v in values if v is not None and not _nan(v)]
+        if not vals:
+            return cls(None, None, 0)
+        return cls(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals))
+
+    def text(self, scale: float = 100.0, digits: int = 2, unit: str = "%", missing: str = "n/a") -> str:
+        """"97.12 ± 0.31%" (fractions shown in percent by default); the mean alone without an
+        sd; `missing` without a mean."""
+        if self.mean is None or _nan(self.mean):
+            return missing
+        text = f"{scale * self.mean:.{digits}f}"
+        if self.sd is not None and not _nan(self.sd):
+            text += f" ± {scale * self.sd:.{digits}f}"
+        return text + unit
+
+    def as_dict(self) -> dict[str, Any]:
+        """{"mean", "sd", "n"}: the JSON form (the model card's)."""
+        return {"mean": self.mean, "sd": self.sd, "n": self.n}
+
+
+def _nan(value: Any) -> bool:
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
