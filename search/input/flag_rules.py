@@ -17,7 +17,7 @@ from kdtune.search.input.spec import SearchSpec
 RESUME_FLAGS = ("resume", "name", "storage_path", "address", "max_failures", "verbose")
 
 # What only matters when kdtune trains the teacher itself.
-TEACHER_TRAINING_FLAGS = ("teacher", "teacher_epochs", "teacher_weights")
+TEACHER_TRAINING_FLAGS = ("teacher", "teacher_epochs", "teacher_weights", "teacher_workers")
 
 
 def _flag(dest: str) -> str:

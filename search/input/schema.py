@@ -94,6 +94,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("cpus_per_trial", float, 1, "resources", "CPUs per trial (also its torch threads)",
            minimum=0, minimum_open=True),
     Option("gpus_per_trial", float, 0, "resources", "GPUs per trial; fractions share a card", minimum=0),
+    Option("teacher_workers", int, 1, "resources", "DDP workers training the teacher (Ray Train inside its Tune "
+           "trial; gloo on CPU, NCCL on GPUs), each with --cpus-per-trial / --gpus-per-trial; the teacher's "
+           "batch_size is per worker (a step sees batch_size x N)", minimum=1),
+    Option("final_workers", int, 1, "resources", "DDP workers for each final-stage retraining run, as "
+           "--teacher-workers (batch_size per worker)", minimum=1),
 )
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 

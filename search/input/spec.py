@@ -57,6 +57,8 @@ class SearchSpec:
     final_seeds: int = schema.default("final_seeds")
     cpus_per_trial: float = schema.default("cpus_per_trial")
     gpus_per_trial: float = schema.default("gpus_per_trial")
+    teacher_workers: int = schema.default("teacher_workers")
+    final_workers: int = schema.default("final_workers")
     storage_path: str = "kdtune_results"
     name: str = ""
     resume: bool = False
@@ -97,7 +99,8 @@ class SearchSpec:
 
     def teacher_config(self) -> dict[str, Any]:
         """The config dict of the teacher trial (TeacherConfig keys)."""
-        return {**self.data_fields(), **self.train, **self.teacher}
+        workers = {"workers": self.teacher_workers} if self.teacher_workers > 1 else {}
+        return {**self.data_fields(), **self.train, **self.teacher, **workers}
 
     def student_bundle(self, bundle):
         """The dataset as the students train on it: under `train.augment` when it is set."""

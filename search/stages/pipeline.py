@@ -34,7 +34,8 @@ from kdtune.search.tune.progress import StageProgress, console_settings, planned
 from kdtune.search.record.manifest import Manifest
 from kdtune.search.input import user_imports
 from kdtune.search.input.spec import SearchSpec
-from kdtune.search.stages.tune_stage import Stage, asha, best_of, optuna_search, pareto_set, run_stage, stage_finished, trial_rows
+from kdtune.search.stages.tune_stage import (Stage, asha, best_of, optuna_search, pareto_set, run_stage, stage_finished,
+                                             trial_rows, worker_resources)
 from kdtune.search.tune.trackers import tracker_callbacks
 from kdtune.search.tune.objective import objective
 from kdtune.search.tune.warm_start import seed_study
@@ -120,8 +121,10 @@ def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -
         manifest.mark("teacher", "done", best_checkpoint=path, source="--teacher-checkpoint")
         return path
     config = spec.teacher_config()
-    stage = Stage(name="teacher", trainable=tune.with_parameters(train_teacher, data=bundle),
-                  num_samples=1, param_space=config,
+    ddp = {"worker_resources": worker_resources(spec.cpus_per_trial, spec.gpus_per_trial)} \
+        if spec.teacher_workers > 1 else {}  # --teacher-workers: DDP inside the trial
+    stage = Stage(name="teacher", trainable=tune.with_parameters(train_teacher, data=bundle, **ddp),
+                  num_samples=1, param_space=config, workers=spec.teacher_workers,
                   **_stage_kwargs(spec, manifest.dir, "teacher", 1, int(config.get("epochs", 1))))
     manifest.mark("teacher", "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)
