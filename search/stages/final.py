@@ -86,7 +86,7 @@ def logits_by_seed(spec, bundle, manifest, teacher_checkpoint: str | None, logit
     return {s: build_cache(students, teacher_checkpoint, views=spec.augment_views, seed=s,
                            precision=spec.train.get("precision", "auto"), device=spec.train.get("device", "auto"),
                            cpus=spec.cpus_per_trial, gpus=spec.gpus_per_trial,
-                           cache_dir=manifest.dir / "teacher_logits") for s in seeds}
+                           cache_dir=manifest.dir / "teacher_logits", resident_max_mb=spec.resident_max_mb) for s in seeds}
 
 
 def candidates_for(spec, manifest) -> list[dict[str, Any]]:

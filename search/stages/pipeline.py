@@ -42,7 +42,7 @@ from kdtune.search.tune.warm_start import seed_study
 from kdtune.search.record.summary import write_summary
 from kdtune.search.stages.teacher_cache import build_cache
 from kdtune.trainables.distill import distill_student
-from kdtune.trainables.logit_cache import SharedLogitCache
+from kdtune.trainables.logit_cache import MappedLogitCache, SharedLogitCache
 from kdtune.trainables.teacher import train_teacher
 
 
@@ -140,9 +140,10 @@ def teacher_logits(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
     cache = build_cache(spec.student_bundle(bundle), teacher_checkpoint, views=spec.augment_views, seed=spec.seed,
                         precision=spec.train.get("precision", "auto"), device=spec.train.get("device", "auto"),
                         cpus=spec.cpus_per_trial, gpus=spec.gpus_per_trial,
-                        cache_dir=manifest.dir / "teacher_logits")
+                        cache_dir=manifest.dir / "teacher_logits", resident_max_mb=spec.resident_max_mb)
     manifest.data.setdefault("cache_builds", []).append(
-        {"teacher": teacher_checkpoint, "views": spec.augment_views, "seconds": round(time.perf_counter() - start, 3)})
+        {"teacher": teacher_checkpoint, "views": spec.augment_views, "seconds": round(time.perf_counter() - start, 3),
+         "mapped": isinstance(cache, MappedLogitCache)})
     manifest.save()
     return cache
 
