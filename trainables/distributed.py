@@ -151,7 +151,13 @@ def launch(worker_fn: Callable[[dict, Any, dict], Any], config: dict, workers: i
         resume = ray.train.Checkpoint.from_directory(local) if local else None
     loop_config = {"fn": worker_fn, "config": dict(config), "data": ray.put(data) if data is not None else None,
                    "extra": extra or {}, "resume": resume, "threads": max(1, int(cpus))}
-    storage = tempfile.mkdtemp(prefix="kdtune-ddp-")
+    # Train persists rank 0's checkpoint here and the driver copies it into Tune's: inside the
+    # trial's folder (on a cluster the shared storage path, which every node sees), removed after.
+    if in_tune:
+        storage = os.path.join(tune.get_context().get_trial_dir(), "ddp-workers")
+        os.makedirs(storage, exist_ok=True)
+    else:
+        storage = tempfile.mkdtemp(prefix="kdtune-ddp-")
     per_worker = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
         _worker_loop, train_loop_config=loop_config,

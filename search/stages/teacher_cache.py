@@ -111,9 +111,11 @@ def compute_parts(bundle: DatasetBundle, teacher_checkpoint: str, parts: list[st
 # on a GPU, its CUDA context into the trial.
 @ray.remote(max_calls=1)
 def _shard(bundle: DatasetBundle, teacher_checkpoint: str, parts: list[str], kwargs: dict):
-    """One task's parts, each returned as its own object, then (dtype, node id)."""
+    """One task's parts, each returned as its own object, then (dtype, node id); only the
+    latter for a mapped cache (kwargs keep False: the parts are only saved)."""
     arrays, dtype = compute_parts(bundle, teacher_checkpoint, parts, **kwargs)
-    return (*arrays, (dtype, ray.get_runtime_context().get_node_id()))
+    meta = (dtype, ray.get_runtime_context().get_node_id())
+    return (*arrays, meta) if kwargs.get("keep", True) else meta  # mapped: one return, the meta
 
 
 def estimated_mb(bundle: DatasetBundle, views: int | None) -> float:
