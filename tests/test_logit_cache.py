@@ -122,3 +122,24 @@ def test_gathering_a_whole_mapped_cache_keeps_the_trials_private_memory_flat(tmp
     loaded = np.load(files.train[0])  # what a resident copy costs
     assert (_rss_kib("RssAnon") - before) / 1024 > 60
     del loaded
+
+
+def test_a_student_trains_identically_on_the_mapped_and_the_resident_cache(tmp_path):
+    from kdtune import datasets
+    from kdtune.search.stages.teacher_cache import local_cache
+    from kdtune.trainables import reporting
+    from kdtune.trainables.distill import distill_student
+    from kdtune.trainables.teacher import train_teacher
+
+    data = datasets.create_dataset("digits", val_fraction=0.2, seed=0)
+    base = {"dataset": "digits", "val_fraction": 0.2, "precision": "fp32", "num_threads": 1, "epochs": 1}
+    with reporting.local_session(root=str(tmp_path / "teacher")) as rec:
+        train_teacher({**base, "width": 32}, data=data)
+    resident = local_cache(data, rec.checkpoints[-1], precision="fp32", threads=1)
+    mapped = _saved(tmp_path, resident)
+    student = {**base, "epochs": 2, "width": 16, "teacher_checkpoint": rec.checkpoints[-1], "alpha": 0.7}
+    with reporting.local_session():
+        a = distill_student(student, data=data, teacher_logits=resident)
+        b = distill_student(student, data=data, teacher_logits=mapped)
+    for key in ("train_loss", "val_loss", "val_acc", "agreement"):
+        assert a[key] == b[key], key
