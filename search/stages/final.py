@@ -61,12 +61,14 @@ def final_trial(config: dict, candidates: list[dict], data=None,
 
     seed = int(config["seed"])
     run = {**candidates[int(config["candidate"])]["config"], "seed": seed}
-    if workers > 1:
+    ddp = {}
+    if workers > 1:  # one process (workers 1): the call as it always was
         run["workers"] = workers
+        ddp = {"worker_resources": worker_resources}
     distils = run.get("teacher_checkpoint") is not None and (
         cache_teacher is None or run["teacher_checkpoint"] == cache_teacher)
     logits = teacher_logits.get(seed) if teacher_logits and distils else None
-    return distill_student(run, data=data, teacher_logits=logits, worker_resources=worker_resources)
+    return distill_student(run, data=data, teacher_logits=logits, **ddp)
 
 
 def logits_by_seed(spec, bundle, manifest, teacher_checkpoint: str | None, logits: Any,
