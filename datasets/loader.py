@@ -14,6 +14,13 @@ default each epoch is its own view. With `views=K` the epochs cycle through K fi
 (epoch e shows view (e - 1) % K + 1), so a teacher's logits for every (view, image) can be
 computed once and looked up (FKD, Shen & Xing 2022): batches then carry the key
 (view - 1) * len(split) + i of that cache instead of the row i.
+
+`shard=(rank, workers)` (a multi-worker trial's worker, trainables/distributed.py) yields this
+worker's slice of each global batch of `batch_size x workers` rows of the same epoch order
+(rows rank*batch_size .. of it), like DistributedSampler: with `shuffle` (training) a short
+last global batch is padded with rows from the epoch's start so every worker yields the same
+number of equal batches (DDP's collectives need it); without (evaluation) it is split as evenly
+as it goes, nothing repeated, and a worker may have a batch fewer.
 """
 from __future__ import annotations
 
@@ -51,7 +58,7 @@ class DeviceLoader:
                  mean: Sequence[float], std: Sequence[float], augment: str = "none",
                  shuffle: bool = False, seed: int = 0, drop_last: bool = False,
                  channels_last: bool = False, views: int | None = None,
-                 augment_pixels: int | None = None) -> None:
+                 augment_pixels: int | None = None, shard: tuple[int, int] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if augment not in AUGMENTS:
@@ -62,6 +69,9 @@ class DeviceLoader:
             raise ValueError(f"mean/std need {channels} values, got {list(mean)} / {list(std)}")
         if views is not None and views < 1:
             raise ValueError(f"views must be >= 1 or None, got {views}")
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (rank, workers) with 0 <= rank < workers, got {shard}")
+        self.shard = None if shard is None or shard[1] == 1 else (int(shard[0]), int(shard[1]))
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.augment = augment
@@ -92,9 +102,14 @@ class DeviceLoader:
         """The augmented view (1-based) that `epoch` shows."""
         return (epoch - 1) % self.views + 1 if self.views else epoch
 
+    @property
+    def global_batch(self) -> int:
+        """Rows per step over all workers: batch_size x workers (batch_size alone unsharded)."""
+        return self.batch_size * (self.shard[1] if self.shard else 1)
+
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return n // self.global_batch if self.drop_last else math.ceil(n / self.global_batch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
@@ -107,12 +122,33 @@ class DeviceLoader:
             self.augment, n, epoch_generator(self.seed, view, AUGMENT_STREAM), self.augment_pixels))
         key_offset = (view - 1) * n if self.views else 0
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            rows = (self.images.gather(order_host[b * self.batch_size:(b + 1) * self.batch_size])
-                    .to(self.device, non_blocking=True) if self.stored else self.images.index_select(0, idx))
+            if self.shard is None:
+                idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+                idx_host = order_host[b * self.batch_size:(b + 1) * self.batch_size] if self.stored else None
+            else:
+                idx_host = self._shard_rows(order_host, b)
+                if len(idx_host) == 0:
+                    continue
+                idx = idx_host.to(self.device)
+            rows = (self.images.gather(idx_host).to(self.device, non_blocking=True)
+                    if self.stored else self.images.index_select(0, idx))
             u8 = apply_params(self.augment, rows,
                               tuple(p.index_select(0, idx) for p in params), self.augment_pixels)
             x = torch.addcmul(self._shift, u8.to(torch.float32), self._scale)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels.index_select(0, idx), idx + key_offset if key_offset else idx
+
+    def _shard_rows(self, order: torch.Tensor, b: int) -> torch.Tensor:
+        """This worker's rows (CPU) of global batch b of the epoch's `order`."""
+        rank, workers = self.shard
+        gb = self.global_batch
+        rows = order[b * gb:(b + 1) * gb]
+        if len(rows) < gb:  # the short last global batch (drop_last off)
+            if self.shuffle:  # training: pad to equal per-worker batches, as DistributedSampler
+                per = math.ceil(len(rows) / workers)
+                rows = torch.cat([rows, order[:per * workers - len(rows)]])
+            else:
+                per = math.ceil(len(rows) / workers)
+            return rows[rank * per:(rank + 1) * per]
+        return rows[rank * self.batch_size:(rank + 1) * self.batch_size]

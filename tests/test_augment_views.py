@@ -179,3 +179,22 @@ def test_a_trial_with_the_search_cache_never_loads_the_teacher(cifar, teacher_ck
     with reporting.local_session():
         out = distill_student(config, data=cifar, teacher_logits=shared)
     assert 0.0 <= out["agreement"] <= 1.0
+
+
+def test_a_cache_above_the_resident_threshold_is_mapped_from_its_files(cifar, teacher_ckpt, ray_local, tmp_path,
+                                                                       capsys):
+    """The switch by size, both ways: under the threshold the object store holds the parts; above
+    it (resident_max_mb=0 here) the tasks only save them and trials map the files, the same rows."""
+    from kdtune.trainables.logit_cache import MappedLogitCache, SharedLogitCache
+
+    kw = dict(views=2, seed=3, precision="fp32", cpus=1, cache_dir=tmp_path)
+    resident = build_cache(cifar, teacher_ckpt, **kw)
+    mapped = build_cache(cifar, teacher_ckpt, resident_max_mb=0, **kw)
+    assert isinstance(resident, SharedLogitCache) and isinstance(mapped, MappedLogitCache)
+    assert "mapped from disk" in capsys.readouterr().out
+    assert all(p.startswith(str(tmp_path)) for p in (*mapped.train, mapped.val))
+    opened = mapped.resolve()
+    assert all(isinstance(a, np.memmap) and not a.flags.writeable for a in opened.train)
+    for got, want in zip(_arrays(opened), _arrays(resident.resolve()), strict=True):
+        np.testing.assert_array_equal(got, want)
+    # A student trains identically on either: tests/test_logit_cache.py (no Ray, digits).

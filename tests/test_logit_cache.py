@@ -68,3 +68,78 @@ def test_device_gather_gives_the_host_gathers_rows(dtype):
         assert dev.dtype == host.dtype == dtype
         assert torch.equal(dev, host) and torch.equal(dev, logits[keys])
     assert len(cache._tables) == 1  # copied to the device once, reused by every batch
+
+
+def _saved(tmp_path, cache: LogitCache):
+    from kdtune.trainables.logit_cache import MappedLogitCache
+
+    paths = []
+    for i, array in enumerate((*cache.train, cache.val)):
+        np.save(tmp_path / f"part{i}.npy", array)
+        paths.append(str(tmp_path / f"part{i}.npy"))
+    return MappedLogitCache(tuple(paths[:-1]), paths[-1], cache.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_mapped_cache_gives_the_resident_caches_rows(tmp_path, dtype):
+    import pickle
+
+    flat, val = _logits(3, 50, 7, dtype), _logits(1, 20, 7, dtype)
+    resident = LogitCache.from_tensors(flat, val, views=3)
+    files = _saved(tmp_path, resident)
+    assert len(pickle.dumps(files)) < 1000  # what a trial is passed: paths, not logits
+    mapped = as_cache(files, 3)
+    assert all(isinstance(a, np.memmap) for a in mapped.train)
+    for keys in (torch.tensor([100, 149, 103, 120]), torch.tensor([0, 149, 51, 7, 99, 100]), torch.arange(150)):
+        assert torch.equal(mapped.rows(keys, "cpu"), resident.rows(keys, "cpu"))
+    assert torch.equal(mapped.val_logits("cpu"), resident.val_logits("cpu"))
+    assert mapped.nbytes() == resident.nbytes() and files.nbytes() > resident.nbytes()  # + .npy headers
+    mapped.check(3, 50, 20, 7)
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def test_gathering_a_whole_mapped_cache_keeps_the_trials_private_memory_flat(tmp_path):
+    """An epoch's gathers over a 64 MiB mapped cache: the pages read are shared file pages of
+    the page cache (RssFile), not the trial's own (RssAnon), which grows by less than a batch's
+    worth of scratch; a resident copy of the same cache costs its full size in RssAnon."""
+    n, classes = 64 * 2**20 // (100 * 2), 100  # bf16: 64 MiB of logits
+    g = torch.Generator().manual_seed(1)
+    resident = LogitCache.from_tensors(torch.randn(n, classes, generator=g).to(torch.bfloat16),
+                                       torch.randn(10, classes, generator=g).to(torch.bfloat16))
+    files = _saved(tmp_path, resident)
+    del resident, g
+    mapped = as_cache(files, None)
+    before = _rss_kib("RssAnon")
+    for keys in torch.randperm(n).split(4096):  # one epoch of shuffled batches
+        mapped.rows(keys, "cpu")
+    grown_mib = (_rss_kib("RssAnon") - before) / 1024
+    assert grown_mib < 16, f"RssAnon grew {grown_mib:.1f} MiB over a 64 MiB mapped cache"
+    before = _rss_kib("RssAnon")
+    loaded = np.load(files.train[0])  # what a resident copy costs
+    assert (_rss_kib("RssAnon") - before) / 1024 > 60
+    del loaded
+
+
+def test_a_student_trains_identically_on_the_mapped_and_the_resident_cache(tmp_path):
+    from kdtune import datasets
+    from kdtune.search.stages.teacher_cache import local_cache
+    from kdtune.trainables import reporting
+    from kdtune.trainables.distill import distill_student
+    from kdtune.trainables.teacher import train_teacher
+
+    data = datasets.create_dataset("digits", val_fraction=0.2, seed=0)
+    base = {"dataset": "digits", "val_fraction": 0.2, "precision": "fp32", "num_threads": 1, "epochs": 1}
+    with reporting.local_session(root=str(tmp_path / "teacher")) as rec:
+        train_teacher({**base, "width": 32}, data=data)
+    resident = local_cache(data, rec.checkpoints[-1], precision="fp32", threads=1)
+    mapped = _saved(tmp_path, resident)
+    student = {**base, "epochs": 2, "width": 16, "teacher_checkpoint": rec.checkpoints[-1], "alpha": 0.7}
+    with reporting.local_session():
+        a = distill_student(student, data=data, teacher_logits=resident)
+        b = distill_student(student, data=data, teacher_logits=mapped)
+    for key in ("train_loss", "val_loss", "val_acc", "agreement"):
+        assert a[key] == b[key], key

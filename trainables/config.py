@@ -139,6 +139,9 @@ class TrainConfig:
     track_grad_norms: bool = False
     num_threads: int | None = None  # None = the trial's CPUs
     device: str = "auto"
+    # Data-parallel workers of the trial (DDP through Ray Train, trainables/distributed.py);
+    # batch_size is per worker, so a step sees batch_size x workers images. 1: one process.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
@@ -194,6 +197,7 @@ class TrainConfig:
             raise ValueError(f"max_norm must be > 0 or None, got {self.max_norm}")
         _choice("precision", self.precision, PRECISIONS)
         set_("num_threads", _int("num_threads", self.num_threads, 1, optional=True))
+        set_("workers", _int("workers", self.workers, 1))
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         for flag in ("download", "nesterov", "track_grad_norms"):

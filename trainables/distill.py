@@ -23,7 +23,7 @@ teacher_val_acc, teacher_val_loss and teacher_train_loss; `params` stays the stu
 """
 from __future__ import annotations
 
-from kdtune.trainables import reporting
+from kdtune.trainables import distributed, reporting
 from kdtune.trainables.config import DistillConfig
 from kdtune.trainables.feature_teacher import feature_teacher
 from kdtune.trainables.logit_cache import LogitCache, as_cache
@@ -34,14 +34,25 @@ from kdtune.trainables.trial import EVAL_BATCH, run_trial, train_views
 from kdtune.trainables.teacher_logits import TeacherLogits, compute_logits, prepare_teacher
 
 
-def distill_student(config: dict, data=None, teacher_logits=None) -> dict:
+def distill_student(config: dict, data=None, teacher_logits=None,
+                    worker_resources: dict | None = None) -> dict:
     """Train one student for `config` (DistillConfig keys); report and checkpoint each epoch.
 
     `data`: a DatasetBundle, or None to load it from the config. `teacher_logits`: the
     teacher's logits computed once for this split: a search's SharedLogitCache, a
     LogitCache, or a (views * N, classes) tensor of train rows (trainables/logit_cache.py).
-    Returns the last metrics (None inside Tune: see reporting.final)."""
+    Returns the last metrics (None inside Tune: see reporting.final). With `workers` > 1 (the
+    final stage's --final-workers) it trains on that many DDP workers, each asking
+    `worker_resources` (trainables/distributed.py); an online teacher or a feature method,
+    whose teacher trains or is tapped inside the step, is refused there."""
     cfg = DistillConfig.from_dict(config)
+    if cfg.workers > 1 and distributed.current() is None:
+        if cfg.online_teacher is not None or "features" in loss_from_config(cfg).needs:
+            raise ValueError("workers > 1 trains the student alone through DDP: an online teacher or "
+                             "a feature method (teacher taps, connectors) runs single-process (workers 1)")
+        distributed.launch(_distill_worker, config, cfg.workers, data=data,
+                           extra={"teacher_logits": teacher_logits}, resources=worker_resources)
+        return reporting.final({})
     if cfg.online_teacher is not None and teacher_logits is not None:
         raise ValueError("teacher_logits were given but the config trains an online_teacher, "
                          "whose logits change every batch: do not pass teacher_logits")
@@ -103,3 +114,8 @@ def _check_cache(cache: LogitCache, bundle, views: int | None, rows_wanted: bool
     elif cache.val is not None and cache.val.shape[0] != len(bundle.val):
         raise ValueError(f"teacher_logits hold {cache.val.shape[0]} validation rows; the split "
                          f"has {len(bundle.val)}")
+
+
+def _distill_worker(config: dict, data, extra: dict) -> None:
+    """One DDP worker of a multi-worker student trial (the final stage's retraining)."""
+    distill_student(config, data, teacher_logits=extra.get("teacher_logits"))

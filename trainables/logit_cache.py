@@ -10,6 +10,15 @@ their references): `ray.get` of a numpy array maps the node's shared-memory copy
 copying it, so every trial on a node reads the same pages and a trial's memory does not
 grow with K.
 
+A cache larger than the search's resident threshold (search/stages/teacher_cache.py) stays
+on disk instead: `MappedLogitCache` holds the paths of its saved .npy parts (pickled as those
+paths: a few bytes whatever K and N), and each trial opens them with
+`np.load(mmap_mode="r")`: read-only maps of the same files, so every trial on a node reads
+the node's one page-cache copy, nothing is copied into the object store, and a trial's
+private memory does not grow with the cache (the pages it touches are shared, clean, file
+pages the kernel can drop and re-read). `LogitCache` gathers from mapped arrays exactly as
+from resident ones.
+
 bf16 logits (the teacher's own dtype under bf16 autocast: exact, half the bytes of
 float32) are kept as their int16 bit patterns, since numpy has no bfloat16.
 """
@@ -170,16 +179,38 @@ class SharedLogitCache:
         return LogitCache(train, arrays[-1] if self.val is not None else None, self.dtype)
 
 
+@dataclass(frozen=True)
+class MappedLogitCache:
+    """A LogitCache saved as .npy files (one per view, one for val), mapped read-only by each
+    trial; cheap to pass to trials (paths only). The files must be readable on every node
+    that runs trials (the experiment folder: shared storage on a multi-node cluster)."""
+
+    train: tuple[str, ...]  # one .npy file per view, (N, classes)
+    val: str | None         # (N_val, classes)
+    dtype: str
+
+    def resolve(self, val_only: bool = False) -> LogitCache:
+        """The arrays as read-only maps of the files (nothing read until rows are gathered)."""
+        views = () if val_only else self.train
+        train = tuple(np.load(path, mmap_mode="r") for path in views)
+        return LogitCache(train, None if self.val is None else np.load(self.val, mmap_mode="r"), self.dtype)
+
+    def nbytes(self) -> int:
+        import os
+
+        return sum(os.path.getsize(p) for p in (*self.train, *((self.val,) if self.val else ())))
+
+
 def as_cache(logits, views: int | None) -> LogitCache | None:
     """What distill_student accepts as `teacher_logits`, as a LogitCache.
 
-    A SharedLogitCache (a search's), a LogitCache, or a plain (views * N, classes) tensor of
-    train logits (view-major rows; no validation logits)."""
+    A SharedLogitCache or MappedLogitCache (a search's), a LogitCache, or a plain
+    (views * N, classes) tensor of train logits (view-major rows; no validation logits)."""
     if logits is None or isinstance(logits, LogitCache):
         return logits
-    if isinstance(logits, SharedLogitCache):
+    if isinstance(logits, (SharedLogitCache, MappedLogitCache)):
         return logits.resolve()
     if isinstance(logits, torch.Tensor):
         return LogitCache.from_tensors(logits, None, views or 1)
-    raise TypeError(f"teacher_logits must be a LogitCache, SharedLogitCache or tensor, "
+    raise TypeError(f"teacher_logits must be a LogitCache, SharedLogitCache, MappedLogitCache or tensor, "
                     f"got {type(logits).__name__}")

@@ -18,19 +18,28 @@ epoch_time_s (train + eval), images_per_s (training images / training seconds), 
 teacher source adds at the end of the epoch (an online teacher: teacher_val_acc, ...), and
 `grad_norm/<probe>` (mean over the epoch's batches) when probes are given. A non-finite
 loss ends the run with diverged=1, a stop_reason and val_acc=0.0.
+
+With `dist` (a multi-worker trial's worker, trainables/distributed.py) the model trains
+through DistributedDataParallel on this worker's shard of each batch, the epoch's sums are
+all-reduced (one collective more per epoch, one per divergence check) and evaluation runs the
+unwrapped model on this worker's share of the validation rows after rank 0's buffers are
+broadcast; without it (every one-process trial) nothing of that runs.
 """
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kdtune.trainables.optim import Schedule
+
+if TYPE_CHECKING:
+    from kdtune.trainables.distributed import Distributed
 from kdtune.trainables.runtime import Runtime
 
 CHECK_EVERY = 50  # batches between divergence checks (each is one host sync)
@@ -69,9 +78,11 @@ def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
                 optimizer: torch.optim.Optimizer, schedule: Schedule, rt: Runtime, *,
                 teacher: TeacherSource | None = None, grad_clip: float | None = None,
                 probes: Sequence[tuple[str, nn.Module]] = (),
-                constraint: Callable[[], None] | None = None) -> dict[str, float]:
+                constraint: Callable[[], None] | None = None,
+                dist: "Distributed | None" = None) -> dict[str, float]:
     """One pass over `loader`; returns train_loss, train_acc, images, seconds, grad norms.
-    `constraint` (e.g. constraints.max_norm_constraint) runs after every optimiser step."""
+    `constraint` (e.g. constraints.max_norm_constraint) runs after every optimiser step.
+    `dist`: `model` is this worker's DDP wrapper and the returned figures are the workers' totals."""
     model.train()
     dev = rt.device
     loss_sum = torch.zeros((), device=dev)  # sum of per-batch mean loss x batch size
@@ -100,9 +111,15 @@ def train_epoch(model: nn.Module, loader: Batches, loss_fn: nn.Module,
         correct += (out.detach().argmax(1) == y).sum()
         n_images += y.shape[0]
         n_batches += 1
-        if n_batches % CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+        if n_batches % CHECK_EVERY == 0 and _any(not torch.isfinite(loss_sum), dist, dev):
             raise Diverged(f"non-finite training loss in batch {n_batches}")
-    stats = torch.cat([torch.stack([loss_sum, correct.float()]), grad_sum]).tolist()  # 1 sync
+    if dist is None:
+        stats = torch.cat([torch.stack([loss_sum, correct.float()]), grad_sum]).tolist()  # 1 sync
+    else:  # the workers' totals: images and batches too (every worker steps the same count)
+        counts = torch.tensor([n_images, n_batches], dtype=torch.float32, device=dev)
+        stats = dist.all_reduce(torch.cat([torch.stack([loss_sum, correct.float()]), grad_sum, counts])).tolist()
+        n_images, n_batches = int(stats[-2]), int(stats[-1])
+        stats = stats[:-2]
     seconds = time.perf_counter() - start
     if not math.isfinite(stats[0]):
         raise Diverged("non-finite training loss")
@@ -139,6 +156,11 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, schedul
     schedule.after_batch()
 
 
+def _any(flag: bool, dist: "Distributed | None", device: torch.device) -> bool:
+    """`flag`, or on a multi-worker trial whether it holds on any worker (all stop together)."""
+    return flag if dist is None else dist.any(flag, device)
+
+
 def _grad_norm(module: nn.Module) -> torch.Tensor:
     """L2 norm of a probe's weight gradient (0 when it got none)."""
     grad = module.weight.grad
@@ -150,9 +172,11 @@ def _grad_norm(module: nn.Module) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: Batches, rt: Runtime,
              reference_logits: torch.Tensor | None = None,
-             out_logits: torch.Tensor | None = None) -> dict[str, float]:
+             out_logits: torch.Tensor | None = None,
+             dist: "Distributed | None" = None) -> dict[str, float]:
     """val_loss (plain CE), val_acc, and agreement with `reference_logits` (rows by idx);
-    the model's float32 logits are also written into `out_logits` (rows by idx) if given."""
+    the model's float32 logits are also written into `out_logits` (rows by idx) if given.
+    `dist`: `loader` holds this worker's share of the rows; the sums are all-reduced."""
     model.eval()
     dev = rt.device
     sums = torch.zeros(3, device=dev)  # CE sum, correct, agreeing with the reference
@@ -169,6 +193,9 @@ def evaluate(model: nn.Module, loader: Batches, rt: Runtime,
         if reference_logits is not None:
             sums[2] += (pred == reference_logits[idx].argmax(1)).sum()
         n += y.shape[0]
+    if dist is not None:
+        total = dist.all_reduce(torch.cat([sums, torch.tensor([float(n)], device=dev)]))
+        sums, n = total[:3], int(total[3].item())
     loss, acc, agree = (sums / max(n, 1)).tolist()
     metrics = {"val_loss": loss, "val_acc": acc}
     if reference_logits is not None:
@@ -181,10 +208,13 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module,
         start_epoch: int = 0, teacher: TeacherSource | None = None,
         grad_clip: float | None = None, probes: Sequence[tuple[str, nn.Module]] = (),
         constraint: Callable[[], None] | None = None, static_metrics: dict | None = None,
-        on_epoch: Callable[[dict], None] = lambda m: None) -> dict:
+        on_epoch: Callable[[dict], None] = lambda m: None,
+        dist: "Distributed | None" = None) -> dict:
     """Train epochs start_epoch+1 .. epochs; `on_epoch(metrics)` after each (and once on
-    divergence, with diverged=1). Returns the last metrics ({} when nothing was left)."""
+    divergence, with diverged=1). Returns the last metrics ({} when nothing was left).
+    `dist`: a multi-worker trial's worker (trains through DDP; see the module docstring)."""
     metrics: dict = {}
+    train_model = model if dist is None else dist.wrap(model, rt.device)
     for epoch in range(start_epoch + 1, epochs + 1):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)  # reshuffle / re-augment reproducibly per epoch
@@ -193,12 +223,14 @@ def fit(model: nn.Module, train_loader, val_loader, loss_fn: nn.Module,
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         try:
-            train = train_epoch(model, train_loader, loss_fn, optimizer, schedule, rt,
+            train = train_epoch(train_model, train_loader, loss_fn, optimizer, schedule, rt,
                                 teacher=teacher, grad_clip=grad_clip, probes=probes,
-                                constraint=constraint)
+                                constraint=constraint, dist=dist)
+            if dist is not None:
+                dist.sync_buffers(model)  # rank 0's BatchNorm statistics: evaluated and saved
             teacher_metrics = teacher.end_epoch(val_loader) if teacher is not None else {}
             val = evaluate(model, val_loader, rt,
-                           teacher.val_logits if teacher is not None else None)
+                           teacher.val_logits if teacher is not None else None, dist=dist)
             if not math.isfinite(val["val_loss"]):
                 raise Diverged("non-finite validation loss")
         except Diverged as e:

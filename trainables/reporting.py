@@ -93,9 +93,19 @@ def local_session(resume_from: str | None = None, root: str | None = None,
             shutil.rmtree(root, ignore_errors=True)
 
 
+# In a worker of a multi-worker trial: its trainables.distributed.Distributed (set there by the
+# worker loop), which reports to Ray Train and knows the checkpoint to resume from.
+_WORKER = None
+
+
+def _ddp_worker() -> bool:
+    """True in a worker of a multi-worker trial (trainables/distributed.py)."""
+    return _WORKER is not None
+
+
 def in_tune() -> bool:
     """True inside a function trainable run by a Tuner (and no local session is active)."""
-    if _ACTIVE is not None:
+    if _ACTIVE is not None or _ddp_worker():
         return False
     try:
         from ray import tune
@@ -110,9 +120,12 @@ def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
     """Report one result (one epoch) with an optional checkpoint directory.
 
     The directory is copied (by Ray to its storage, or into the local session), so the
-    caller may delete it afterwards.
+    caller may delete it afterwards. In a multi-worker trial's worker it goes to Ray Train
+    (trainables/distributed.py), which hands rank 0's report to the trial's driver.
     """
-    if in_tune():
+    if _ddp_worker():
+        _WORKER.report(metrics, checkpoint_dir)
+    elif in_tune():
         import ray
         from ray import tune
 
@@ -134,6 +147,8 @@ def final(metrics: dict) -> dict | None:
 
 def resume_checkpoint() -> str | None:
     """Directory of the checkpoint to resume from, or None for a fresh start."""
+    if _ddp_worker():  # the checkpoint the driver's Tune trial was restored with
+        return _WORKER.resume_from
     if in_tune():
         from ray import tune
 

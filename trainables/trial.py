@@ -10,6 +10,12 @@ student and the teacher here (taps, connectors); its connectors are optimised wi
 student and saved under the checkpoint's `connectors` key (never in the student's
 state_dict, so exports and checkpoint.load_model see the student alone). A teacher source with state (an online
 teacher: weights, optimiser, schedule) is saved in and restored from the same checkpoint.
+
+In a worker of a multi-worker trial (trainables/distributed.py: `distributed.current()`) the
+same function runs on every worker: the loaders take this worker's shard of each batch
+(global batch = batch_size x workers), the loop trains through DDP, and only rank 0 writes the
+checkpoint each epoch (every rank reports: a collective). Resume reads the checkpoint the
+driver's Tune trial was restored with, on every worker, so all start from the same state.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from kdtune.trainables import checkpoint, reporting
+from kdtune.trainables import checkpoint, distributed, reporting
 from kdtune.trainables.best_epoch import BestEpochTest, test_loader_for
 from kdtune.trainables.config import TrainConfig
 from kdtune.trainables.constraints import max_norm_constraint
@@ -53,15 +59,19 @@ def train_views(cfg: TrainConfig, data) -> int | None:
     return cfg.augment_views if data.augment != "none" else None
 
 
-def loaders(cfg: TrainConfig, data, rt: Runtime):
+def loaders(cfg: TrainConfig, data, rt: Runtime, shard: tuple[int, int] | None = None):
+    """Train and val loaders; `shard` (rank, workers): this worker's part of each batch."""
     from kdtune.datasets import DeviceLoader
 
     common = dict(device=rt.device, mean=data.mean, std=data.std, seed=cfg.seed,
                   channels_last=rt.channels_last)
+    if shard is not None:
+        common["shard"] = shard
+    workers = shard[1] if shard is not None else 1
     # drop_last keeps BatchNorm away from a 1-image final batch, when there is data to spare
     train = DeviceLoader(data.train, batch_size=cfg.batch_size, augment=data.augment,
                          augment_pixels=data.augment_pixels,
-                         shuffle=True, drop_last=len(data.train) > cfg.batch_size,
+                         shuffle=True, drop_last=len(data.train) > cfg.batch_size * workers,
                          views=train_views(cfg, data), **common)
     val = DeviceLoader(data.val, batch_size=max(cfg.batch_size, EVAL_BATCH), augment="none",
                        shuffle=False, drop_last=False, **common)
@@ -86,7 +96,8 @@ def run_trial(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
     static = {"params": models.count_params(model),
               "flops": models.flops_per_image(model, data.in_shape)}
     model = rt.prepare(model)
-    train_loader, val_loader = loaders(cfg, data, rt)
+    dist = distributed.current()  # None: a one-process trial (every trial with workers 1)
+    train_loader, val_loader = loaders(cfg, data, rt, None if dist is None else dist.shard)
     teacher = make_teacher(rt, data, len(train_loader)) if make_teacher is not None else None
     if "features" in getattr(loss_fn, "needs", ()) and teacher is not None and loss_fn.uses_teacher:
         # a feature method: taps on both models, connectors built from their shapes
@@ -118,6 +129,9 @@ def run_trial(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
         if metrics.get("diverged"):
             reporting.report(metrics, None)  # nothing worth resuming from
             return
+        if dist is not None and dist.rank != 0:
+            reporting.report(metrics, None)  # rank 0 writes the checkpoint; every rank reports
+            return
         teacher_state = None if teacher is None else teacher.state_dict()
         with tempfile.TemporaryDirectory(prefix="kdtune-ckpt-") as tmp:
             checkpoint.save_checkpoint(tmp, model=model, config=config, dataset_meta=meta,
@@ -133,7 +147,7 @@ def run_trial(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
                   epochs=cfg.epochs, start_epoch=start_epoch, teacher=teacher,
                   grad_clip=cfg.grad_clip, probes=probes,
                   constraint=constraint, static_metrics=static,
-                  on_epoch=on_epoch)
+                  on_epoch=on_epoch, dist=dist)
     return metrics or last
 
 

@@ -12,7 +12,7 @@ from kdtune.search.input.errors import UsageError
 from kdtune.search.input.spec import SearchSpec
 
 # What only matters when kdtune trains the teacher itself.
-TEACHER_TRAINING_FLAGS = ("teacher", "teacher_epochs", "teacher_weights")
+TEACHER_TRAINING_FLAGS = ("teacher", "teacher_epochs", "teacher_weights", "teacher_workers")
 
 
 def _flag(dest: str) -> str:

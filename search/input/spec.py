@@ -55,7 +55,8 @@ class SpecBase:
 
     def teacher_config(self) -> dict[str, Any]:
         """The config dict of the teacher trial (TeacherConfig keys)."""
-        return {**self.data_fields(), **self.train, **self.teacher}
+        workers = {"workers": self.teacher_workers} if self.teacher_workers > 1 else {}
+        return {**self.data_fields(), **self.train, **self.teacher, **workers}
 
     def student_bundle(self, bundle):
         """The dataset as the students train on it: under `train.augment` when it is set."""

@@ -378,11 +378,41 @@ def _check_split(payload: dict, bundle: DatasetBundle, what: str) -> None:
                          "--seed and --val-fraction, or train the teacher in this run")
 
 
+def _check_workers(spec: SearchSpec) -> None:
+    """--teacher-workers / --final-workers: refused where there is nothing for them to train, or
+    where the N workers (each --cpus-per-trial / --gpus-per-trial) could never start together."""
+    from kdtune.trainables.losses import loss_class
+
+    stages = spec.planned_stages()
+    for flag, n, stage in (("--teacher-workers", spec.teacher_workers, "teacher"),
+                           ("--final-workers", spec.final_workers, "final")):
+        if n == 1:
+            continue
+        if stage not in stages or (stage == "teacher" and spec.teacher_checkpoint):
+            why = {"teacher": "this run trains no teacher (a given checkpoint, or an online teacher)",
+                   "final": "this run has no final stage (--final-seeds 0, or a sweep)"}[stage]
+            raise UsageError(f"{flag} {n}: {why}; drop it")
+        if not spec.address and n * spec.cpus_per_trial > (os.cpu_count() or 1):
+            raise UsageError(f"{flag} {n} x --cpus-per-trial {spec.cpus_per_trial:g} needs {n * spec.cpus_per_trial:g} "
+                             f"CPUs at once but this machine has {os.cpu_count()}; lower one of them, or pass "
+                             "--address of a bigger cluster")
+        if not spec.address and spec.gpus_per_trial > 0 and n * spec.gpus_per_trial > torch.cuda.device_count():
+            raise UsageError(f"{flag} {n} x --gpus-per-trial {spec.gpus_per_trial:g} needs more GPUs than this "
+                             f"machine's {torch.cuda.device_count()}")
+    if spec.final_workers > 1:
+        feature = [m for m in spec.methods if "features" in loss_class(m).needs]
+        if spec.online or feature:
+            what = "an online teacher" if spec.online else f"feature method(s) {', '.join(feature)}"
+            raise UsageError(f"--final-workers {spec.final_workers}: retraining with {what} runs single-process "
+                             "(the teacher trains or is tapped inside each step); drop --final-workers")
+
+
 def preflight(spec: SearchSpec, name_given: bool = True) -> tuple[SearchSpec, DatasetBundle]:
     """All checks in cheap-first order; returns the (resume-resolved) spec and the decoded data."""
     if spec.resume:
         spec = resolve_resume(spec, name_given)
     _check_numbers(spec)
+    _check_workers(spec)
     _check_teacher_weights_flag(spec)
     _check_configs(spec)  # model names and value ranges, through the trainables' own configs
     _check_tracker(spec)

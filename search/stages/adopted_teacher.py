@@ -15,7 +15,7 @@ from typing import Any
 from kdtune.datasets import DatasetBundle
 from kdtune.search.record.manifest import Manifest
 from kdtune.trainables.checkpoint import load_payload
-from kdtune.trainables.logit_cache import LogitCache, SharedLogitCache
+from kdtune.trainables.logit_cache import LogitCache, MappedLogitCache, SharedLogitCache
 from kdtune.search.record.stage_names import TEACHER
 
 SHOWN = ("model", "depth", "width")
@@ -32,7 +32,7 @@ def describe(manifest: Manifest, bundle: DatasetBundle, logits: SharedLogitCache
     metrics: dict[str, Any] = {}
     if saved_metrics.get("params") is not None:
         metrics["params"] = int(saved_metrics["params"])
-    val = logits.resolve(val_only=True) if isinstance(logits, SharedLogitCache) else logits
+    val = logits.resolve(val_only=True) if isinstance(logits, (SharedLogitCache, MappedLogitCache)) else logits
     if val is not None and val.val is not None:
         predicted = val.val_logits("cpu").argmax(dim=1)  # decodes a bf16 cache's int16 bits
         metrics["val_acc"] = float((predicted == bundle.val.labels).float().mean())

@@ -27,7 +27,7 @@ from kdtune.search.record.stage_names import BASELINE, DISTILL, DISTILLED_STAGES
 from kdtune.search.record.stats import MeanSd, paired_interval, welch_interval
 from kdtune.search.record.trials import read_stage
 from kdtune.trainables.losses import all_hyperparameters
-from kdtune.search.stages.tune_stage import Stage
+from kdtune.search.stages.tune_stage import Stage, worker_resources
 from kdtune.search.stages.teacher_cache import build_cache
 from kdtune.trainables.best_epoch import best_epoch_file
 from kdtune.trainables.trial_outcome import finite
@@ -47,7 +47,8 @@ def final_seeds(seed: int, count: int) -> list[int]:
 
 
 def final_trial(config: dict, candidates: list[dict], data=None,
-                teacher_logits: dict[int, Any] | None = None, cache_teacher: str | None = None) -> dict | None:
+                teacher_logits: dict[int, Any] | None = None, cache_teacher: str | None = None,
+                workers: int = 1, worker_resources: dict | None = None) -> dict | None:
     """One retraining run: candidate `config["candidate"]` with seed `config["seed"]`.
 
     `teacher_logits`: seed -> the shared teacher-logit cache of that seed's training inputs
@@ -55,15 +56,21 @@ def final_trial(config: dict, candidates: list[dict], data=None,
     seed's arrays). A candidate with a teacher gets it whatever its KD method's weights (the
     loss decides what it reads); the baseline and the twins have no teacher_checkpoint and get
     none. The cache holds `cache_teacher`'s logits: a candidate taught by another model (the
-    chain's student, by the assistant) gets none and runs its own teacher in the trial."""
+    chain's student, by the assistant) gets none and runs its own teacher in the trial.
+    `workers` > 1 (--final-workers): the run trains on that many DDP workers, each asking
+    `worker_resources` (trainables/distributed.py)."""
     from kdtune.trainables.distill import distill_student
 
     seed = int(config["seed"])
     run = {**candidates[int(config["candidate"])]["config"], "seed": seed}
+    ddp = {}
+    if workers > 1:  # one process (workers 1): the call as it always was
+        run["workers"] = workers
+        ddp = {"worker_resources": worker_resources}
     distils = run.get("teacher_checkpoint") is not None and (
         cache_teacher is None or run["teacher_checkpoint"] == cache_teacher)
     logits = teacher_logits.get(seed) if teacher_logits and distils else None
-    return distill_student(run, data=data, teacher_logits=logits)
+    return distill_student(run, data=data, teacher_logits=logits, **ddp)
 
 
 def logits_by_seed(spec, bundle, manifest, teacher_checkpoint: str | None, logits: Any,
@@ -83,7 +90,7 @@ def logits_by_seed(spec, bundle, manifest, teacher_checkpoint: str | None, logit
     return {s: build_cache(students, teacher_checkpoint, views=spec.augment_views, seed=s,
                            precision=spec.train.get("precision", "auto"), device=spec.train.get("device", "auto"),
                            cpus=spec.cpus_per_trial, gpus=spec.gpus_per_trial,
-                           cache_dir=manifest.dir / "teacher_logits") for s in seeds}
+                           cache_dir=manifest.dir / "teacher_logits", resident_max_mb=spec.resident_max_mb) for s in seeds}
 
 
 def candidates_for(spec, manifest) -> list[dict[str, Any]]:
@@ -102,12 +109,15 @@ def build_stage(spec, bundle, manifest, candidates: list[dict], teacher_checkpoi
     """The Tune stage (a grid, FIFO: no early stopping) and its trial count."""
     seeds = final_seeds(spec.seed, spec.final_seeds)
     params = {"candidates": candidates, "data": bundle}
+    if spec.final_workers > 1:  # --final-workers: each retraining run is DDP inside its trial
+        params.update(workers=spec.final_workers,
+                      worker_resources=worker_resources(spec.cpus_per_trial, spec.gpus_per_trial))
     by_seed = logits_by_seed(spec, bundle, manifest, teacher_checkpoint, logits, seeds)
     if by_seed is not None:
         params.update(teacher_logits=by_seed, cache_teacher=teacher_checkpoint)
     space = {"candidate": tune.grid_search(list(range(len(candidates)))), "seed": tune.grid_search(seeds)}
     stage = Stage(name=FINAL, trainable=tune.with_parameters(final_trial, **params), num_samples=1,
-                  param_space=space, **stage_kwargs)
+                  param_space=space, workers=spec.final_workers, **stage_kwargs)
     return stage, len(candidates) * len(seeds)
 
 

@@ -34,7 +34,7 @@ from kdtune.search.tune.progress import StageProgress, console_settings, planned
 from kdtune.search.record.manifest import Manifest
 from kdtune.search.input import user_imports
 from kdtune.search.input.spec import SearchSpec
-from kdtune.search.stages.tune_stage import Stage, asha, optuna_search, run_stage, stage_finished
+from kdtune.search.stages.tune_stage import Stage, asha, optuna_search, run_stage, stage_finished, worker_resources
 from kdtune.search.record import trials as record
 from kdtune.search.tune.trackers import tracker_callbacks
 from kdtune.search.tune.objective import Objective, objective
@@ -42,7 +42,7 @@ from kdtune.search.tune.warm_start import seed_study
 from kdtune.search.record.summary import write_summary
 from kdtune.search.stages.teacher_cache import build_cache
 from kdtune.trainables.distill import distill_student
-from kdtune.trainables.logit_cache import SharedLogitCache
+from kdtune.trainables.logit_cache import MappedLogitCache, SharedLogitCache
 from kdtune.trainables.teacher import train_teacher
 from kdtune.search.record.stage_names import ASSISTANT, BASELINE, DISTILL, FINAL, SWEEP, TA_DISTILL, TEACHER
 
@@ -121,8 +121,10 @@ def teacher_stage(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest) -
         manifest.mark(TEACHER, "done", best_checkpoint=path, source="--teacher-checkpoint")
         return path
     config = spec.teacher_config()
-    stage = Stage(name=TEACHER, trainable=tune.with_parameters(train_teacher, data=bundle),
-                  num_samples=1, param_space=config,
+    ddp = {"worker_resources": worker_resources(spec.cpus_per_trial, spec.gpus_per_trial)} \
+        if spec.teacher_workers > 1 else {}  # --teacher-workers: DDP inside the trial
+    stage = Stage(name=TEACHER, trainable=tune.with_parameters(train_teacher, data=bundle, **ddp),
+                  num_samples=1, param_space=config, workers=spec.teacher_workers,
                   **_stage_kwargs(spec, manifest.dir, TEACHER, 1, int(config.get("epochs", 1))))
     manifest.mark(TEACHER, "running", path=str(stage.path))
     results = run_stage(stage, resume=spec.resume)
@@ -138,9 +140,10 @@ def teacher_logits(spec: SearchSpec, bundle: DatasetBundle, manifest: Manifest,
     cache = build_cache(spec.student_bundle(bundle), teacher_checkpoint, views=spec.augment_views, seed=spec.seed,
                         precision=spec.train.get("precision", "auto"), device=spec.train.get("device", "auto"),
                         cpus=spec.cpus_per_trial, gpus=spec.gpus_per_trial,
-                        cache_dir=manifest.dir / "teacher_logits")
+                        cache_dir=manifest.dir / "teacher_logits", resident_max_mb=spec.resident_max_mb)
     manifest.data.setdefault("cache_builds", []).append(
-        {"teacher": teacher_checkpoint, "views": spec.augment_views, "seconds": round(time.perf_counter() - start, 3)})
+        {"teacher": teacher_checkpoint, "views": spec.augment_views, "seconds": round(time.perf_counter() - start, 3),
+         "mapped": isinstance(cache, MappedLogitCache)})
     manifest.save()
     return cache
 

@@ -20,6 +20,13 @@ Each task also saves its parts under the experiment (`<cache_dir>/<key>/<part>-<
 atomically), and a later build (`--resume`) loads saved parts instead of recomputing them.
 
 Logits keep the teacher's compute dtype (bf16 under bf16 autocast: exact, half the bytes).
+
+Large caches stay on disk. When the cache would exceed `resident_max_mb` (default
+RESIDENT_MAX_MB, the image store's threshold; a search passes its --resident-max-mb when
+given), the tasks only save their parts, nothing goes into the object store, and the build
+returns a `MappedLogitCache` of the files, which every trial maps read-only
+(trainables/logit_cache.py): one page-cache copy per node, a trial's own memory flat in the
+cache's size.
 """
 from __future__ import annotations
 
@@ -33,13 +40,16 @@ import ray
 import torch
 
 from kdtune.datasets import DatasetBundle
-from kdtune.trainables.logit_cache import LogitCache, SharedLogitCache, dtype_name, to_numpy
+from kdtune.trainables.logit_cache import LogitCache, MappedLogitCache, SharedLogitCache, dtype_name, to_numpy
 from kdtune.trainables.teacher_logits import prepare_teacher, split_logits
 
 # Inference only: large batches on a GPU (few kernel launches). On CPU a resnet56 forward in
 # bf16 ran 1,150 img/s at batch 128-256 and 750-810 at 1,024 (activations spill the caches).
 GPU_BATCH, CPU_BATCH = 1024, 256
 VAL, TRAIN = "val", "train"
+# Caches up to this size stay resident (object store); larger ones are mapped from their files.
+# The image store's threshold (datasets/image_folder.py RESIDENT_MAX_MB): one notion of "large".
+RESIDENT_MAX_MB = 1024.0
 
 
 def cache_parts(bundle: DatasetBundle, views: int | None) -> list[str]:
@@ -55,8 +65,9 @@ def _view(part: str) -> int | None:
 
 def compute_parts(bundle: DatasetBundle, teacher_checkpoint: str, parts: list[str], *,
                   seed: int, precision: str, device: str = "auto", threads: int = 1,
-                  save_dir: str | None = None) -> tuple[list[np.ndarray], str]:
+                  save_dir: str | None = None, keep: bool = True) -> tuple[list[np.ndarray], str]:
     """The arrays of `parts` and their dtype name; saved parts are read back from `save_dir`.
+    `keep` False (a mapped cache): parts are only saved (saved ones left unread); no arrays.
 
     The teacher runs as in a trial (trainables.teacher_logits.prepare_teacher), so the
     cached logits are the ones an online teacher would produce for the same pixels."""
@@ -67,7 +78,8 @@ def compute_parts(bundle: DatasetBundle, teacher_checkpoint: str, parts: list[st
     for part in parts:
         saved = _saved_file(save_dir, part)
         if saved is not None:
-            arrays.append(np.load(saved))
+            if keep:
+                arrays.append(np.load(saved))
             dtypes.add(saved.stem.rsplit("-", 1)[1])
             continue
         if teacher is None:
@@ -82,7 +94,9 @@ def compute_parts(bundle: DatasetBundle, teacher_checkpoint: str, parts: list[st
         array, dtype = to_numpy(logits), dtype_name(logits)
         if save_dir is not None:
             _save(Path(save_dir) / f"{part}-{dtype}.npy", array)
-        arrays.append(array)
+        if keep:
+            arrays.append(array)
+        del logits
         dtypes.add(dtype)
     if len(dtypes) > 1:
         raise ValueError(f"teacher logits of mixed dtypes {sorted(dtypes)} in {save_dir}: "
@@ -97,35 +111,50 @@ def compute_parts(bundle: DatasetBundle, teacher_checkpoint: str, parts: list[st
 # on a GPU, its CUDA context into the trial.
 @ray.remote(max_calls=1)
 def _shard(bundle: DatasetBundle, teacher_checkpoint: str, parts: list[str], kwargs: dict):
-    """One task's parts, each returned as its own object, then (dtype, node id)."""
+    """One task's parts, each returned as its own object, then (dtype, node id); only the
+    latter for a mapped cache (kwargs keep False: the parts are only saved)."""
     arrays, dtype = compute_parts(bundle, teacher_checkpoint, parts, **kwargs)
-    return (*arrays, (dtype, ray.get_runtime_context().get_node_id()))
+    meta = (dtype, ray.get_runtime_context().get_node_id())
+    return (*arrays, meta) if kwargs.get("keep", True) else meta  # mapped: one return, the meta
+
+
+def estimated_mb(bundle: DatasetBundle, views: int | None) -> float:
+    """The cache's size in MiB at float32 (an upper bound: bf16 logits are half of it)."""
+    rows = sum(len(bundle.val) if p == VAL else len(bundle.train) for p in cache_parts(bundle, views))
+    return rows * bundle.num_classes * 4 / 2**20
 
 
 def build_cache(bundle: DatasetBundle, teacher_checkpoint: str, *, views: int | None = None,
                 seed: int = 0, precision: str = "auto", device: str = "auto", cpus: float = 1,
-                gpus: float = 0, cache_dir: Path | None = None) -> SharedLogitCache:
-    """Compute (or read back) the cache on the cluster's workers; references to its parts.
+                gpus: float = 0, cache_dir: Path | None = None,
+                resident_max_mb: float | None = None) -> SharedLogitCache | MappedLogitCache:
+    """Compute (or read back) the cache on the cluster's workers; references to its parts, or,
+    above `resident_max_mb` (default RESIDENT_MAX_MB; needs `cache_dir`), its mapped files.
 
     `views`: K fixed augmented views (augmented data); 0 or None there: validation logits
     only (the trials run the teacher online). `cpus`/`gpus`: one task's resources, a
     trial's. Ray must be initialised."""
     parts = cache_parts(bundle, views)
     key_dir = None if cache_dir is None else Path(cache_dir) / _key(bundle, teacher_checkpoint, seed, precision)
+    limit = RESIDENT_MAX_MB if resident_max_mb is None else float(resident_max_mb)
+    mapped = key_dir is not None and estimated_mb(bundle, views) > limit
     saved = sum(_saved_file(key_dir, part) is not None for part in parts)
     tasks = min(len(parts), _task_slots(cpus, gpus))
-    print(f"kdtune: teacher logits for {_describe(bundle, views)} (once per search): "
+    print(f"kdtune: teacher logits for {_describe(bundle, views)} (once per search"
+          f"{', mapped from disk' if mapped else ''}): "
           f"{len(parts) - saved} part(s) to compute, {saved} saved, in {tasks} task(s) ...", flush=True)
     start = time.perf_counter()
     kwargs = dict(seed=seed, precision=precision, device=device, threads=max(1, int(cpus)),
-                  save_dir=None if key_dir is None else str(key_dir))
+                  save_dir=None if key_dir is None else str(key_dir), keep=not mapped)
     bundle_ref = ray.put(bundle)
     refs: dict[str, ray.ObjectRef] = {}
     meta = []
     for i in range(tasks):
         mine = parts[i::tasks]
-        out = _shard.options(num_cpus=cpus, num_gpus=gpus, num_returns=len(mine) + 1,
+        returns = (len(mine) if not mapped else 0) + 1
+        out = _shard.options(num_cpus=cpus, num_gpus=gpus, num_returns=returns,
                              scheduling_strategy="SPREAD").remote(bundle_ref, teacher_checkpoint, mine, kwargs)
+        out = out if returns > 1 else [out]
         refs.update(zip(mine, out[:-1]))
         meta.append(out[-1])
     done = ray.get(meta)  # waits for every task; the arrays stay where they were made
@@ -136,6 +165,9 @@ def build_cache(bundle: DatasetBundle, teacher_checkpoint: str, *, views: int | 
     nodes = tuple(sorted({node for _, node in done}))
     print(f"kdtune: teacher logits done in {time.perf_counter() - start:.0f} s on {len(nodes)} node(s)",
           flush=True)
+    if mapped:
+        files = [str(_saved_file(key_dir, p)) for p in parts]
+        return MappedLogitCache(tuple(files[1:]), files[0], dtypes.pop())
     return SharedLogitCache(tuple(refs[p] for p in parts[1:]), refs[VAL], dtypes.pop(), nodes)
 
 

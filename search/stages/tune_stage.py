@@ -38,6 +38,7 @@ class Stage:
     progress: Any = None  # the stage's progress line (search/tune/progress.py StageProgress)
     callbacks: list = field(default_factory=list)  # extra Tune callbacks (experiment trackers)
     max_concurrent: int | None = None  # trials at once (a searched stage caps it in its searcher)
+    workers: int = 1  # DDP workers per trial (trainables/distributed.py): cpus/gpus are per worker
 
     @property
     def path(self) -> Path:
@@ -75,7 +76,17 @@ def trial_dirname(trial) -> str:
     return f"{trial.trainable_name}_{trial.trial_id}"
 
 
+def worker_resources(cpus: float, gpus: float) -> dict[str, float]:
+    """What each DDP worker of a multi-worker trial asks (a one-process trial's resources)."""
+    return {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+
+
 def _trainable(stage: Stage):
+    if stage.workers > 1:
+        # The trial is only the driver of its Ray Train workers, which ask their own resources
+        # (worker_resources); a driver holding a CPU would keep N workers x 1 CPU from ever
+        # fitting on an N-CPU machine. Tune refuses an all-zero request, hence 1 byte of memory.
+        return tune.with_resources(stage.trainable, tune.PlacementGroupFactory([{"memory": 1}]))
     return tune.with_resources(stage.trainable, {"cpu": stage.cpus, "gpu": stage.gpus})
 
 

@@ -28,6 +28,12 @@ OPTIONS = (
             minimum=0, minimum_open=True),
     _option("gpus_per_trial", float, 0, "resources.gpus_per_trial", "GPUs per trial; fractions share a card",
             minimum=0),
+    # Not resume-safe: the batch_size of a DDP run is per worker, so N changes what a step sees.
+    _option("teacher_workers", int, 1, "resources.teacher_workers", "DDP workers training the teacher (Ray Train "
+            "inside its Tune trial; gloo on CPU, NCCL on GPUs), each with --cpus-per-trial / --gpus-per-trial; "
+            "the teacher's batch_size is per worker (a step sees batch_size x N)", minimum=1),
+    _option("final_workers", int, 1, "resources.final_workers", "DDP workers for each final-stage retraining "
+            "run, as --teacher-workers (batch_size per worker)", minimum=1),
     # The size budget is top-level in a preset (it bounds the students, not the search's trials).
     _option("max_params", int, None, "max_params", "largest student the sampler proposes, in parameters", minimum=1),
     _option("max_flops", int, None, "max_flops", "largest student the sampler proposes, in FLOPs per image "
