@@ -10,12 +10,27 @@ Registered here (timm is imported only when one is built, so `import kdtune.mode
   its classifier sized to the dataset, weights from a local file (`weights_path`: a state dict
   or a timm checkpoint; the classifier keys, whose shape differs, are left at their
   initialisation and trained), `freeze_backbone` for a linear probe, `pretrained` for the
-  zoo's weights by name (needs the network: offline it is one error line).
+  zoo's weights by name (needs the network: offline it is one error line, at once: the hub
+  is probed first and, unreachable, asked in its offline mode, which reads only the local
+  cache instead of retrying each file for a minute).
+
+Input normalisation: a named zoo model expects its inputs normalised its own way (timm's
+`pretrained_cfg` mean/std, torchvision's weights' transforms: ImageNet's for most), while
+kdtune's loaders normalise by the dataset's mean/std. Given the dataset's (`data_mean`,
+`data_std`: the trainables pass them, `resolve_zoo_input`), ZooNet maps each batch to the
+model's normalisation first (an affine map per channel: the same pixels, normalised the
+model's way). A model that takes one size only (timm's `fixed_input_size`) refuses other
+image sizes in one line.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -32,9 +47,15 @@ class ZooNet(nn.Module):
     """
 
     def __init__(self, net: nn.Module, classifier: nn.Module, repeat_channels: int = 1,
-                 frozen_backbone: bool = False):
+                 frozen_backbone: bool = False, input_map: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         self.net, self.repeat_channels, self.frozen_backbone = net, repeat_channels, frozen_backbone
+        # input_map: (scale, shift) per channel, x -> x * scale + shift (renormalise_map); not
+        # in the state dict: rebuilt from the spec's data_mean / data_std like the architecture.
+        self.renormalises = input_map is not None
+        if input_map is not None:
+            self.register_buffer("in_scale", input_map[0].reshape(1, -1, 1, 1), persistent=False)
+            self.register_buffer("in_shift", input_map[1].reshape(1, -1, 1, 1), persistent=False)
         self._classifier_ids = {id(m) for m in classifier.modules()}
         if frozen_backbone:
             for m in net.modules():
@@ -53,7 +74,97 @@ class ZooNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.repeat_channels > 1:
             x = x.expand(-1, self.repeat_channels, -1, -1)
+        if self.renormalises:
+            x = x * self.in_scale.to(x.dtype) + self.in_shift.to(x.dtype)
         return self.net(x)
+
+
+def renormalise_map(data_mean: Sequence[float], data_std: Sequence[float], model_mean: Sequence[float],
+                    model_std: Sequence[float], channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) per channel mapping (p - data_mean) / data_std to (p - model_mean) / model_std.
+
+    Pixels p in [0, 1]: x_model = x_data * (data_std / model_std) + (data_mean - model_mean) / model_std.
+    The dataset's values are broadcast over `channels` (a grey image repeated over an RGB stem);
+    a model config with 3 values for a 1-channel stem (timm sums its RGB filters for in_chans 1)
+    is averaged to one.
+    """
+    def fit(values: Sequence[float], what: str) -> torch.Tensor:
+        t = torch.tensor([float(v) for v in values], dtype=torch.float32)
+        if len(t) == channels:
+            return t
+        if len(t) == 1:
+            return t.expand(channels).clone()
+        if channels == 1:
+            return t.mean().reshape(1)
+        raise ValueError(f"{what} has {len(t)} values for a {channels}-channel input")
+
+    dm, ds = fit(data_mean, "data_mean"), fit(data_std, "data_std")
+    mm, ms = fit(model_mean, "the model's mean"), fit(model_std, "the model's std")
+    return ds / ms, (dm - mm) / ms
+
+
+def resolve_zoo_input(model: str, kwargs: dict, mean, std) -> dict:
+    """`kwargs` for create_model plus the dataset's normalisation (data_mean / data_std) when
+    `model` is a named zoo model ("timm:NAME", "torchvision:NAME") that takes it and kwargs
+    do not set it: the model then sees its inputs normalised its own way. Others pass through."""
+    if not str(model).startswith(("timm:", "torchvision:")) or "data_mean" in kwargs:
+        return kwargs
+    from kdtune.models.registry import model_kwargs
+
+    if "data_mean" not in model_kwargs(model):  # a sized family (timm:resnet): trained from scratch on these inputs
+        return kwargs
+    return {**kwargs, "data_mean": [float(m) for m in mean], "data_std": [float(s) for s in std]}
+
+
+def _check_input_size(zoo: str, arch: str, cfg: dict, in_shape: tuple[int, int, int]) -> None:
+    """One line for a model that takes one image size only (timm's fixed_input_size) and another size."""
+    size = tuple(cfg.get("input_size") or ())
+    if cfg.get("fixed_input_size") and len(size) == 3 and tuple(size[1:]) != tuple(in_shape[1:]):
+        raise ValueError(f"{zoo}:{arch} cannot take {in_shape[1]}x{in_shape[2]} images: it takes {size[1]}x{size[2]} "
+                         f"only (its pretrained_cfg input_size is {size}, fixed_input_size); resize the images "
+                         "(image_folder's --image-size) or choose another model")
+
+
+# ---- the Hugging Face hub, offline ---------------------------------------------------------------
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub's host (HF_ENDPOINT, else huggingface.co) opens within
+    `timeout` seconds (the name lookup included: it runs in a thread that is not waited for)."""
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(ok)
+
+
+@contextlib.contextmanager
+def hub_offline_unless_reachable() -> Iterator[bool]:
+    """Inside: the hub in its offline mode (local cache only, no request, no retries) when it is
+    not reachable now; yields whether it was put offline. The hub reads HF_HUB_OFFLINE once, at
+    import, so the module constant is switched (and restored), not the environment."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # no hub client: timm downloads through torch.hub, which fails fast
+        yield False
+        return
+    if constants.HF_HUB_OFFLINE or hub_reachable():
+        yield bool(constants.HF_HUB_OFFLINE)
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield True
+    finally:
+        constants.HF_HUB_OFFLINE = False
 
 
 def _state_dict_of(path: str | Path) -> dict[str, torch.Tensor]:
@@ -109,18 +220,25 @@ def timm_named(arch: str):
         raise ValueError(f"timm has no model {arch!r} (timm.list_models() lists them)")
 
     def build(num_classes: int, in_shape: tuple[int, int, int], weights_path: str | None = None,
-              freeze_backbone: bool = False, pretrained: bool = False, drop_rate: float = 0.0) -> nn.Module:
+              freeze_backbone: bool = False, pretrained: bool = False, drop_rate: float = 0.0,
+              data_mean: list[float] | None = None, data_std: list[float] | None = None) -> nn.Module:
         try:
-            net = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes,
-                                    in_chans=in_shape[0], drop_rate=drop_rate)
-        except (OSError, RuntimeError) as exc:
+            with hub_offline_unless_reachable() if pretrained else contextlib.nullcontext():
+                net = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes,
+                                        in_chans=in_shape[0], drop_rate=drop_rate)
+        except (OSError, RuntimeError) as exc:  # the hub's LocalEntryNotFoundError is an OSError
             if pretrained:
                 raise _offline("timm", arch, exc) from None
             raise
+        cfg = dict(getattr(net, "pretrained_cfg", None) or {})
+        _check_input_size("timm", arch, cfg, in_shape)
         head = net.get_classifier()
         if weights_path:
             load_zoo_weights(net, _classifier_keys(net, head), weights_path)
-        return ZooNet(net, head, frozen_backbone=freeze_backbone)
+        input_map = None
+        if data_mean is not None and cfg.get("mean") and cfg.get("std"):
+            input_map = renormalise_map(data_mean, data_std or [1.0], cfg["mean"], cfg["std"], in_shape[0])
+        return ZooNet(net, head, frozen_backbone=freeze_backbone, input_map=input_map)
 
     build.__doc__ = f"timm's {arch} (timm.create_model), classifier sized to the dataset."
     return build
@@ -135,7 +253,8 @@ def torchvision_named(arch: str):
                          "(torchvision.models.list_models() lists them)")
 
     def build(num_classes: int, in_shape: tuple[int, int, int], weights_path: str | None = None,
-              freeze_backbone: bool = False, pretrained: bool = False) -> nn.Module:
+              freeze_backbone: bool = False, pretrained: bool = False,
+              data_mean: list[float] | None = None, data_std: list[float] | None = None) -> nn.Module:
         if pretrained:
             try:
                 net = torchvision.models.get_model(arch, weights="DEFAULT")
@@ -148,10 +267,29 @@ def torchvision_named(arch: str):
         if weights_path:
             load_zoo_weights(net, _classifier_keys(net, head), weights_path)
         # torchvision's stems take 3 channels: a grey image is repeated over them.
-        return ZooNet(net, head, repeat_channels=3 if in_shape[0] == 1 else 1, frozen_backbone=freeze_backbone)
+        channels = 3 if in_shape[0] == 1 else in_shape[0]
+        input_map = None
+        norm = _torchvision_normalisation(arch) if data_mean is not None else None
+        if norm is not None:
+            input_map = renormalise_map(data_mean, data_std or [1.0], norm[0], norm[1], channels)
+        return ZooNet(net, head, repeat_channels=3 if in_shape[0] == 1 else 1, frozen_backbone=freeze_backbone,
+                      input_map=input_map)
 
     build.__doc__ = f"torchvision's {arch}, classifier sized to the dataset."
     return build
+
+
+def _torchvision_normalisation(arch: str) -> tuple[list[float], list[float]] | None:
+    """(mean, std) of torchvision's default weights for `arch` (their transforms; nothing is
+    downloaded), None for an architecture without published weights."""
+    import torchvision
+
+    try:
+        transforms = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return None
+    mean, std = getattr(transforms, "mean", None), getattr(transforms, "std", None)
+    return (list(mean), list(std)) if mean is not None and std is not None else None
 
 
 def _torchvision_head(net: nn.Module) -> nn.Module:

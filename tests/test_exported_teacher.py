@@ -102,7 +102,7 @@ def test_zoo_teacher_that_cannot_take_the_images_is_one_line_exit_2(tmp_path, ca
     code = main(["--dataset", "digits", "--teacher", "timm:vit_tiny_patch16_224", "--storage-path", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert "teacher timm:vit_tiny_patch16_224 cannot take digits's (1, 8, 8) images" in err
+    assert "--teacher timm:vit_tiny_patch16_224 cannot take 8x8 images: it takes 224x224 only" in err
     assert "input_size is (3, 224, 224)" in err
     assert not any(tmp_path.iterdir())
 

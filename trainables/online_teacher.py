@@ -51,9 +51,11 @@ class OnlineTeacher:
         """The teacher `cfg.online_teacher` for `bundle`, optimised with the student's settings."""
         from kdtune import models
         from kdtune.models.mlp import resolve_input_fill
+        from kdtune.models.zoo import resolve_zoo_input
         from kdtune.trainables.losses import supervised_loss
 
         kwargs = resolve_input_fill(cfg.online_teacher, cfg.online_teacher_kwargs_dict(), bundle.mean, bundle.std)
+        kwargs = resolve_zoo_input(cfg.online_teacher, kwargs, bundle.mean, bundle.std)
         model = models.create_model(cfg.online_teacher, bundle.num_classes, bundle.in_shape, **kwargs)
         model = rt.prepare(model)
         optimizer = create_optimizer(cfg, model)

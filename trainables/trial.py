@@ -86,11 +86,13 @@ def run_trial(cfg: TrainConfig, data, loss_fn: torch.nn.Module,
     split after the last epoch (best_epoch.py; the final stage's retraining runs)."""
     from kdtune import models
     from kdtune.models.mlp import resolve_input_fill
+    from kdtune.models.zoo import resolve_zoo_input
 
     data = load_data(cfg, data)
     torch.manual_seed(cfg.seed)
     model = models.create_model(cfg.model, data.num_classes, data.in_shape,
-                                **resolve_input_fill(cfg.model, cfg.model_build_kwargs(), data.mean, data.std))
+                                **resolve_zoo_input(cfg.model, resolve_input_fill(
+                                    cfg.model, cfg.model_build_kwargs(), data.mean, data.std), data.mean, data.std))
     rt = Runtime.from_config(cfg, model)
     rt.apply()
     static = {"params": models.count_params(model),

@@ -336,8 +336,8 @@ def _check_zoo_teacher(spec: SearchSpec, bundle: DatasetBundle) -> None:
         with torch.no_grad():
             net(torch.zeros(1, *bundle.in_shape))
     except ValueError as exc:
-        if "pretrained weights could not be downloaded" in str(exc):  # offline: zoo.py's own line
-            raise UsageError(f"--teacher {str(exc).splitlines()[0]}") from None
+        if "pretrained weights could not be downloaded" in str(exc) or str(exc).startswith(model + " "):
+            raise UsageError(f"--teacher {str(exc).splitlines()[0]}") from None  # zoo.py's own line (offline, size)
         raise UsageError(f"teacher {model}: {str(exc).splitlines()[0]}") from None
     except Exception as exc:  # the zoo's own refusal, whatever its type
         cfg = getattr(getattr(locals().get("net"), "net", None), "pretrained_cfg", None) or {}
