@@ -65,7 +65,8 @@ def test_two_worker_teacher_in_a_tune_trial_follows_the_one_worker_curve(ray_loc
     Ray Train workers one each) reports every epoch with a checkpoint, as a one-process trial."""
     from ray import tune
 
-    from kdtune.search.stages.tune_stage import Stage, best_of, run_stage, worker_resources
+    from kdtune.search.record import trials as record
+    from kdtune.search.stages.tune_stage import Stage, run_stage, worker_resources
 
     stage = Stage(name="teacher", experiment_dir=tmp_path, num_samples=1, cpus=1, gpus=0, max_failures=0,
                   trainable=tune.with_parameters(train_teacher, data=digits, worker_resources=worker_resources(1, 0)),
@@ -80,7 +81,7 @@ def test_two_worker_teacher_in_a_tune_trial_follows_the_one_worker_curve(ray_loc
                                                                              _curve(one_worker.results, key))
     assert rows[0]["images_per_s"] > 0 and rows[-1]["train_loss"] < rows[0]["train_loss"]
     # The best checkpoint is a kdtune checkpoint of the unwrapped model with the split record.
-    best = best_of(results)
+    best = record.stage_record([record.from_result(r, "teacher") for r in results])  # as the pipeline records it
     model, payload = checkpoint.load_model(best["best_checkpoint"])
     ref = checkpoint.load_payload(one_worker.checkpoints[-1])
     assert payload["split"] == ref["split"] and payload["split"] is not None
