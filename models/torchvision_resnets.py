@@ -14,48 +14,26 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from kdtune.models.layers import first_weighted
 from kdtune.models.registry import register_model
+
+# torchvision is imported when a net is built (models/small_image_resnet.py says why).
 
 # Keys allowed to differ in shape from a checkpoint: the stem we replace and the head.
 _RESHAPABLE = ("conv1.weight", "fc.weight", "fc.bias")
 
 
-class SmallImageResNet(ResNet):
-    """torchvision ResNet + the kdtune gradient-probe hook.
-
-    With `frozen_backbone` (linear probing) everything but `fc` stays in eval mode whatever
-    `train()` is asked: frozen weights are not enough, BatchNorm would still update its
-    running statistics from every training batch and the "frozen" backbone would drift.
-    """
-
-    frozen_backbone = False
-
-    def train(self, mode: bool = True) -> "SmallImageResNet":
-        super().train(mode)
-        if self.frozen_backbone:
-            for name, child in self.named_children():
-                if name != "fc":
-                    child.train(False)
-        return self
-
-    def gradient_probes(self) -> list[tuple[str, nn.Module]]:
-        """Stem conv, the first conv of every block, fc: input to output."""
-        probes: list[tuple[str, nn.Module]] = [("conv1", self.conv1)]
-        for s, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
-            for b, blk in enumerate(stage):
-                probes.append((f"layer{s + 1}.{b}", first_weighted(blk.conv1)))
-        probes.append(("fc", self.fc))
-        return probes
-
-
-def build(block: type[nn.Module], layers: list[int], num_classes: int,
+def build(block: str, layers: list[int], num_classes: int,
           in_shape: tuple[int, int, int], weights_path: str | None,
-          freeze_backbone: bool) -> SmallImageResNet:
-    """A small-image torchvision ResNet, optionally warm-started and/or frozen but for fc."""
-    model = SmallImageResNet(block, layers, num_classes=num_classes)
+          freeze_backbone: bool) -> nn.Module:
+    """A small-image torchvision ResNet (`block` "basic" or "bottleneck"), optionally
+    warm-started and/or frozen but for fc."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    from kdtune.models.small_image_resnet import SmallImageResNet
+
+    blocks = {"basic": BasicBlock, "bottleneck": Bottleneck}
+    model = SmallImageResNet(blocks[block], layers, num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
@@ -100,13 +78,13 @@ def load_matching(model: nn.Module, weights_path: str | Path) -> list[str]:
 
 @register_model
 def resnet18(num_classes: int, in_shape: tuple[int, int, int], weights_path: str | None = None,
-             freeze_backbone: bool = False) -> SmallImageResNet:
+             freeze_backbone: bool = False) -> nn.Module:
     """torchvision ResNet-18, small-image stem (11.2 M params for 10 classes)."""
-    return build(BasicBlock, [2, 2, 2, 2], num_classes, in_shape, weights_path, freeze_backbone)
+    return build("basic", [2, 2, 2, 2], num_classes, in_shape, weights_path, freeze_backbone)
 
 
 @register_model
 def resnet50(num_classes: int, in_shape: tuple[int, int, int], weights_path: str | None = None,
-             freeze_backbone: bool = False) -> SmallImageResNet:
+             freeze_backbone: bool = False) -> nn.Module:
     """torchvision ResNet-50, small-image stem (23.5 M params for 10 classes)."""
-    return build(Bottleneck, [3, 4, 6, 3], num_classes, in_shape, weights_path, freeze_backbone)
+    return build("bottleneck", [3, 4, 6, 3], num_classes, in_shape, weights_path, freeze_backbone)

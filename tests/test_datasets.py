@@ -314,3 +314,38 @@ def test_unpickling_a_bundle_imports_no_decoder_library(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "bundle.pkl")], check=True,
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.split() == ["digits", "64", "False", "False"]
+
+
+def test_a_trial_process_imports_no_decoder_nor_ray_train(tmp_path):
+    """What every trial actor does before its first batch: unpickle the bundle, import the
+    trainables and check its config (DistillConfig checks the dataset name against the
+    registry). None of it imports torchvision, scikit-learn or ray.train (~6 s of a fresh
+    worker's start on 2 cores, measured 2026-12-07, paid by every trial and cache task)."""
+    import pickle
+    import subprocess
+    import sys
+
+    (tmp_path / "bundle.pkl").write_bytes(pickle.dumps(create_dataset("digits", subset=64)))
+    code = ("import pickle, sys; b = pickle.load(open(sys.argv[1], 'rb')); "
+            "import kdtune.trainables.distill, kdtune.trainables.teacher, kdtune.models; "
+            "from kdtune.trainables.config import DistillConfig; "
+            "c = DistillConfig.from_dict({'dataset': 'digits', 'model': 'mlp', 'epochs': 1}); "
+            "print(c.dataset, *(m in sys.modules for m in ('torchvision', 'sklearn', 'ray.train')))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "bundle.pkl")], check=True,
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.split() == ["digits", "False", "False", "False"]
+
+
+def test_the_builtin_names_are_what_their_modules_register():
+    """registry.BUILTINS lists each built-in module's datasets without importing it; importing
+    the modules registers exactly those names."""
+    import importlib
+
+    from kdtune.datasets import registry
+
+    for module, names in registry.BUILTINS.items():
+        importlib.import_module(f"kdtune.datasets.{module}")
+        assert set(names) <= set(registry._REGISTRY), module
+    registered_by_builtins = {n for n, fn in registry._REGISTRY.items()
+                              if fn.__module__.split(".")[-1] in registry.BUILTINS}
+    assert registered_by_builtins == set().union(*registry.BUILTINS.values())

@@ -9,7 +9,7 @@ the trainable is only a *driver*: it starts a `ray.train.torch.TorchTrainer` wit
 default: passing a Trainer to a Tuner is deprecated; docs.ray.io "Hyperparameter Tuning with
 Ray Tune", Train V2 user guide), with one change: Ray's `TuneReportCallback` forwards only
 the checkpoint's *path* as a metric, so Tune would hold no checkpoint of its own and neither
-`--resume`, Tune's retries nor the stages' best-checkpoint lookup would see one. `_Forward`
+`--resume`, Tune's retries nor the stages' best-checkpoint lookup would see one. `_forward_callback`
 hands the metrics and the Train checkpoint to the driver, which reports them to Tune as a
 Tune checkpoint (a copy, like any trial's) before the workers' next report is accepted.
 
@@ -104,23 +104,19 @@ def current() -> Distributed | None:
 
 # ---- driver side (the Tune trial) --------------------------------------------------------
 
-def _callback_base():
-    from ray.train.v2.api.callback import UserCallback
-
-    return UserCallback
-
-
-class _Forward(_callback_base()):
+def _forward_callback(queue, ack):
     """Train controller callback: each report (rank 0's metrics, the persisted checkpoint) goes
     to the driver through `queue`; the controller waits for the driver's `ack`, so Train never
-    deletes a checkpoint (num_to_keep=1) before Tune has copied it."""
+    deletes a checkpoint (num_to_keep=1) before Tune has copied it. Built when a multi-worker
+    trial starts: importing ray.train costs ~1-3 s of every trial process that never uses it."""
+    from ray.train.v2.api.callback import UserCallback
 
-    def __init__(self, queue, ack):
-        self.queue, self.ack = queue, ack
+    class _Forward(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            queue.put((dict(metrics[0]), checkpoint))
+            ack.get()
 
-    def after_report(self, run_context, metrics, checkpoint):
-        self.queue.put((dict(metrics[0]), checkpoint))
-        self.ack.get()
+    return _Forward()
 
 
 def launch(worker_fn: Callable[[dict, Any, dict], Any], config: dict, workers: int, *,
@@ -167,7 +163,7 @@ def launch(worker_fn: Callable[[dict, Any, dict], Any], config: dict, workers: i
         run_config=ray.train.RunConfig(
             name=f"ddp-{tune.get_context().get_trial_id() if in_tune else os.getpid()}-{int(time.time())}",
             storage_path=storage,
-            callbacks=[_Forward(queue, ack)],
+            callbacks=[_forward_callback(queue, ack)],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             failure_config=ray.train.FailureConfig(max_failures=0)))  # Tune retries the trial
     outcome: dict[str, Any] = {}
