@@ -54,6 +54,16 @@ def _fast_tier_starts_no_ray(request, monkeypatch):
     yield
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """A private 2-CPU local Ray for one test module (a `RAY_FIXTURES` member: its tests are Ray tests)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def bundle():
     """The offline digits set, decoded once for every test that trains on it."""

@@ -40,13 +40,6 @@ def cifar(cifar_root):
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def teacher_ckpt(cifar, tmp_path_factory):
     with reporting.local_session(root=str(tmp_path_factory.mktemp("teacher"))) as rec:
         train_teacher({**FAST, "width": 16, "epochs": 1}, data=cifar)

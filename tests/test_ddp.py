@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import ray
 
 from kdtune import datasets
 from kdtune.trainables import checkpoint, reporting
@@ -30,13 +29,6 @@ EPOCHS = 4
 GLOBAL_BATCH = 64
 CONFIG = {"dataset": "digits", "val_fraction": 0.2, "seed": 0, "model": "mlp", "depth": 2, "width": 64,
           "epochs": EPOCHS, "lr": 0.05, "precision": "fp32", "num_threads": 1}
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
