@@ -11,7 +11,7 @@ Figures, per folder size (default 20,000 and 80,000 images of 96 x 96, 10 classe
     padding=4), RandomHorizontalFlip, ToTensor, Normalize). Target >= 3x.
   - peak RSS: a driver (create_dataset on the stored folder + pickling the bundle, as a
     search's pre-flight and tune.with_parameters do) and a trial (unpickling the bundle and
-    training one epoch over it), each in its own process (ru_maxrss); 80k / 20k ratio, target
+    training one epoch over it), each in its own process (its VmHWM); 80k / 20k ratio, target
     within 10%.
 
     python -m benchmarks.bench_image_store --root /tmp/kdtune-jpegs --sizes 20000 80000
@@ -124,6 +124,37 @@ def torchvision_epoch(folder: Path, mean, std, limit: int, workers: int = 2) -> 
     return _train(loader, limit)
 
 
+def breakdown(bundle, batches: int = 40) -> dict:
+    """Medians (ms) of a kdtune step's two parts alone: one DeviceLoader batch from the store
+    (pread gather, crop + flip, normalise) and one training step of the model on a batch already
+    in memory, whose rate bounds both sides' img/s."""
+    import statistics
+
+    import torch.nn.functional as F
+    from kdtune.datasets import DeviceLoader
+
+    loader = DeviceLoader(bundle.train, batch_size=BATCH, mean=bundle.mean, std=bundle.std,
+                          augment="crop_flip", shuffle=True, seed=1, drop_last=True)
+    loader.set_epoch(2)
+    it, times = iter(loader), []
+    x, y = next(it)[:2]
+    for _ in range(min(batches, len(loader) - 1)):
+        start = time.perf_counter()
+        next(it)
+        times.append(time.perf_counter() - start)
+    model, opt = _model()
+    steps = []
+    for i in range(batches):
+        start = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= 5:
+            steps.append(time.perf_counter() - start)
+    return {"loader_ms": 1000 * statistics.median(times), "model_ms": 1000 * statistics.median(steps)}
+
+
 def _bundle(folder: Path, store_root: Path):
     from kdtune.datasets import create_dataset
 
@@ -131,26 +162,44 @@ def _bundle(folder: Path, store_root: Path):
                           store_dir=str(store_root), decode_workers=2)
 
 
-def child(role: str, folder: Path, store_root: Path, pickled: Path, limit: int) -> None:
-    """One process's peak RSS: 'driver' (decode/open + pickle) or 'trial' (unpickle + epoch)."""
+def child(role: str, folder: Path, store_root: Path, pickled: Path, limit: int, threads: int) -> None:
+    """One process's peak RSS: 'driver' (decode/open + pickle) or 'trial' (unpickle + epoch).
+    `threads`: the trial's torch threads, the same as the ImageFolder loop's model gets (an
+    earlier version ran the trial at 1 thread against the loop's default 2, halving kdtune's side)."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     if role == "driver":
         bundle = _bundle(folder, store_root)
         pickled.write_bytes(pickle.dumps(bundle))
         extra = {"pickle_bytes": pickled.stat().st_size}
     else:
         bundle = pickle.loads(pickled.read_bytes())
-        extra = {"img_s": kdtune_epoch(bundle, limit)}
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"role": role, "peak_rss_mib": rss_mib, **extra}), flush=True)
+        extra = {"img_s": kdtune_epoch(bundle, limit), **breakdown(bundle)}
+    print(json.dumps({"role": role, "peak_rss_mib": peak_rss_mib(), **extra}), flush=True)
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS: VmHWM, the high-water mark of its address space since its
+    exec. Not ru_maxrss: Linux keeps that across execve, so a child started from a parent
+    that had grown to X MiB reports at least X (the parent grows over the run: the bundles and
+    the ImageFolder loop), which made the later, larger sizes' children read the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(role: str, folder: Path, store_root: Path, pickled: Path, limit: int) -> dict:
+    import torch
+
     out = subprocess.run([sys.executable, "-m", "benchmarks.bench_image_store", "--child", role,
                           "--folder", str(folder), "--store-root", str(store_root), "--pickled", str(pickled),
-                          "--epoch-batches", str(limit)], capture_output=True, text=True, check=True)
+                          "--epoch-batches", str(limit), "--threads", str(torch.get_num_threads())],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -167,9 +216,10 @@ def main(argv=None) -> None:
     p.add_argument("--folder", help=argparse.SUPPRESS)
     p.add_argument("--store-root", help=argparse.SUPPRESS)
     p.add_argument("--pickled", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.child, Path(args.folder), Path(args.store_root), Path(args.pickled), args.epoch_batches or 10**9)
+        child(args.child, Path(args.folder), Path(args.store_root), Path(args.pickled), args.epoch_batches or 10**9, args.threads)
         return
     from benchmarks.common import machine_line, print_table
 
@@ -207,6 +257,9 @@ def main(argv=None) -> None:
                      round(driver["peak_rss_mib"]), round(trial["peak_rss_mib"]), driver["pickle_bytes"]))
         print(f"  epoch img/s kdtune {trial['img_s']:.0f} vs torchvision {tv:.0f}; peak RSS driver "
               f"{driver['peak_rss_mib']:.0f} MiB, trial {trial['peak_rss_mib']:.0f} MiB", flush=True)
+        print(f"  kdtune step parts (medians): loader batch alone {trial['loader_ms']:.1f} ms, model step on a "
+              f"resident batch {trial['model_ms']:.1f} ms ({BATCH / trial['model_ms'] * 1000:.0f} img/s: the "
+              f"ceiling of either side)", flush=True)
     print()
     print_table(["images", "decode 1w s", "decode 2w s", "decode ray s", "kdtune img/s", "torchvision img/s",
                  "ratio (>= 3x)", "driver RSS MiB", "trial RSS MiB", "bundle pickle B"], rows)
