@@ -1,4 +1,5 @@
-"""argparse `type=` converters shared by every command line (run_kd_search.py, analysis/).
+"""argparse `type=` converters: positive_int, shared by every command line (run_kd_search.py,
+analysis/), and run_kd_search.py's structured values below.
 
 A bad value raises ArgumentTypeError, which argparse reports as one usage error line.
 """
@@ -16,24 +17,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    """A number >= 0 (resources per trial)."""
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """A whole number >= 0 (0 turns a stage off, e.g. --final-seeds 0)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 # ---- run_kd_search.py's structured values (the run options in search/input/options/) -------
-# Imported lazily inside: analysis/ scripts import this module for the converters above.
+# Imported lazily inside: analysis/ scripts import this module for positive_int.
 
 def csv_list(text: str) -> list[str]:
     """a,b,c -> ["a", "b", "c"] (--students, --methods, --chain)."""

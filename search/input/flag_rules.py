@@ -30,7 +30,8 @@ def check_resume(args: argparse.Namespace) -> None:
     Checked before the spec is built, so a refused flag's value is never read (nor imported)."""
     if not args.resume:
         return
-    changing = [_flag(d) for d in given_flags(args) if d not in options.resume_safe()]
+    safe = options.resume_safe()
+    changing = [_flag(d) for d in given_flags(args) if d not in safe]
     if changing:
         raise UsageError(f"--resume continues the run as it was started; {', '.join(changing)} would "
                          f"change it: drop them (only {options.resume_flags_text()} go with --resume), "

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from kdtune.search.input import options
 from kdtune.search.input.schema import Option
+from kdtune.search.record.stage_names import ASSISTANT, BASELINE, DISTILL, FINAL, SWEEP, TA_DISTILL, TEACHER
 
 ONLINE_KEYS = ("online_teacher", "online_teacher_kwargs")
 
@@ -87,11 +88,11 @@ class SpecBase:
 
     def planned_stages(self) -> tuple[str, ...]:
         """The stages this run goes through, in order."""
-        stages = ("teacher",) if self.needs_teacher() else ()
+        stages = (TEACHER,) if self.needs_teacher() else ()
         if self.sweep:
-            return stages + ("sweep",)
-        stages += ("baseline", "distill") + (("assistant", "ta_distill") if self.chain else ())
-        return stages + (("final",) if self.final_seeds > 0 else ())
+            return stages + (SWEEP,)
+        stages += (BASELINE, DISTILL) + ((ASSISTANT, TA_DISTILL) if self.chain else ())
+        return stages + ((FINAL,) if self.final_seeds > 0 else ())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (tuples as lists), as the manifest records it."""
@@ -232,7 +233,8 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
     from kdtune.search.input import user_imports
 
     imports = options.by_name()["imports"]
-    user_imports.load(_merged(imports, preset, given))
+    loaded = _merged(imports, preset, given)  # resolved once: the spec records these same entries
+    user_imports.load(loaded)
 
     values: dict[str, Any] = {
         "train": dict(preset.get("train", {})),
@@ -242,7 +244,7 @@ def build_spec(preset: Mapping[str, Any], preset_name: str, flags: Mapping[str, 
     }
     for o in table:  # in the table's order: --teacher's architecture swap before --teacher-weights
         if not o.in_dict_section:
-            values[o.name] = _merged(o, preset, given)
+            values[o.name] = loaded if o is imports else _merged(o, preset, given)
         elif o.name in given:  # else the preset's section holds it, or the config's default applies
             _place(values, o, given[o.name])
     values["preset"] = preset_name
