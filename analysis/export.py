@@ -124,8 +124,6 @@ def seed_rows(exp: Experiment, stage: str, group: list[dict[str, Any]], bundle: 
     return rows
 
 
-
-
 def teacher_card(exp: Experiment, config: dict[str, Any]) -> dict[str, Any] | None:
     """The model the student was distilled from (its config's teacher checkpoint: the
     search's teacher, or an assistant in a chain); None for an undistilled student."""

@@ -6,6 +6,7 @@ progress.csv with config/ columns, params.json), and the same answers on the sea
 No Ray, no training: the Tune snapshot (ExperimentAnalysis) is stood in for by the trials'
 own files, read the way Ray reads them.
 """
+import io
 import json
 import math
 from pathlib import Path
@@ -28,6 +29,21 @@ TRIALS = {
     "f": ([0.7], [0], 300, True, 4),                              # stopped by ASHA after 1 epoch
     "u": ([0.55, 0.58], [0, 0], 800, False, 4),                   # still running (no `done`)
 }
+
+
+# Tune's trial-folder files read as Ray reads them (the stand-in for Result.metrics_dataframe).
+def load_frame(trial_dir: str | Path) -> "pd.DataFrame | None":
+    """A trial folder's per-epoch rows as Ray reads them: result.json (one JSON object per
+    line, nested keys joined with "/"), else progress.csv; None without either."""
+    trial_dir = Path(trial_dir)
+    if (trial_dir / "result.json").is_file():
+        content = (trial_dir / "result.json").read_text().rstrip("\n")
+        if not content:
+            return pd.DataFrame()
+        return pd.json_normalize([json.loads(line) for line in content.split("\n")], sep="/")
+    if (trial_dir / "progress.csv").is_file():
+        return pd.read_csv(io.StringIO((trial_dir / "progress.csv").read_text()), dtype={"trial_id": str})
+    return None
 
 
 def _rows(tid):
@@ -61,7 +77,7 @@ def _analysis(stage_dir: Path):
     trials, frames = [], {}
     for folder in sorted(stage_dir.iterdir()):
         tid = folder.name.rsplit("_", 1)[1]
-        frame = record.load_frame(folder)
+        frame = load_frame(folder)
         last = {k: v for k, v in frame.iloc[-1].to_dict().items() if not k.startswith("config/")}
         trials.append(SimpleNamespace(trial_id=tid, config=json.loads((folder / "params.json").read_text()),
                                       last_result=last, status="TERMINATED" if last["done"] else "RUNNING",
@@ -74,7 +90,7 @@ class _Result:
     """A ray.tune.Result as the pipeline's stage record reads it (ResultGrid after fit)."""
 
     def __init__(self, folder: Path):
-        self.metrics_dataframe = record.load_frame(folder)
+        self.metrics_dataframe = load_frame(folder)
         self.metrics = {k: v for k, v in self.metrics_dataframe.iloc[-1].to_dict().items()
                         if not k.startswith("config/")}
         self.config = json.loads((folder / "params.json").read_text())
@@ -108,11 +124,11 @@ def test_progress_csv_gives_the_same_record_as_result_json(tmp_path):
     csv_dir = _write_stage(tmp_path / "c" / DISTILL, csv_only=tuple(TRIALS))
     for tid in TRIALS:
         config = json.loads((json_dir / f"distill_student_{tid}" / "params.json").read_text())
-        got = [record.from_frame(tid, config, record.load_frame(d / f"distill_student_{tid}"))
+        got = [record.from_frame(tid, config, load_frame(d / f"distill_student_{tid}"))
                for d in (json_dir, csv_dir)]
         assert [(r.val_acc, r.best_epoch, r.epochs, r.diverged, r.params) for r in got[:1]] == \
                [(r.val_acc, r.best_epoch, r.epochs, r.diverged, r.params) for r in got[1:]], tid
-    assert record.load_frame(tmp_path) is None
+    assert load_frame(tmp_path) is None
 
 
 def test_search_and_analysis_paths_give_the_same_answers(stage_dir, monkeypatch):

@@ -16,8 +16,7 @@ FINITE METRIC values), so the same trial gives the same answers on every path.
     [r for r in records if r.candidate]                   # what the final stage may retrain
 
 A trial's per-epoch rows are Tune's result.json lines (flattened with "/", as Ray's
-ExperimentAnalysis and Result.metrics_dataframe read them) or its progress.csv
-(`load_frame` reads a trial folder the same way).
+ExperimentAnalysis and Result.metrics_dataframe read them) or its progress.csv.
 
 Two eligibility rules, both here: `scored` (no error and a finite best epoch) may be a stage's
 winner, whose checkpoint a later stage loads (a trial that diverged after a good epoch keeps
@@ -26,7 +25,6 @@ final stage or sit on the stage's Pareto set.
 """
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -38,7 +36,6 @@ from kdtune.search.stages.sweep import VARIANT, merge
 from kdtune.trainables.reporting import METRIC, MODE
 from kdtune.trainables.trial_outcome import best_epoch, diverged, epoch_number, epochs_trained, finite, stopped_early
 
-RESULT_FILE, PROGRESS_FILE = "result.json", "progress.csv"  # what Tune writes in a trial folder
 # The config keys a manifest trial row keeps (with every registered KD method's hyperparameters).
 SUMMARY_KEYS = ("model", "depth", "width", "kd_method", "lr", "weight_decay", "model_kwargs", "seed")
 
@@ -160,11 +157,11 @@ def from_result(result: Any, stage: str | None = None, max_epochs: int | None = 
                       max_epochs=max_epochs, path=getattr(result, "path", None), checkpoint=_best_checkpoint_file(result), stage=stage)
 
 
-def from_tune_trial(trial: Any, frame: Any, stage: str | None = None, max_epochs: int | None = None) -> TrialRecord:
+def from_tune_trial(trial: Any, frame: Any, stage: str | None = None) -> TrialRecord:
     """A trial of Ray's ExperimentAnalysis (a stage folder's snapshot) and its per-epoch rows."""
     errored = trial.status == "ERROR"
     return from_frame(trial.trial_id, dict(trial.config or {}), frame, last=dict(trial.last_result or {}),
-                      error="error" if errored else None, max_epochs=max_epochs, status=trial.status,
+                      error="error" if errored else None, status=trial.status,
                       path=str(trial.path), stage=stage)
 
 
@@ -178,13 +175,13 @@ def open_stage(stage_dir: str | Path):
         return ExperimentAnalysis(str(stage_dir), default_metric=METRIC, default_mode=MODE)
 
 
-def records_of(analysis: Any, stage: str | None = None, max_epochs: int | None = None) -> list[TrialRecord]:
+def records_of(analysis: Any, stage: str | None = None) -> list[TrialRecord]:
     """Every trial of an opened stage (open_stage), in Tune's order."""
     frames = analysis.trial_dataframes
-    return [from_tune_trial(t, frames.get(t.trial_id), stage, max_epochs) for t in analysis.trials]
+    return [from_tune_trial(t, frames.get(t.trial_id), stage) for t in analysis.trials]
 
 
-def read_stage(stage_dir: str | Path, max_epochs: int | None = None) -> list[TrialRecord]:
+def read_stage(stage_dir: str | Path) -> list[TrialRecord]:
     """Every trial of a stage folder; [] when it has no Tune snapshot (or does not exist)."""
     stage_dir = Path(stage_dir)
     if not stage_dir.is_dir():
@@ -194,23 +191,7 @@ def read_stage(stage_dir: str | Path, max_epochs: int | None = None) -> list[Tri
     except (ValueError, OSError):
         return []
     name = stage_dir.name if stage_dir.name in STAGES else None
-    return records_of(analysis, name, max_epochs)
-
-
-def load_frame(trial_dir: str | Path) -> Any:
-    """A trial folder's per-epoch rows as Ray reads them: result.json (one JSON object per
-    line, nested keys joined with "/"), else progress.csv; None without either."""
-    import pandas as pd
-
-    trial_dir = Path(trial_dir)
-    if (trial_dir / RESULT_FILE).is_file():
-        content = (trial_dir / RESULT_FILE).read_text().rstrip("\n")
-        if not content:
-            return pd.DataFrame()
-        return pd.json_normalize([json.loads(line) for line in content.split("\n")], sep="/")
-    if (trial_dir / PROGRESS_FILE).is_file():
-        return pd.read_csv(io.StringIO((trial_dir / PROGRESS_FILE).read_text()), dtype={"trial_id": str})
-    return None
+    return records_of(analysis, name)
 
 
 def winner(records: Iterable[TrialRecord]) -> TrialRecord | None:
