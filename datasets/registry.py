@@ -52,13 +52,12 @@ _REGISTRY: dict[str, Builder] = {}
 # start-up on 2 CPU cores. Module -> the names it registers (test_datasets checks the two agree).
 BUILTINS = {"cifar": ("cifar10", "cifar100"), "digits": ("digits",), "image_folder": ("image_folder",),
             "mnist": ("mnist", "fashion_mnist")}
-BUILTIN_MODULES = tuple(BUILTINS)
 
 
-def _load_builtins(name: str | None = None) -> None:
-    """Import the built-in module that registers `name` (every built-in module when None)."""
+def _load_builtin(name: str) -> None:
+    """Import the built-in module that registers `name` (nothing for another name)."""
     for module, names in BUILTINS.items():
-        if name is None or name in names:
+        if name in names:
             importlib.import_module(f"{__package__}.{module}")
 
 
@@ -95,7 +94,7 @@ def create_dataset(name: str, root: str | None = None, *, download: bool = False
     store_options: image_folder's `resident_max_mb`, `store_dir`, `decode_workers`
         (datasets/image_folder.py, datasets/store.py); None values are left out.
     """
-    _load_builtins(name)
+    _load_builtin(name)
     if name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     if not 0.0 < val_fraction < 1.0:

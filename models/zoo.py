@@ -267,12 +267,13 @@ def torchvision_named(arch: str):
         if weights_path:
             load_zoo_weights(net, _classifier_keys(net, head), weights_path)
         # torchvision's stems take 3 channels: a grey image is repeated over them.
-        channels = 3 if in_shape[0] == 1 else in_shape[0]
+        repeat = 3 if in_shape[0] == 1 else 1
+        channels = in_shape[0] * repeat
         input_map = None
         norm = _torchvision_normalisation(arch) if data_mean is not None else None
         if norm is not None:
             input_map = renormalise_map(data_mean, data_std or [1.0], norm[0], norm[1], channels)
-        return ZooNet(net, head, repeat_channels=3 if in_shape[0] == 1 else 1, frozen_backbone=freeze_backbone,
+        return ZooNet(net, head, repeat_channels=repeat, frozen_backbone=freeze_backbone,
                       input_map=input_map)
 
     build.__doc__ = f"torchvision's {arch}, classifier sized to the dataset."
