@@ -82,9 +82,18 @@ def _model():
     return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
 
+def _step(model, opt, x, y) -> None:
+    """One SGD step on cross-entropy: the training both sides time."""
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def _train(batches, limit: int) -> float:
     """img/s of up to `limit` training steps over `batches` (x, y, ...)."""
-    import torch.nn.functional as F
 
     model, opt = _model()
     n, start = 0, None
@@ -92,10 +101,7 @@ def _train(batches, limit: int) -> float:
         if b == 1:  # the first batch starts workers / opens files: warm-up
             start = time.perf_counter()
         x, y = batch[0], batch[1]
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(model, opt, x, y)
         if b >= 1:
             n += len(y)
         if b >= limit:
@@ -103,13 +109,18 @@ def _train(batches, limit: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def kdtune_epoch(bundle, limit: int) -> float:
+def _kdtune_loader(bundle, seed: int, epoch: int):
+    """The trial path: DeviceLoader over the stored split, crop + flip, batches of BATCH."""
     from kdtune.datasets import DeviceLoader
 
     loader = DeviceLoader(bundle.train, batch_size=BATCH, mean=bundle.mean, std=bundle.std,
-                          augment="crop_flip", shuffle=True, seed=0, drop_last=True)
-    loader.set_epoch(1)
-    return _train(loader, limit)
+                          augment="crop_flip", shuffle=True, seed=seed, drop_last=True)
+    loader.set_epoch(epoch)
+    return loader
+
+
+def kdtune_epoch(bundle, limit: int) -> float:
+    return _train(_kdtune_loader(bundle, seed=0, epoch=1), limit)
 
 
 def torchvision_epoch(folder: Path, mean, std, limit: int, workers: int = 2) -> float:
@@ -128,14 +139,9 @@ def breakdown(bundle, batches: int = 40) -> dict:
     """Medians (ms) of a kdtune step's two parts alone: one DeviceLoader batch from the store
     (pread gather, crop + flip, normalise) and one training step of the model on a batch already
     in memory, whose rate bounds both sides' img/s."""
-    import statistics
+    from benchmarks.common import median
 
-    import torch.nn.functional as F
-    from kdtune.datasets import DeviceLoader
-
-    loader = DeviceLoader(bundle.train, batch_size=BATCH, mean=bundle.mean, std=bundle.std,
-                          augment="crop_flip", shuffle=True, seed=1, drop_last=True)
-    loader.set_epoch(2)
+    loader = _kdtune_loader(bundle, seed=1, epoch=2)
     it, times = iter(loader), []
     x, y = next(it)[:2]
     for _ in range(min(batches, len(loader) - 1)):
@@ -146,13 +152,10 @@ def breakdown(bundle, batches: int = 40) -> dict:
     steps = []
     for i in range(batches):
         start = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(model, opt, x, y)
         if i >= 5:
             steps.append(time.perf_counter() - start)
-    return {"loader_ms": 1000 * statistics.median(times), "model_ms": 1000 * statistics.median(steps)}
+    return {"loader_ms": 1000 * median(times), "model_ms": 1000 * median(steps)}
 
 
 def _bundle(folder: Path, store_root: Path):
@@ -175,8 +178,11 @@ def child(role: str, folder: Path, store_root: Path, pickled: Path, limit: int, 
         extra = {"pickle_bytes": pickled.stat().st_size}
     else:
         bundle = pickle.loads(pickled.read_bytes())
-        extra = {"img_s": kdtune_epoch(bundle, limit), **breakdown(bundle)}
-    print(json.dumps({"role": role, "peak_rss_mib": peak_rss_mib(), **extra}), flush=True)
+        extra = {"img_s": kdtune_epoch(bundle, limit)}
+    extra["peak_rss_mib"] = peak_rss_mib()  # before the breakdown's second loader and model
+    if role == "trial":
+        extra.update(breakdown(bundle))
+    print(json.dumps({"role": role, **extra}), flush=True)
 
 
 def peak_rss_mib() -> float:

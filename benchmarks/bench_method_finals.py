@@ -18,54 +18,37 @@ import argparse
 import json
 from pathlib import Path
 
-
-def pct(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{100 * x:.{digits}f}"
+from benchmarks.common import run_wall_s
+from kdtune.search.record.final_summary import _gain
+from kdtune.search.record.stage_names import BASELINE, FINAL
+from kdtune.search.record.stats import MeanSd
+from kdtune.trainables.losses import method_settings
 
 
 def mean_sd(row: dict | None) -> str:
-    if row is None or row.get("test_acc_mean") is None:
-        return "-"
-    sd = row.get("test_acc_sd")
-    return f"{pct(row['test_acc_mean'])} ± {pct(sd) if sd is not None else '?'}"
-
-
-def gain(g: dict | None) -> str:
-    if not g or g.get("diff") is None:
-        return "-"
-    if g.get("low") is None:
-        return f"{100 * g['diff']:+.2f} (no interval: {g.get('reason')})"
-    return f"{100 * g['diff']:+.2f} [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]"
-
-
-def hyper(cfg: dict, method: str) -> str:
-    """The winning config's own method settings (trainables/losses' method_settings)."""
-    from kdtune.trainables.losses.registry import method_settings
-
-    return method_settings(method, cfg)
+    """A final-table row's test accuracy, "80.62 ± 0.28" (percent)."""
+    return "-" if row is None else MeanSd(row.get("test_acc_mean"), row.get("test_acc_sd")).text(unit="", missing="-")
 
 
 def describe(path: Path) -> dict:
     manifest = json.loads((path / "manifest.json").read_text())
-    stages = manifest["stages"]
-    final = stages.get("final") or {}
-    wall = sum(float(s.get("wall_s") or 0) for s in stages.values())
-    wall += sum(float(b.get("seconds") or 0) for b in manifest.get("cache_builds", []))
-    out = {"experiment": path.name, "wall_s": wall, "status": final.get("status")}
+    final = manifest["stages"].get(FINAL) or {}
+    out = {"experiment": path.name, "wall_s": run_wall_s(manifest), "status": final.get("status")}
     rows = final.get("results") or []
     head = next((r for r in rows if r["role"] == final.get("headline")), None)
-    base = next((r for r in rows if r.get("source_stage") == "baseline"), None)
-    twin = next((r for r in rows if head is not None and r["role"] == head.get("twin")), None)
     if head is None:
         return out
+    base = next((r for r in rows if r.get("source_stage") == BASELINE), None)
+    twin = next((r for r in rows if r["role"] == head.get("twin")), None)
     method = head.get("kd_method") or "kd"
     cand = next((c for c in final.get("candidates", []) if c["role"] == head["role"]), {})
     out.update(method=method, model=f"{head.get('model')} {head.get('depth')}/{head.get('width')}",
                params=head.get("params"), flops=head.get("flops"), seeds=head.get("seeds"),
-               distilled=mean_sd(head), twin=mean_sd(twin), gain_twin=gain(head.get("kd_gain_twin")),
+               distilled=mean_sd(head), twin=mean_sd(twin), gain_twin=_gain(head.get("kd_gain_twin"), unit=""),
                baseline=mean_sd(base), baseline_model=None if base is None else
                f"{base.get('model')} {base.get('depth')}/{base.get('width')}",
-               gain_baseline=gain(head.get("kd_gain_test")), settings=hyper(cand.get("config", {}), method),
+               gain_baseline=_gain(head.get("kd_gain_test"), unit=""),
+               settings=method_settings(method, cand.get("config", {})),
                search_val=head.get("search_val_acc"),
                runs={r["role"]: [(x["seed"], x["test_acc"]) for x in r["runs"]] for r in rows},
                diverged=sum(r.get("diverged") or 0 for r in rows), failed=sum(r.get("failed") or 0 for r in rows))

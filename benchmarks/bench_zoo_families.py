@@ -26,6 +26,7 @@ from pathlib import Path
 
 import kdtune
 from kdtune.search.record.stats import MeanSd
+from benchmarks.common import run_wall_s
 
 
 def describe(path: Path) -> list[dict]:
@@ -33,10 +34,7 @@ def describe(path: Path) -> list[dict]:
     exp = kdtune.open_experiment(path)
     manifest = json.loads((Path(path) / "manifest.json").read_text())
     spec = manifest["spec"]
-    # Wall time of the run: every stage's `wall_s` (the attempt that finished it), plus the
-    # teacher-logit cache build; an adopted teacher has no stage time of its own.
-    wall = sum(float(s.get("wall_s") or 0) for s in manifest["stages"].values())
-    wall += sum(float(b.get("seconds") or 0) for b in manifest.get("cache_builds", []))
+    wall = run_wall_s(manifest)
     rows = []
     for _, row in exp.final_table().iterrows():
         sd = row.get("test_acc_sd")

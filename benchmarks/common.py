@@ -104,6 +104,13 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def run_wall_s(manifest: dict) -> float:
+    """A finished run's wall time from its manifest: every stage's `wall_s` (the attempt that
+    finished it) plus the teacher-logit cache builds (an adopted teacher has no stage time)."""
+    wall = sum(float(s.get("wall_s") or 0) for s in manifest["stages"].values())
+    return wall + sum(float(b.get("seconds") or 0) for b in manifest.get("cache_builds", []))
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

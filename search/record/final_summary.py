@@ -30,10 +30,11 @@ def _model(row: dict[str, Any]) -> str:
     return f"{row.get('model', 'n/a')}{size}"
 
 
-def _gain(gain: dict[str, Any] | None) -> str:
+def _gain(gain: dict[str, Any] | None, unit: str = " pts") -> str:
+    """A KD gain in points with its interval, or why it has none ("" without a gain)."""
     if not gain or gain.get("diff") is None:
         return ""
-    text = f"{100 * gain['diff']:+.2f} pts"
+    text = f"{100 * gain['diff']:+.2f}{unit}"
     if gain.get("low") is None:
         return text + f" (no interval: {gain.get('reason') or 'fewer than 2 seeds'})"
     return text + f" [{100 * gain['low']:+.2f}, {100 * gain['high']:+.2f}]"
