@@ -30,6 +30,7 @@ import pandas as pd
 from kdtune.analysis.cli import make_parser, parse
 from kdtune.analysis.experiment import Experiment
 from kdtune.analysis.report import fmt_float, markdown_table, notes_block, save_figure, write_text
+from kdtune.search.record.trials import plain
 from kdtune.search.tune.search_spaces import is_log
 from kdtune.trainables.losses import all_hyperparameters
 from kdtune.search.tune.optuna_study import load_study
@@ -84,7 +85,7 @@ def build_study(trials: pd.DataFrame) -> optuna.Study:
         # A method's own hyperparameters are absent (NaN) in other methods' trials.
         present = {k: d for k, d in dists.items() if not _missing(row[k])}
         params = {k: (int(row[k]) if isinstance(d, optuna.distributions.IntDistribution) else
-                      _plain(row[k]) if isinstance(d, optuna.distributions.CategoricalDistribution)
+                      plain(row[k]) if isinstance(d, optuna.distributions.CategoricalDistribution)
                       else float(row[k]))
                   for k, d in present.items()}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=present, value=float(row[METRIC])))
@@ -112,11 +113,6 @@ def study_trials(exp: Experiment) -> tuple[pd.DataFrame, str] | None:
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _plain(value):
-    """numpy scalars (a bool column read back from CSV-like frames) -> Python values."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
