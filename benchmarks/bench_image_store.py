@@ -171,7 +171,12 @@ def child(role: str, folder: Path, store_root: Path, pickled: Path, limit: int, 
     earlier version ran the trial at 1 thread against the loop's default 2, halving kdtune's side)."""
     import torch
 
-    torch.set_num_threads(threads)
+    from kdtune.trainables.runtime import Runtime
+
+    if role == "trial":  # the trial process's set-up, as run_trial makes it: threads + allocator
+        Runtime(torch.device("cpu"), None, False, threads).apply()
+    else:
+        torch.set_num_threads(threads)
     if role == "driver":
         bundle = _bundle(folder, store_root)
         pickled.write_bytes(pickle.dumps(bundle))
@@ -216,6 +221,8 @@ def main(argv=None) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[20_000, 80_000])
     p.add_argument("--epoch-batches", type=int, default=0,
                    help="timed training steps per epoch figure (0: a whole epoch)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="interleaved (kdtune epoch, torchvision epoch) pairs per size; the ratio is their median")
     p.add_argument("--skip-decode", action="store_true", help="skip the decode-wall figures")
     p.add_argument("--ray", action="store_true", help="also decode with Ray tasks on a 2-CPU local Ray")
     p.add_argument("--child", choices=("driver", "trial"), help=argparse.SUPPRESS)
@@ -227,7 +234,7 @@ def main(argv=None) -> None:
     if args.child:
         child(args.child, Path(args.folder), Path(args.store_root), Path(args.pickled), args.epoch_batches or 10**9, args.threads)
         return
-    from benchmarks.common import machine_line, print_table
+    from benchmarks.common import machine_line, median, print_table
 
     print(machine_line(), flush=True)
     root = Path(args.root)
@@ -254,21 +261,30 @@ def main(argv=None) -> None:
         pickled = root / f"bundle{n}.pkl"
         driver = run_child("driver", folder, store_root, pickled, 0)
         limit = args.epoch_batches or n
-        trial = run_child("trial", folder, store_root, pickled, limit)
         bundle = pickle.loads(pickled.read_bytes())
-        tv = torchvision_epoch(folder, bundle.mean, bundle.std, min(limit, len(bundle.train) // BATCH))
-        rss[n] = (driver["peak_rss_mib"], trial["peak_rss_mib"])
+        # Paired, interleaved repeats: this VM's speed drifts by up to ~1.6x over minutes, so
+        # each kdtune epoch is divided by the torchvision epoch run right after it and the
+        # median of those ratios is the figure (not a ratio of two separately taken medians).
+        trials, tvs = [], []
+        for r in range(args.repeats):
+            trials.append(run_child("trial", folder, store_root, pickled, limit))
+            tvs.append(torchvision_epoch(folder, bundle.mean, bundle.std, min(limit, len(bundle.train) // BATCH)))
+            print(f"  pair {r + 1}: epoch img/s kdtune {trials[-1]['img_s']:.0f} vs torchvision {tvs[-1]:.0f} "
+                  f"= {trials[-1]['img_s'] / tvs[-1]:.2f}x; kdtune step parts (medians): loader batch alone "
+                  f"{trials[-1]['loader_ms']:.1f} ms, model step on a resident batch {trials[-1]['model_ms']:.1f} ms "
+                  f"({BATCH / trials[-1]['model_ms'] * 1000:.0f} img/s: the ceiling of either side)", flush=True)
+        ratios = [t["img_s"] / tv for t, tv in zip(trials, tvs)]
+        trial_rss = median([t["peak_rss_mib"] for t in trials])
+        rss[n] = (driver["peak_rss_mib"], trial_rss)
         rows.append((n, *(f"{walls[k]:.1f}" if k in walls else "-" for k in (1, 2, "ray")),
-                     round(trial["img_s"]), round(tv), f"{trial['img_s'] / tv:.2f}x",
-                     round(driver["peak_rss_mib"]), round(trial["peak_rss_mib"]), driver["pickle_bytes"]))
-        print(f"  epoch img/s kdtune {trial['img_s']:.0f} vs torchvision {tv:.0f}; peak RSS driver "
-              f"{driver['peak_rss_mib']:.0f} MiB, trial {trial['peak_rss_mib']:.0f} MiB", flush=True)
-        print(f"  kdtune step parts (medians): loader batch alone {trial['loader_ms']:.1f} ms, model step on a "
-              f"resident batch {trial['model_ms']:.1f} ms ({BATCH / trial['model_ms'] * 1000:.0f} img/s: the "
-              f"ceiling of either side)", flush=True)
+                     round(median([t["img_s"] for t in trials])), round(median(tvs)),
+                     " ".join(f"{r:.2f}" for r in ratios), f"{median(ratios):.2f}x",
+                     round(driver["peak_rss_mib"]), round(trial_rss), driver["pickle_bytes"]))
+        print(f"  peak RSS driver {driver['peak_rss_mib']:.0f} MiB, trial {trial_rss:.0f} MiB (median of "
+              f"{len(trials)})", flush=True)
     print()
     print_table(["images", "decode 1w s", "decode 2w s", "decode ray s", "kdtune img/s", "torchvision img/s",
-                 "ratio (>= 3x)", "driver RSS MiB", "trial RSS MiB", "bundle pickle B"], rows)
+                 "paired ratios", "median ratio (>= 3x)", "driver RSS MiB", "trial RSS MiB", "bundle pickle B"], rows)
     for n, r in zip(args.sizes, rows):
         if r[1] != "-":
             print(f"ratio decode 1 / 2 workers at {n}: {float(r[1]) / float(r[2]):.2f}x")

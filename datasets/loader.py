@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .augment import apply_params, draw_params, resolve_pixels
-from .augment import AUGMENTS
+from .augment import AUGMENTS, CropSource
 from .bundle import Split
 
 
@@ -88,11 +88,18 @@ class DeviceLoader:
         self.stored = split.stored
         self.images = split.images if self.stored else split.images.to(self.device)
         self.labels = split.labels.to(self.device)
-        # x = u8 * scale + shift  ==  (u8 / 255 - mean) / std, fused into one addcmul.
-        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self._scale = 1.0 / (255.0 * std_t)
-        self._shift = -mean_t / std_t
+        # x = u8 * scale + shift  ==  (u8 / 255 - mean) / std, per channel (Python floats).
+        self._scale = [1.0 / (255.0 * float(s)) for s in std]
+        # 0-dim tensors: torch.add(shift, x, alpha=scale) takes the shift as a tensor.
+        self._shift = [torch.tensor(-float(m) / float(s), device=self.device) for m, s in zip(mean, std)]
+        # Kept between batches (the rows read, the padded copy crops are cut from, the crops):
+        # none of them leaves the loader, since normalisation writes each batch's x anew, and
+        # fresh megabyte-sized buffers each batch cost page faults on CPU (benchmarks/README.md,
+        # bench_image_store). On a GPU the stored rows' host buffer is safe to refill at once:
+        # a copy from pageable memory returns once the bytes are staged.
+        self._rows_out: torch.Tensor | None = None
+        self._crop_out: torch.Tensor | None = None
+        self._crop_source = CropSource()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration replays."""
@@ -130,14 +137,39 @@ class DeviceLoader:
                 if len(idx_host) == 0:
                     continue
                 idx = idx_host.to(self.device)
-            rows = (self.images.gather(idx_host).to(self.device, non_blocking=True)
-                    if self.stored else self.images.index_select(0, idx))
-            u8 = apply_params(self.augment, rows,
-                              tuple(p.index_select(0, idx) for p in params), self.augment_pixels)
-            x = torch.addcmul(self._shift, u8.to(torch.float32), self._scale)
+            if self.stored:
+                rows = self.images.gather(idx_host, out=self._kept("_rows_out", len(idx_host), "cpu"))
+                rows = rows.to(self.device, non_blocking=True)
+            else:
+                rows = torch.index_select(self.images, 0, idx, out=self._kept("_rows_out", len(idx), self.device))
+            u8 = apply_params(self.augment, rows, tuple(p.index_select(0, idx) for p in params),
+                              self.augment_pixels, self._crop_source,
+                              out=None if self.augment == "none" else self._kept("_crop_out", len(idx), self.device))
+            x = self._normalise(u8)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels.index_select(0, idx), idx + key_offset if key_offset else idx
+
+    def _kept(self, name: str, n: int, device) -> torch.Tensor:
+        """The first n rows of the loader's kept uint8 batch buffer `name` (made on first use)."""
+        buf = getattr(self, name)
+        if buf is None:
+            buf = torch.empty((self.batch_size, *self.images.shape[1:]), dtype=torch.uint8, device=device)
+            setattr(self, name, buf)
+        return buf[:n]
+
+    def _normalise(self, u8: torch.Tensor) -> torch.Tensor:
+        """float32 (u8 / 255 - mean) / std, one channel at a time: a conversion copy, then one
+        multiply-add, shift + scale * x, with scalars. Per channel each op runs over a (B, H*W)
+        slice with long contiguous rows; one broadcast op against a (1, C, 1, 1) scale (the
+        addcmul this replaced) loops over rows of only W elements: 3-11 ms against ~2 ms for
+        128 x 3 x 96 x 96 on CPU (benchmarks/README.md, bench_image_store)."""
+        x = torch.empty(u8.shape, dtype=torch.float32, device=u8.device)
+        for c, (scale, shift) in enumerate(zip(self._scale, self._shift)):
+            xc = x[:, c]
+            xc.copy_(u8[:, c])
+            torch.add(shift, xc, alpha=scale, out=xc)
+        return x
 
     def _shard_rows(self, order: torch.Tensor, b: int) -> torch.Tensor:
         """This worker's rows (CPU) of global batch b of the epoch's `order`."""

@@ -231,18 +231,29 @@ class MappedImages:
             raise TypeError("MappedImages[...] takes a slice; use take() or gather() for indices")
         return self.gather(np.arange(len(self))[key])
 
-    def gather(self, idx) -> torch.Tensor:
-        """uint8 (len(idx), C, H, W) CPU tensor of the rows idx, read with pread (sorted)."""
+    def gather(self, idx, out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (len(idx), C, H, W) CPU tensor of the rows idx, read with pread (sorted).
+        `out`: a contiguous uint8 CPU tensor of at least len(idx) rows of this shape to read
+        into (a loader keeps one: a fresh 3.5 MB array a batch costs page faults); the rows
+        read are its first len(idx)."""
         idx = np.asarray(idx.numpy() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
         file_rows = idx if self.rows is None else self.rows[idx]
-        out = np.empty((len(file_rows), *self.file_shape[1:]), dtype=np.uint8)
-        flat = out.reshape(len(file_rows), -1)
+        shape = (len(file_rows), *self.file_shape[1:])
+        if out is None:
+            out = torch.from_numpy(np.empty(shape, dtype=np.uint8))
+        else:
+            if (out.dtype != torch.uint8 or out.device.type != "cpu" or not out.is_contiguous()
+                    or out.shape[1:] != shape[1:] or len(out) < len(file_rows)):
+                raise ValueError(f"gather out= needs a contiguous uint8 CPU tensor of >= {shape}, "
+                                 f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+            out = out[:len(file_rows)]
+        flat = out.numpy().reshape(len(file_rows), -1)
         fd, nb = self._open(), self.row_bytes
         for i in np.argsort(file_rows, kind="stable"):  # ascending offsets: read-ahead helps
             got = os.preadv(fd, [memoryview(flat[i])], int(file_rows[i]) * nb)
             if got != nb:
                 raise OSError(f"{self.path}: short read at row {file_rows[i]} ({got} of {nb} bytes)")
-        return torch.from_numpy(out)
+        return out
 
     def _open(self) -> int:
         if self._fd is None:

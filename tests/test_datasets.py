@@ -232,6 +232,44 @@ def test_crop_flip_matches_reference():
         assert torch.equal(out[i], ref.flip(-1) if flips[i] else ref)
 
 
+def _reference_crop(img, oy, ox, flip, padding):
+    """One image's crop written with slicing: the zero-padded image cut at (oy, ox), mirrored."""
+    c, h, w = img.shape
+    padded = torch.nn.functional.pad(img, (padding,) * 4)
+    crop = padded[:, oy:oy + h, ox:ox + w]
+    return crop.flip(-1) if flip else crop
+
+
+def test_a_kept_crop_source_serves_batches_of_any_size_and_shape():
+    """The loader's CropSource is reused from batch to batch: a smaller last batch, a larger
+    batch, another shape or padding give the same crops as slicing, and a crop already returned
+    is not changed by the next batch's use of the buffer (the crops do not alias it)."""
+    from kdtune.datasets.augment import CropSource, crop_flip_at
+    gen = torch.Generator().manual_seed(1)
+    source = CropSource()
+    earlier = []
+    for b, c, h, w, padding in ((16, 3, 8, 8, 4), (5, 3, 8, 8, 4), (24, 3, 8, 8, 4),
+                                (7, 1, 6, 10, 2), (9, 3, 8, 8, 4)):
+        imgs = torch.randint(1, 256, (b, c, h, w), dtype=torch.uint8, generator=gen)
+        offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=gen)
+        flips = torch.randint(0, 2, (b,), generator=gen).bool()
+        for mirrored in (True, False):
+            out = crop_flip_at(imgs, offsets, flips if mirrored else None, padding, source)
+            ref = torch.stack([_reference_crop(imgs[i], *offsets[i].tolist(), mirrored and bool(flips[i]), padding)
+                               for i in range(b)])
+            assert out.shape == imgs.shape and torch.equal(out, ref)
+            earlier.append((out, out.clone()))
+    assert all(torch.equal(out, copy) for out, copy in earlier)
+
+
+def test_loader_normalises_each_channel_with_its_mean_and_std(cifar):
+    x, _, idx = next(iter(_loader(cifar)))
+    u8 = cifar.train.images[idx].float()
+    mean = torch.tensor(cifar.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cifar.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(x, (u8 / 255 - mean) / std, rtol=0, atol=1e-5)
+
+
 def _pixels_by_row(loader, epoch):
     loader.set_epoch(epoch)
     return {int(r): x for xb, _, ib in loader for x, r in zip(xb, ib % len(loader.labels))}

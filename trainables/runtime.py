@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from kdtune.trainables import reporting
+from kdtune.trainables.allocator import retain_freed_memory
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,8 +100,10 @@ class Runtime:
         return cls(dev, resolve_autocast(precision, dev), cl, threads)
 
     def apply(self) -> None:
-        """Set the process-wide thread count (torch intra-op threads)."""
+        """Set the trial process's process-wide state: torch's intra-op thread count, and the
+        C allocator's keeping of freed memory (trainables/allocator.py)."""
         torch.set_num_threads(self.threads)
+        retain_freed_memory()
 
     def prepare(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device)
