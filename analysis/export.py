@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "experiment": str(exp.path), "stage": stage, "rank": args.rank, "trial_id": chosen["trial_id"],
         "checkpoint": ckpt, "files": {fmt: p.name for fmt, p in paths.items()},
+        # The checkpoint's own split record (datasets/split_identity.py): a search that adopts
+        # this file as its teacher checks it for having trained on that run's validation images.
+        "split": payload.get("split"),
         "model": {"name": spec["name"], "kwargs": spec.get("kwargs", {}), "params": models.count_params(model),
                   "flops_per_image": models.flops_per_image(model, bundle.in_shape)},
         "dataset": bundle.name,

@@ -78,6 +78,8 @@ def test_model_card_describes_the_searched_student(search_only, exported):
     assert card["model"]["params"] == models.count_params(model)
     assert card["model"]["flops_per_image"] == payload["metrics"]["flops"]
     assert card["classes"] == manifest["dataset"]["class_names"]
+    # The checkpoint's split record rides along: a search adopting the file checks it for a leak.
+    assert card["split"] == payload["split"] and card["split"]["val_indices_sha256"]
     assert card["input"]["shape"] == ["batch", *manifest["dataset"]["in_shape"]]
     assert card["distillation"]["alpha"] == payload["config"]["alpha"]
     assert card["distillation"]["temperature"] == payload["config"]["temperature"]

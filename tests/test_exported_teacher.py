@@ -60,6 +60,38 @@ def test_exported_teacher_shape_from_the_file_and_card_mismatch_is_refused(expor
         (paths["onnx"].parent / "model_card.json").unlink()
 
 
+def _card(bundle, split) -> dict:
+    return {"format": "kdtune-model-card", "dataset": bundle.name, "classes": list(range(bundle.num_classes)),
+            "input": {"shape": ["batch", *bundle.in_shape],
+                      "normalisation": {"mean": list(bundle.mean), "std": list(bundle.std)}},
+            "model": {"params": 1}, "split": split}
+
+
+def test_an_exported_teacher_is_checked_for_having_trained_on_the_runs_validation_images(exported, tmp_path,
+                                                                                          capsys):
+    """The split record in model_card.json (what `kdtune export` copies from the checkpoint)
+    is checked like a checkpoint's: the same seed passes, another seed is refused in one line;
+    a card without one warns, naming the card."""
+    from kdtune.search.input.errors import UsageError
+    from kdtune.search.input.validate import _check_teacher_checkpoint
+
+    bundle, _, paths = exported  # the teacher's data: digits, seed 0
+    path = str(paths["onnx"])
+    card = paths["onnx"].parent / "model_card.json"
+    try:
+        card.write_text(json.dumps(_card(bundle, bundle.meta()["split"])))
+        _check_teacher_checkpoint(path, bundle)
+        assert "records no data split" not in capsys.readouterr().err
+        other = create_dataset("digits", seed=1)
+        with pytest.raises(UsageError, match=r"trained on \d+ of this run's \d+ validation images"):
+            _check_teacher_checkpoint(path, other)
+        card.write_text(json.dumps(_card(bundle, None)))
+        _check_teacher_checkpoint(path, other)
+        assert "exported model whose model_card.json records no data split" in capsys.readouterr().err
+    finally:
+        card.unlink()
+
+
 @pytest.mark.parametrize("zoo,arch,head", [("timm", "resnet10t", "fc"), ("torchvision", "resnet18", "fc")])
 def test_zoo_teacher_adopts_a_state_dict_with_its_head_resized(tmp_path, zoo, arch, head):
     """A 1000-class state dict the test writes is loaded; the head is sized to the dataset."""

@@ -115,7 +115,9 @@ def payload(path: str | os.PathLike) -> dict[str, Any]:
         info = card.get("model", {})
         out: dict[str, Any] = {"dataset": {"name": card.get("dataset")},
                                "normalisation": {"mean": norm.get("mean"), "std": norm.get("std")},
-                               "metrics": {"params": info.get("params")} if info.get("params") else {}}
+                               "metrics": {"params": info.get("params")} if info.get("params") else {},
+                               # what it trained on, for the leak check (kdtune export writes it)
+                               "split": card.get("split")}
     else:
         in_shape, classes = _file_shapes(path)
         out = {"dataset": {}, "metrics": {}}

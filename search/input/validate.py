@@ -301,9 +301,12 @@ def _check_teacher_weights_flag(spec: SearchSpec) -> None:
     if weights is None:
         return
     model = spec.teacher.get("model")
-    if model not in _weights_models() and not str(model).startswith(("timm:", "torchvision:")):
+    zoo = ("timm:", "torchvision:")
+    if model not in _weights_models() and not str(model).startswith(zoo):
+        # Zoo names other runs or tests registered are covered by timm:NAME / torchvision:NAME.
+        named = [m for m in _weights_models() if not m.startswith(zoo)]
         raise UsageError(f"--teacher-weights loads a state dict, which only timm:NAME, torchvision:NAME and "
-                         f"{', '.join(_weights_models())} teachers take; this teacher is {model!r} "
+                         f"{', '.join(named)} teachers take; this teacher is {model!r} "
                          "(choose one with --teacher)")
     if not Path(weights).expanduser().is_file():
         raise UsageError(f"--teacher-weights: no file at {Path(weights).expanduser().resolve()}")
@@ -361,8 +364,10 @@ def _check_split(payload: dict, bundle: DatasetBundle, what: str) -> None:
 
     record, n_val = payload.get("split"), len(bundle.val)
     if record is None:
-        warn(f"{what} records no data split (written before kdtune recorded one): it cannot be "
-             f"checked for having trained on this run's {n_val} validation images")
+        why = ("an exported model whose model_card.json records no data split (kdtune export writes one)"
+               if payload.get("exported") else "written before kdtune recorded one")
+        warn(f"{what} records no data split ({why}): it cannot be checked for having trained on "
+             f"this run's {n_val} validation images")
         return
     seen = val_images_seen(record, bundle)
     ours = bundle.split or {}
