@@ -99,3 +99,32 @@ def test_search_console_is_short_and_ends_with_the_summary(small_search):
     for noise in ("To visualize your results with TensorBoard", "Trial status:", "started with configuration",
                   "/tmp/ray/session_", "╭"):
         assert noise not in text
+
+
+def test_the_never_started_trials_warning_of_a_resume_is_dropped_and_other_failures_kept():
+    """After an interrupt, Ray's ExperimentAnalysis warns about each queued trial that has no
+    result files yet; that warning goes, any other failure to read a trial stays."""
+    import logging
+
+    console.console_settings(verbose=False)
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        missing = ("- distill_student_a: FileNotFoundError('Could not fetch metrics for distill_student_a: both "
+                   "result.json and progress.csv were not found at /x/distill_student_a')")
+        logger.warning(f"Failed to fetch metrics for 1 trial(s):\n{missing}")
+        other = "- distill_student_b: ValueError('Expected object or value')"
+        logger.warning(f"Failed to fetch metrics for 2 trial(s):\n{missing}\n{other}")
+        logger.warning("something else")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == [f"Failed to fetch metrics for 2 trial(s):\n{missing}\n{other}", "something else"]
+    console.console_settings(verbose=False)  # installing twice adds no second filter
+    assert sum(isinstance(f, console._DropNeverStartedTrials) for f in logger.filters) == 1

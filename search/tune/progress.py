@@ -237,6 +237,25 @@ class _DropIgnoredReporterWarning(logging.Filter):
         return "ignoring passed-in ProgressReporter" not in record.getMessage()
 
 
+class _DropNeverStartedTrials(logging.Filter):
+    """Ray's ExperimentAnalysis warns "Failed to fetch metrics for N trial(s)" for every trial
+    without result.json / progress.csv: after an interrupt, the trials a stage had queued but
+    not started. Expected on --resume (the record layer reads them as trials with no rows);
+    kept when any listed failure is something else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        lines = record.getMessage().splitlines()
+        if not lines or not lines[0].startswith("Failed to fetch metrics for"):
+            return True
+        return not all("both result.json and progress.csv were not found" in line for line in lines[1:])
+
+
+def _add_once(logger: str, kind: type[logging.Filter]) -> None:
+    target = logging.getLogger(logger)
+    if not any(isinstance(f, kind) for f in target.filters):
+        target.addFilter(kind())
+
+
 def console_settings(verbose: bool) -> None:
     """Choose the output of the stages that follow: kdtune's lines, or Ray's own tables.
 
@@ -251,7 +270,8 @@ def console_settings(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     for name in ("ray.tune", "ray.train", "mlflow", "alembic"):  # (the last two: --tracker mlflow)
         logging.getLogger(name).setLevel(level)
-    logging.getLogger("ray.tune.tune").addFilter(_DropIgnoredReporterWarning())
+    _add_once("ray.tune.tune", _DropIgnoredReporterWarning)
+    _add_once("ray.tune.analysis.experiment_analysis", _DropNeverStartedTrials)
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     if not verbose:
         # Ray times the define-by-run space (kdtune's only samples; the time is the study's
