@@ -38,6 +38,12 @@ from torch import nn
 from kdtune.models.registry import register_model_as, register_resolver
 
 
+class ZooRefusal(ValueError):
+    """A zoo model's own refusal, one line that names the model ("timm:vit_...: ..."): its
+    pretrained weights cannot be downloaded offline, or it takes one input size only. The
+    search's pre-flight passes it on as is (search/input/validate.py)."""
+
+
 class ZooNet(nn.Module):
     """A zoo model behind kdtune's interface: channel adaptation, linear-probe BatchNorm.
 
@@ -120,7 +126,7 @@ def _check_input_size(zoo: str, arch: str, cfg: dict, in_shape: tuple[int, int, 
     """One line for a model that takes one image size only (timm's fixed_input_size) and another size."""
     size = tuple(cfg.get("input_size") or ())
     if cfg.get("fixed_input_size") and len(size) == 3 and tuple(size[1:]) != tuple(in_shape[1:]):
-        raise ValueError(f"{zoo}:{arch} cannot take {in_shape[1]}x{in_shape[2]} images: it takes {size[1]}x{size[2]} "
+        raise ZooRefusal(f"{zoo}:{arch} cannot take {in_shape[1]}x{in_shape[2]} images: it takes {size[1]}x{size[2]} "
                          f"only (its pretrained_cfg input_size is {size}, fixed_input_size); resize the images "
                          "(image_folder's --image-size) or choose another model")
 
@@ -202,8 +208,8 @@ def load_zoo_weights(net: nn.Module, classifier_keys: set[str], path: str | Path
     return skipped
 
 
-def _offline(zoo: str, arch: str, exc: Exception) -> ValueError:
-    return ValueError(f"{zoo}:{arch}: pretrained weights could not be downloaded ({type(exc).__name__}); "
+def _offline(zoo: str, arch: str, exc: Exception) -> ZooRefusal:
+    return ZooRefusal(f"{zoo}:{arch}: pretrained weights could not be downloaded ({type(exc).__name__}); "
                       "offline, give a local file with --teacher-weights instead")
 
 

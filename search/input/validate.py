@@ -332,15 +332,16 @@ def _check_zoo_teacher(spec: SearchSpec, bundle: DatasetBundle) -> None:
     if spec.teacher_checkpoint or not spec.needs_teacher() or not model.startswith(("timm:", "torchvision:")):
         return
     from kdtune import models
+    from kdtune.models.zoo import ZooRefusal
 
     kwargs = {k: v for k, v in dict(spec.teacher.get("model_kwargs") or {}).items() if k != "weights_path"}
     try:
         net = models.create_model(model, bundle.num_classes, bundle.in_shape, **kwargs).eval()
         with torch.no_grad():
             net(torch.zeros(1, *bundle.in_shape))
+    except ZooRefusal as exc:  # zoo.py's own line, naming the model (offline weights, input size)
+        raise UsageError(f"--teacher {str(exc).splitlines()[0]}") from None
     except ValueError as exc:
-        if "pretrained weights could not be downloaded" in str(exc) or str(exc).startswith(model + " "):
-            raise UsageError(f"--teacher {str(exc).splitlines()[0]}") from None  # zoo.py's own line (offline, size)
         raise UsageError(f"teacher {model}: {str(exc).splitlines()[0]}") from None
     except Exception as exc:  # the zoo's own refusal, whatever its type
         cfg = getattr(getattr(locals().get("net"), "net", None), "pretrained_cfg", None) or {}
