@@ -19,6 +19,7 @@ import torch
 
 from kdtune import datasets
 from kdtune.datasets import DatasetBundle, DatasetError, MissingFilesError
+from kdtune.search.record.stage_names import FINAL, TEACHER
 from kdtune.search.tune import search_spaces as spaces
 from kdtune.search.stages import sweep
 from kdtune.search.input.errors import UsageError, warn
@@ -390,13 +391,13 @@ def _check_workers(spec: SearchSpec) -> None:
     from kdtune.trainables.losses import loss_class
 
     stages = spec.planned_stages()
-    for flag, n, stage in (("--teacher-workers", spec.teacher_workers, "teacher"),
-                           ("--final-workers", spec.final_workers, "final")):
+    for flag, n, stage in (("--teacher-workers", spec.teacher_workers, TEACHER),
+                           ("--final-workers", spec.final_workers, FINAL)):
         if n == 1:
             continue
-        if stage not in stages or (stage == "teacher" and spec.teacher_checkpoint):
-            why = {"teacher": "this run trains no teacher (a given checkpoint, or an online teacher)",
-                   "final": "this run has no final stage (--final-seeds 0, or a sweep)"}[stage]
+        if stage not in stages or (stage == TEACHER and spec.teacher_checkpoint):
+            why = {TEACHER: "this run trains no teacher (a given checkpoint, or an online teacher)",
+                   FINAL: "this run has no final stage (--final-seeds 0, or a sweep)"}[stage]
             raise UsageError(f"{flag} {n}: {why}; drop it")
         if not spec.address and n * spec.cpus_per_trial > (os.cpu_count() or 1):
             raise UsageError(f"{flag} {n} x --cpus-per-trial {spec.cpus_per_trial:g} needs {n * spec.cpus_per_trial:g} "
