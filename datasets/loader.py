@@ -52,6 +52,8 @@ class DeviceLoader:
     `device`: the row indices into the split, or with `views` (and an augmentation)
     (view - 1) * len(split) + row. `augment` is applied to every batch: "none" for eval;
     `augment_pixels` is its crop padding / largest shift (None: the augmentation's default).
+    Its iterators share the loader's scratch buffers within each `next()`, so interleaved
+    iterators are fine but two threads must not iterate one loader at once.
     """
 
     def __init__(self, split: Split, *, batch_size: int, device: str | torch.device = "cpu",
