@@ -275,7 +275,7 @@ def _interrupt_mid_stage(tmp_path: Path, name: str, stage: str, args: list[str],
     """Run `args`, SIGINT it once a `stage` trial has finished `epochs` beside a running one,
     check the run says it was interrupted there; (experiment dir, {finished trial: its rows})."""
     exp = tmp_path / name
-    run = Run(args, tmp_path / f"{name}.log")
+    run = Run(args, tmp_path / f"{name}-{stage}.log")
     try:
         def one_finished_one_running():
             lengths = [len(_rows(t)) for t in _trial_dirs(exp / stage)]
@@ -296,13 +296,20 @@ def _interrupt_mid_stage(tmp_path: Path, name: str, stage: str, args: list[str],
 
 
 @pytest.mark.ray
-def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_path, teacher_ckpt):
-    epochs, samples = 3, 3
+def test_sigint_during_distill_then_final_stage_each_resume_reruns_no_finished_trial(tmp_path, teacher_ckpt):
+    """One run interrupted twice (one run, not two, for the suite's time): Ctrl-C while a
+    distill trial has finished beside a running one; `--resume`, Ctrl-C again while a final
+    retraining run has finished beside a running one; `--resume` to the end."""
+    epochs, samples, seeds = 3, 3, 2
     args = _cli(tmp_path, "cut", "--teacher-checkpoint", teacher_ckpt, *SLOW_STUDENTS,
-                *_budget(samples=samples, epochs=epochs))
+                *_budget(samples=samples, epochs=epochs, final_seeds=seeds))
     exp, finished = _interrupt_mid_stage(tmp_path, "cut", "distill", args, epochs, wait_s=300)
-
+    _, finished_final = _interrupt_mid_stage(tmp_path, "cut", "final",
+                                             ["--resume", "--storage-path", str(tmp_path), "--name", "cut"],
+                                             epochs, wait_s=400)
+    assert _stage_status(exp, "distill") == "done"
     _resume(tmp_path, "cut", tmp_path / "cut-resume.log")
+
     _assert_all_done(exp, teacher=0, baseline=1, distill=samples)
     for trial in _every_trial(exp / "distill"):
         # Every epoch once: no trial restarted, and none reports the epoch in flight at the
@@ -316,24 +323,14 @@ def test_sigint_during_distill_stage_then_resume_reruns_no_finished_trial(tmp_pa
     assert len(study.trials) == samples, [t.state for t in study.trials]
     assert all(t.state.is_finished() for t in study.trials), [t.state for t in study.trials]
 
-
-@pytest.mark.ray
-def test_sigint_during_final_stage_then_resume_reruns_no_finished_trial(tmp_path, teacher_ckpt):
-    epochs, seeds = 3, 2
-    args = _cli(tmp_path, "fcut", "--teacher-checkpoint", teacher_ckpt, *SLOW_STUDENTS,
-                *_budget(samples=1, epochs=epochs, final_seeds=seeds))
-    exp, finished = _interrupt_mid_stage(tmp_path, "fcut", "final", args, epochs, wait_s=400)
-    assert _stage_status(exp, "distill") == "done"
-
-    _resume(tmp_path, "fcut", tmp_path / "fcut-resume.log")
     final = _manifest(exp)["stages"]["final"]
     assert final["status"] == "done"
     trials = _trial_dirs(exp / "final")
     assert len(trials) == 3 * seeds  # the baseline, the distilled config and its twin, each over 2 seeds
     for trial in trials:
         _assert_continuous(trial, epochs)  # resumed, not restarted; each epoch once
-        if trial.name in finished:
-            assert _rows(trial) == finished[trial.name], f"finished trial {trial.name} was run again"
+        if trial.name in finished_final:
+            assert _rows(trial) == finished_final[trial.name], f"finished trial {trial.name} was run again"
         assert "test_acc" in _rows(trial)[-1]
     assert [len(r["runs"]) for r in final["results"]] == [seeds, seeds, seeds]
     assert all(run["test_acc"] is not None for r in final["results"] for run in r["runs"])
