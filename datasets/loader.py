@@ -99,8 +99,7 @@ class DeviceLoader:
         # fresh megabyte-sized buffers each batch cost page faults on CPU (benchmarks/README.md,
         # bench_image_store). On a GPU the stored rows' host buffer is safe to refill at once:
         # a copy from pageable memory returns once the bytes are staged.
-        self._rows_out: torch.Tensor | None = None
-        self._crop_out: torch.Tensor | None = None
+        self._kept_buffers: dict[str, torch.Tensor] = {}  # "rows", "crops": see _kept
         self._crop_source = CropSource()
 
     def set_epoch(self, epoch: int) -> None:
@@ -140,13 +139,13 @@ class DeviceLoader:
                     continue
                 idx = idx_host.to(self.device)
             if self.stored:
-                rows = self.images.gather(idx_host, out=self._kept("_rows_out", len(idx_host), "cpu"))
+                rows = self.images.gather(idx_host, out=self._kept("rows", len(idx_host), "cpu"))
                 rows = rows.to(self.device, non_blocking=True)
             else:
-                rows = torch.index_select(self.images, 0, idx, out=self._kept("_rows_out", len(idx), self.device))
+                rows = torch.index_select(self.images, 0, idx, out=self._kept("rows", len(idx), self.device))
             u8 = apply_params(self.augment, rows, tuple(p.index_select(0, idx) for p in params),
                               self.augment_pixels, self._crop_source,
-                              out=None if self.augment == "none" else self._kept("_crop_out", len(idx), self.device))
+                              out=None if self.augment == "none" else self._kept("crops", len(idx), self.device))
             x = self._normalise(u8)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -154,11 +153,10 @@ class DeviceLoader:
 
     def _kept(self, name: str, n: int, device) -> torch.Tensor:
         """The first n rows of the loader's kept uint8 batch buffer `name` (made on first use)."""
-        buf = getattr(self, name)
-        if buf is None:
-            buf = torch.empty((self.batch_size, *self.images.shape[1:]), dtype=torch.uint8, device=device)
-            setattr(self, name, buf)
-        return buf[:n]
+        if name not in self._kept_buffers:
+            self._kept_buffers[name] = torch.empty((self.batch_size, *self.images.shape[1:]),
+                                                   dtype=torch.uint8, device=device)
+        return self._kept_buffers[name][:n]
 
     def _normalise(self, u8: torch.Tensor) -> torch.Tensor:
         """float32 (u8 / 255 - mean) / std, one channel at a time: a conversion copy, then one
