@@ -234,7 +234,7 @@ def main(argv=None) -> None:
     if args.child:
         child(args.child, Path(args.folder), Path(args.store_root), Path(args.pickled), args.epoch_batches or 10**9, args.threads)
         return
-    from benchmarks.common import machine_line, median, print_table
+    from benchmarks.common import interleave, machine_line, median, print_table
 
     print(machine_line(), flush=True)
     root = Path(args.root)
@@ -265,14 +265,21 @@ def main(argv=None) -> None:
         # Paired, interleaved repeats: this VM's speed drifts by up to ~1.6x over minutes, so
         # each kdtune epoch is divided by the torchvision epoch run right after it and the
         # median of those ratios is the figure (not a ratio of two separately taken medians).
-        trials, tvs = [], []
-        for r in range(args.repeats):
+        trials = []
+
+        def kdtune_side(_repeat: int) -> float:
             trials.append(run_child("trial", folder, store_root, pickled, limit))
-            tvs.append(torchvision_epoch(folder, bundle.mean, bundle.std, min(limit, len(bundle.train) // BATCH)))
-            print(f"  pair {r + 1}: epoch img/s kdtune {trials[-1]['img_s']:.0f} vs torchvision {tvs[-1]:.0f} "
-                  f"= {trials[-1]['img_s'] / tvs[-1]:.2f}x; kdtune step parts (medians): loader batch alone "
-                  f"{trials[-1]['loader_ms']:.1f} ms, model step on a resident batch {trials[-1]['model_ms']:.1f} ms "
-                  f"({BATCH / trials[-1]['model_ms'] * 1000:.0f} img/s: the ceiling of either side)", flush=True)
+            return trials[-1]["img_s"]
+
+        img_s = interleave({"kdtune trial": kdtune_side,
+                            "ImageFolder + DataLoader(2)": lambda _repeat: torchvision_epoch(
+                                folder, bundle.mean, bundle.std, min(limit, len(bundle.train) // BATCH))},
+                           args.repeats, log=lambda line: print(line, flush=True))
+        tvs = img_s["ImageFolder + DataLoader(2)"]
+        for r, t in enumerate(trials):
+            print(f"  pair {r + 1}: {t['img_s'] / tvs[r]:.2f}x; kdtune step parts (medians): loader batch alone "
+                  f"{t['loader_ms']:.1f} ms, model step on a resident batch {t['model_ms']:.1f} ms "
+                  f"({BATCH / t['model_ms'] * 1000:.0f} img/s: the ceiling of either side)", flush=True)
         ratios = [t["img_s"] / tv for t, tv in zip(trials, tvs)]
         trial_rss = median([t["peak_rss_mib"] for t in trials])
         rss[n] = (driver["peak_rss_mib"], trial_rss)
