@@ -172,6 +172,57 @@ def test_small_search_still_trains_its_best_trial_to_max_t():
     assert tune.epochs_run == 6 * 1 + 2 * 2 + 1 * 1
 
 
+class EventTune(FakeTune):
+    """FakeTune that logs ("start", trial) and ("result", trial, decision) in order."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.events = []
+        scheduler = self.scheduler
+        choose, decide = scheduler.choose_trial_to_run, scheduler.on_trial_result
+
+        def logged_choose(tune):
+            chosen = choose(tune)
+            if chosen is not None:
+                self.events.append(("start", chosen.trial_id))
+            return chosen
+
+        def logged_result(tune, trial, result):
+            decision = decide(tune, trial, result)
+            self.events.append(("result", trial.trial_id, decision))
+            return decision
+
+        scheduler.choose_trial_to_run, scheduler.on_trial_result = logged_choose, logged_result
+
+
+@pytest.mark.parametrize("num_samples, workers", [(12, 2), (12, 1), (6, 2), (3, 2), (1, 1)])
+def test_no_trial_is_paused_only_to_be_resumed_next(num_samples, workers):
+    # A pause costs a checkpoint round trip and a trainable restart (seconds in Ray): a trial
+    # that nothing else could replace (the search's tail, a stage of one trial) goes on instead.
+    tune = EventTune(_scheduler(num_samples, grace=1, max_t=9), QUALITIES[:num_samples], workers=workers).run()
+    for before, after in zip(tune.events, tune.events[1:]):
+        assert not (before[0] == "result" and before[2] == TrialScheduler.PAUSE and after == ("start", before[1])), \
+            f"{before[1]} paused and resumed with nothing in between: {tune.events}"
+    # The budget is synchronous successive halving's, as when it paused: rungs 1, 3, 9.
+    caps = tune.scheduler.caps
+    assert tune.epochs_run == num_samples * 1 + caps[0] * 2 + caps[1] * 6
+    best = max(tune.trials, key=lambda t: t.quality)
+    assert best.epochs == 9
+
+
+def test_a_lone_trial_is_never_paused():
+    tune = FakeTune(_scheduler(1, grace=1, max_t=9), [0.5], workers=2).run()
+    assert [d for _, _, d in tune.decisions] == [TrialScheduler.CONTINUE] * 8 + [TrialScheduler.STOP]
+
+
+def test_the_last_running_trial_pauses_when_a_queued_trial_can_take_its_place():
+    # 3 trials, 1 worker: t00 reaches rung 1 alone while t01 and t02 are still to start, so it
+    # pauses (its slot goes to t01); t02, the last, is then resumed only as the rungs complete.
+    tune = EventTune(_scheduler(3, grace=1, max_t=9), [0.9, 0.5, 0.7], workers=1).run()
+    assert ("result", "t00", TrialScheduler.PAUSE) in tune.events
+    assert tune.epochs_run == 3 + 1 * 2 + 1 * 6
+
+
 def test_paused_trial_stopped_at_the_end_is_marked_done():
     tune = FakeTune(_scheduler(12), QUALITIES).run()
     paused_then_stopped = [t for t in tune.trials if t.trial_id in tune.inner.completed
