@@ -128,3 +128,39 @@ def test_the_never_started_trials_warning_of_a_resume_is_dropped_and_other_failu
     assert seen == [f"Failed to fetch metrics for 2 trial(s):\n{missing}\n{other}", "something else"]
     console.console_settings(verbose=False)  # installing twice adds no second filter
     assert sum(isinstance(f, console._DropNeverStartedTrials) for f in logger.filters) == 1
+
+
+def test_the_staging_temp_file_race_of_a_state_save_is_dropped_and_other_save_failures_kept():
+    """Ray's experiment-state upload can list the searcher state's temp file just before it is
+    renamed (a FileNotFoundError naming `.<uuid>-tmp-searcher-state-...pkl`): harmless, the next
+    save uploads it all. Any other failed save, or the same message for another file, stays."""
+    import logging
+
+    console.console_settings(verbose=False)
+    logger = logging.getLogger("ray.tune.execution.experiment_state")
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append((record.getMessage(), type(record.exc_info[1]).__name__ if record.exc_info else None))
+
+    def failed_save(error):
+        try:
+            raise error
+        except Exception:
+            logger.error("Saving experiment state to storage at '/x/distill' failed with exception: ", exc_info=True)
+
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        failed_save(FileNotFoundError(2, "Failed to open local file '/tmp/ray/session_1/artifacts/d/distill/"
+                                         "driver_artifacts/.de2f692d-4d32-tmp-searcher-state-2026.pkl'"))
+        failed_save(FileNotFoundError(2, "Failed to open local file '/x/distill/experiment_state.json'"))
+        failed_save(PermissionError(13, "Permission denied: '/x/.ab-tmp-searcher-state.pkl'"))
+        logger.error("something else")
+    finally:
+        logger.removeHandler(handler)
+    saving = "Saving experiment state to storage at '/x/distill' failed with exception: "
+    assert seen == [(saving, "FileNotFoundError"), (saving, "PermissionError"), ("something else", None)]
+    console.console_settings(verbose=False)
+    assert sum(isinstance(f, console._DropStagingTempFileRace) for f in logger.filters) == 1

@@ -250,6 +250,22 @@ class _DropNeverStartedTrials(logging.Filter):
         return not all("both result.json and progress.csv were not found" in line for line in lines[1:])
 
 
+class _DropStagingTempFileRace(logging.Filter):
+    """Ray Tune's experiment-state save writes the searcher's state into the driver's staging
+    folder (a `.<uuid>-tmp-...` file renamed into place) before it waits for the previous
+    upload of that folder, so an upload still listing the folder can miss the renamed temp
+    file: "Saving experiment state to storage ... failed" with a FileNotFoundError naming it
+    (Ray 2.60, experiment_state.sync_up_experiment_state). The next save uploads the whole
+    state again (a stage ends with a forced one), so nothing is lost; seen at the end of a
+    stage, a 25-line traceback. Dropped only for that temp file; any other failure stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Saving experiment state to storage"):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, FileNotFoundError) and "-tmp-" in str(error))
+
+
 def _add_once(logger: str, kind: type[logging.Filter]) -> None:
     target = logging.getLogger(logger)
     if not any(isinstance(f, kind) for f in target.filters):
@@ -272,6 +288,7 @@ def console_settings(verbose: bool) -> None:
         logging.getLogger(name).setLevel(level)
     _add_once("ray.tune.tune", _DropIgnoredReporterWarning)
     _add_once("ray.tune.analysis.experiment_analysis", _DropNeverStartedTrials)
+    _add_once("ray.tune.execution.experiment_state", _DropStagingTempFileRace)
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     if not verbose:
         # Ray times the define-by-run space (kdtune's only samples; the time is the study's
