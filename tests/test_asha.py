@@ -263,40 +263,69 @@ def test_limiter_frees_a_paused_trials_slot_and_forwards_its_completion():
     assert "a" in inner.completed and limiter.live_trials == {"b"}
 
 
+def _restored(first: FakeTune, scheduler: CappedASHA, folder) -> FakeTune:
+    """What Tuner.restore hands a fresh scheduler after `first` stops: new Trial objects,
+    unfinished ones PENDING, their checkpointed rows in result.json."""
+    restored = []
+    for old in first.trials:
+        trial_dir = folder / old.trial_id
+        trial_dir.mkdir(parents=True)
+        (trial_dir / "result.json").write_text("".join(
+            json.dumps({"training_iteration": e, "val_acc": old.val_acc(e)}) + "\n"
+            for e in range(1, old.epochs + 1)))
+        trial = FakeTrial(old.trial_id, old.quality, str(trial_dir))
+        trial.epochs, trial.run_metadata.last_result = old.epochs, dict(old.last_result)
+        trial.status = Trial.TERMINATED if old.status == Trial.TERMINATED else Trial.PENDING
+        restored.append(trial)
+    limiter = PauseAwareLimiter(RecordingSearcher(), max_concurrent=first.workers)
+    for trial in restored:
+        if trial.status != Trial.TERMINATED:
+            limiter.live_trials.add(trial.trial_id)
+    second = FakeTune(scheduler, first.qualities, workers=first.workers, trials=restored, limiter=limiter)
+    for trial in restored:
+        second.scheduler.on_trial_add(second, trial)
+    return second
+
+
 @pytest.mark.parametrize("interrupt_at_step", [3, 7, 12])
 def test_restore_rebuilds_rungs_from_result_json_and_ends_like_an_uninterrupted_run(tmp_path, interrupt_at_step):
     reference = FakeTune(_scheduler(12), QUALITIES).run()
     first = FakeTune(_scheduler(12), QUALITIES)
     for _ in range(interrupt_at_step):
         first.step()
-    # What Tuner.restore hands a fresh scheduler: new Trial objects, unfinished ones PENDING,
-    # their checkpointed rows in result.json.
-    restored = []
-    for old in first.trials:
-        folder = tmp_path / old.trial_id
-        folder.mkdir()
-        (folder / "result.json").write_text("".join(
-            json.dumps({"training_iteration": e, "val_acc": old.val_acc(e)}) + "\n"
-            for e in range(1, old.epochs + 1)))
-        trial = FakeTrial(old.trial_id, old.quality, str(folder))
-        trial.epochs, trial.run_metadata.last_result = old.epochs, dict(old.last_result)
-        trial.status = Trial.TERMINATED if old.status == Trial.TERMINATED else Trial.PENDING
-        restored.append(trial)
-    limiter = PauseAwareLimiter(RecordingSearcher(), max_concurrent=2)
-    for trial in restored:
-        if trial.status != Trial.TERMINATED:
-            limiter.live_trials.add(trial.trial_id)
-    second = FakeTune(_scheduler(12), QUALITIES, trials=restored, limiter=limiter)
-    for trial in restored:
-        second.scheduler.on_trial_add(second, trial)
-    waiting = {t.trial_id for t in restored if t.status == Trial.PAUSED}
+    second = _restored(first, _scheduler(12), tmp_path)
+    waiting = {t.trial_id for t in second.trials if t.status == Trial.PAUSED}
     # Every paused trial waits again (a trial promoted at the very epoch of the interrupt,
     # with no epoch past its rung checkpointed, is decided again: it waits too).
     assert {t.trial_id for t in first.trials if t.status == Trial.PAUSED} <= waiting
-    assert all(t.epochs in (2, 6) for t in restored if t.trial_id in waiting)
+    assert all(t.epochs in (2, 6) for t in second.trials if t.trial_id in waiting)
     second.run()
     assert first.epochs_run + second.epochs_run == reference.epochs_run == 52
     assert {t.trial_id: t.epochs for t in second.trials}["t05"] == 18
+
+
+@pytest.mark.parametrize("num_samples, workers", [(6, 2), (3, 2), (1, 1)])
+def test_a_search_interrupted_at_any_step_of_its_tail_resumes_to_the_same_budget(tmp_path, num_samples, workers):
+    # The tail is where a trial goes on at its rung without a pause (nothing else could run);
+    # interrupted there, its rung is decided again on restore and comes out the same.
+    def scheduler():
+        return _scheduler(num_samples, grace=1, max_t=9)
+
+    qualities = QUALITIES[:num_samples]
+    reference = FakeTune(scheduler(), qualities, workers=workers)
+    steps = 0
+    while not (len(reference.trials) == num_samples and all(t.status == Trial.TERMINATED for t in reference.trials)):
+        reference.step()
+        steps += 1
+    for interrupt_at_step in range(1, steps):
+        first = FakeTune(scheduler(), qualities, workers=workers)
+        for _ in range(interrupt_at_step):
+            first.step()
+        second = _restored(first, scheduler(), tmp_path / f"step{interrupt_at_step}")
+        second.run()
+        assert first.epochs_run + second.epochs_run == reference.epochs_run, interrupt_at_step
+        best = max(second.trials, key=lambda t: t.quality)
+        assert best.epochs == 9, interrupt_at_step
 
 
 def test_min_mode_promotes_the_lowest_values():
