@@ -38,6 +38,10 @@ from torch import nn
 from kdtune.models.registry import register_model_as, register_resolver
 
 
+# How a model name asks for a zoo model ("timm:NAME", "torchvision:NAME"; sized families too).
+ZOO_PREFIXES = ("timm:", "torchvision:")
+
+
 class ZooRefusal(ValueError):
     """A zoo model's own refusal, one line that names the model ("timm:vit_...: ..."): its
     pretrained weights cannot be downloaded offline, or it takes one input size only. The
@@ -113,7 +117,7 @@ def resolve_zoo_input(model: str, kwargs: dict, mean, std) -> dict:
     """`kwargs` for create_model plus the dataset's normalisation (data_mean / data_std) when
     `model` is a named zoo model ("timm:NAME", "torchvision:NAME") that takes it and kwargs
     do not set it: the model then sees its inputs normalised its own way. Others pass through."""
-    if not str(model).startswith(("timm:", "torchvision:")) or "data_mean" in kwargs:
+    if not str(model).startswith(ZOO_PREFIXES) or "data_mean" in kwargs:
         return kwargs
     from kdtune.models.registry import model_kwargs
 

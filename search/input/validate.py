@@ -19,6 +19,7 @@ import torch
 
 from kdtune import datasets
 from kdtune.datasets import DatasetBundle, DatasetError, MissingFilesError
+from kdtune.models.zoo import ZOO_PREFIXES, ZooRefusal
 from kdtune.search.record.stage_names import FINAL, TEACHER
 from kdtune.search.tune import search_spaces as spaces
 from kdtune.search.stages import sweep
@@ -302,10 +303,9 @@ def _check_teacher_weights_flag(spec: SearchSpec) -> None:
     if weights is None:
         return
     model = spec.teacher.get("model")
-    zoo = ("timm:", "torchvision:")
-    if model not in _weights_models() and not str(model).startswith(zoo):
+    if model not in _weights_models() and not str(model).startswith(ZOO_PREFIXES):
         # Zoo names other runs or tests registered are covered by timm:NAME / torchvision:NAME.
-        named = [m for m in _weights_models() if not m.startswith(zoo)]
+        named = [m for m in _weights_models() if not m.startswith(ZOO_PREFIXES)]
         raise UsageError(f"--teacher-weights loads a state dict, which only timm:NAME, torchvision:NAME and "
                          f"{', '.join(named)} teachers take; this teacher is {model!r} "
                          "(choose one with --teacher)")
@@ -330,10 +330,9 @@ def _check_zoo_teacher(spec: SearchSpec, bundle: DatasetBundle) -> None:
     """A timm:/torchvision: teacher must take this dataset's images (a ViT built for 224 px
     refuses 32 px ones): one forward of one image now, the model's own input size in the error."""
     model = str(spec.teacher.get("model") or "")
-    if spec.teacher_checkpoint or not spec.needs_teacher() or not model.startswith(("timm:", "torchvision:")):
+    if spec.teacher_checkpoint or not spec.needs_teacher() or not model.startswith(ZOO_PREFIXES):
         return
     from kdtune import models
-    from kdtune.models.zoo import ZooRefusal
 
     kwargs = {k: v for k, v in dict(spec.teacher.get("model_kwargs") or {}).items() if k != "weights_path"}
     try:

@@ -237,24 +237,21 @@ class CappedASHA(FIFOScheduler):
         # 4. Nothing runs, nothing is queued and no trial is left to create: the rungs are
         #    complete. The lowest rung short of its cap promotes its best waiting trial; when
         #    none is left, whoever still waits is done.
-        promotion = self._completing_promotion(trials)
+        if not self._rungs_complete(trials):
+            return None
+        promotion = self._completing_promotion()
         if promotion is not None:
             return self._resume(tune_controller, *promotion)
-        if self._rungs_complete(trials):
-            for tid in list(self.waiting):
-                self._stop_waiting(tune_controller, tid)
+        for tid in list(self.waiting):
+            self._stop_waiting(tune_controller, tid)
         return None
 
     def _resumed_at_once(self, tune_controller, trial: Trial) -> bool:
         """Whether choose_trial_to_run, called with `trial` paused where it waits, would pick
-        it to resume (rule 1, else rule 4; a queued new trial, rule 3, goes before rule 4)."""
+        it to resume (rule 1, else rule 4, which a queued new trial, rule 3, keeps from running)."""
         promotion = self._promotion(paused=trial)
-        if promotion is not None:
-            return promotion[0] == trial.trial_id
-        trials = tune_controller.get_trials()
-        if any(t.status == Trial.PENDING for t in trials):
-            return False
-        promotion = self._completing_promotion(trials, paused=trial)
+        if promotion is None and self._rungs_complete(tune_controller.get_trials(), paused=trial):
+            promotion = self._completing_promotion(paused=trial)
         return promotion is not None and promotion[0] == trial.trial_id
 
     def _is_paused(self, tid: str, paused: Trial | None) -> bool:
@@ -275,11 +272,10 @@ class CappedASHA(FIFOScheduler):
         return bool(self.waiting) and len(self._trials) >= self._num_samples and not any(
             t.status in (Trial.RUNNING, Trial.PENDING) and t is not paused for t in trials)
 
-    def _completing_promotion(self, trials: list[Trial], paused: Trial | None = None) -> tuple[str, int] | None:
-        """Rule 4: with the rungs complete, the best waiting trial of the lowest rung short of
-        its cap (a rung of fewer than eta trials promotes its best one), or None."""
-        if not self._rungs_complete(trials, paused):
-            return None
+    def _completing_promotion(self, paused: Trial | None = None) -> tuple[str, int] | None:
+        """Rule 4, once the rungs are complete (the caller checks): the best waiting trial of
+        the lowest rung short of its cap (a rung of fewer than eta trials promotes its best
+        one), or None."""
         for m, cap in zip(self.milestones, self.caps):
             if len(self.promoted[m]) < cap:
                 best = [tid for tid in self._ranking(m) if self.waiting.get(tid) == m]
