@@ -5,10 +5,12 @@ Figures, per folder size (default 20,000 and 80,000 images of 96 x 96, 10 classe
     (the search's pre-flight path: forked processes), and with Ray tasks on a 2-CPU local
     Ray (`--ray`); ratio 1 / 2 workers.
   - epoch img/s: one training epoch of the same small model (kdtune's `mlp`, 1 x 128, on the
-    3 x 96 x 96 pixels) fed by kdtune's trial path (DeviceLoader over the stored split: pread
-    gather, batched crop + flip, one normalisation) against the loop users would write,
-    torchvision ImageFolder + DataLoader(num_workers=2) with PIL transforms (RandomCrop(96,
-    padding=4), RandomHorizontalFlip, ToTensor, Normalize). Target >= 3x.
+    3 x 96 x 96 pixels, SGD lr 0.01 momentum 0.9 on both sides) as a kdtune trial trains it
+    (DeviceLoader over the stored split: pread gather, batched crop + flip, one normalisation;
+    kdtune's optimiser, trainables/optim.py: torch's fused SGD kernel) against the loop users
+    would write, torchvision ImageFolder + DataLoader(num_workers=2) with PIL transforms
+    (RandomCrop(96, padding=4), RandomHorizontalFlip, ToTensor, Normalize) and
+    torch.optim.SGD's default implementation. Target >= 3x.
   - peak RSS: a driver (create_dataset on the stored folder + pickling the bundle, as a
     search's pre-flight and tune.with_parameters do) and a trial (unpickling the bundle and
     training one epoch over it), each in its own process (its VmHWM); 80k / 20k ratio, target
@@ -72,14 +74,24 @@ def decode_wall(folder: Path, workers: int, store_root: Path, use_ray: bool = Fa
     return wall
 
 
-def _model():
+LR, MOMENTUM = 0.01, 0.9  # SGD's settings, the same on both sides
+
+
+def _model(kdtune_optimizer: bool):
+    """The model and its SGD: kdtune's (`create_optimizer`, as a trial builds it) or the one
+    users would write (torch.optim.SGD with torch's default implementation)."""
     import torch
 
     from kdtune.models import create_model
+    from kdtune.trainables.config import DistillConfig
+    from kdtune.trainables.optim import create_optimizer
 
     torch.manual_seed(0)
     model = create_model("mlp", CLASSES, (3, SIZE, SIZE), depth=1, width=128)
-    return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if kdtune_optimizer:
+        cfg = DistillConfig(optimizer="sgd", lr=LR, momentum=MOMENTUM, nesterov=False, weight_decay=0.0)
+        return model, create_optimizer(cfg, model)
+    return model, torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
 
 
 def _step(model, opt, x, y) -> None:
@@ -92,10 +104,10 @@ def _step(model, opt, x, y) -> None:
     opt.step()
 
 
-def _train(batches, limit: int) -> float:
+def _train(batches, limit: int, kdtune_optimizer: bool) -> float:
     """img/s of up to `limit` training steps over `batches` (x, y, ...)."""
 
-    model, opt = _model()
+    model, opt = _model(kdtune_optimizer)
     n, start = 0, None
     for b, batch in enumerate(batches):
         if b == 1:  # the first batch starts workers / opens files: warm-up
@@ -120,7 +132,7 @@ def _kdtune_loader(bundle, seed: int, epoch: int):
 
 
 def kdtune_epoch(bundle, limit: int) -> float:
-    return _train(_kdtune_loader(bundle, seed=0, epoch=1), limit)
+    return _train(_kdtune_loader(bundle, seed=0, epoch=1), limit, kdtune_optimizer=True)
 
 
 def torchvision_epoch(folder: Path, mean, std, limit: int, workers: int = 2) -> float:
@@ -132,13 +144,14 @@ def torchvision_epoch(folder: Path, mean, std, limit: int, workers: int = 2) -> 
                              transforms.ToTensor(), transforms.Normalize(mean, std)])
     loader = DataLoader(ImageFolder(str(folder), transform=tf), batch_size=BATCH, shuffle=True,
                         num_workers=workers, drop_last=True, persistent_workers=False)
-    return _train(loader, limit)
+    return _train(loader, limit, kdtune_optimizer=False)
 
 
 def breakdown(bundle, batches: int = 40) -> dict:
     """Medians (ms) of a kdtune step's two parts alone: one DeviceLoader batch from the store
     (pread gather, crop + flip, normalise) and one training step of the model on a batch already
-    in memory, whose rate bounds both sides' img/s."""
+    in memory with kdtune's optimiser, which bounds kdtune's img/s; and the same step with
+    torch's default SGD, which bounds the other side's."""
     from benchmarks.common import median
 
     loader = _kdtune_loader(bundle, seed=1, epoch=2)
@@ -148,14 +161,17 @@ def breakdown(bundle, batches: int = 40) -> dict:
         start = time.perf_counter()
         next(it)
         times.append(time.perf_counter() - start)
-    model, opt = _model()
-    steps = []
-    for i in range(batches):
-        start = time.perf_counter()
-        _step(model, opt, x, y)
-        if i >= 5:
-            steps.append(time.perf_counter() - start)
-    return {"loader_ms": 1000 * median(times), "model_ms": 1000 * median(steps)}
+    out = {"loader_ms": 1000 * median(times)}
+    for key, kdtune_optimizer in (("model_ms", True), ("model_default_ms", False)):
+        model, opt = _model(kdtune_optimizer)
+        steps = []
+        for i in range(batches):
+            start = time.perf_counter()
+            _step(model, opt, x, y)
+            if i >= 5:
+                steps.append(time.perf_counter() - start)
+        out[key] = 1000 * median(steps)
+    return out
 
 
 def _bundle(folder: Path, store_root: Path):
@@ -279,7 +295,9 @@ def main(argv=None) -> None:
         for r, t in enumerate(trials):
             print(f"  pair {r + 1}: {t['img_s'] / tvs[r]:.2f}x; kdtune step parts (medians): loader batch alone "
                   f"{t['loader_ms']:.1f} ms, model step on a resident batch {t['model_ms']:.1f} ms "
-                  f"({BATCH / t['model_ms'] * 1000:.0f} img/s: the ceiling of either side)", flush=True)
+                  f"({BATCH / t['model_ms'] * 1000:.0f} img/s: kdtune's ceiling; with torch's default SGD "
+                  f"{t['model_default_ms']:.1f} ms, {BATCH / t['model_default_ms'] * 1000:.0f} img/s: the other "
+                  f"side's)", flush=True)
         ratios = [t["img_s"] / tv for t, tv in zip(trials, tvs)]
         trial_rss = median([t["peak_rss_mib"] for t in trials])
         rss[n] = (driver["peak_rss_mib"], trial_rss)

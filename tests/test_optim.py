@@ -47,10 +47,24 @@ def test_optimizer_steps_match_torch_built_by_hand(name, reference):
     ours, theirs = _model(), _model()
     opt = optim.create_optimizer(cfg, ours)
     assert type(opt) is type(reference(theirs.parameters(), cfg))
+    assert opt.param_groups[0]["fused"] is True  # torch's fused kernel on CPU (trainables/optim.fused)
     _train(ours, opt)
-    _train(theirs, reference(theirs.parameters(), cfg))
+    _train(theirs, reference(theirs.parameters(), cfg))  # torch's default implementation (foreach)
     for a, b in zip(ours.parameters(), theirs.parameters()):
-        assert torch.equal(a, b)
+        # The same update in another order: equal up to float32 rounding, not bitwise.
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_fused_only_where_every_parameter_can_take_it():
+    weights = list(_model().parameters())
+    assert optim.fused(weights) == {"fused": True}
+    assert optim.fused(weights + [torch.zeros(3, dtype=torch.int64)]) == {}  # not floating point
+    assert optim.fused(weights + [torch.zeros(3, device="meta")]) == {}  # no fused kernel there
+    assert optim.fused([]) == {}
+    # A model on a device without fused kernels gets torch's default, for every optimiser.
+    meta = nn.Linear(2, 2, device="meta")
+    for name in optim.list_optimizers():
+        assert not optim.create_optimizer(_cfg(optimizer=name), meta).param_groups[0]["fused"], name
 
 
 def test_sgd_without_momentum_drops_nesterov_and_frozen_parameters_are_left_out():
