@@ -11,12 +11,12 @@ ValueError listing the known ones. A new optimiser is one decorated function:
 
 Every built-in optimiser runs torch's fused implementation (one kernel per parameter tensor
 for the whole update) where torch has one for all the parameters (floating point on CPU or
-CUDA), else torch's default (foreach). On a 2-core EPYC the fused update is 2.3-3.3x faster
+CUDA), else torch's default (foreach). On a 2-core EPYC the fused update is 2.2-6.0x faster
 than foreach for SGD (nesterov, weight decay) and AdamW, from an 8 x 8 digits MLP to a CIFAR
-ResNet-20, and a whole training step of a 96 px MLP 1 x 128 goes from ~44 to ~37 ms
-(benchmarks/README.md, bench_optim). The update is the same arithmetic in another order: one
-step agrees with foreach to rounding (~1e-8); over a run the two drift apart like runs on
-different thread counts do.
+ResNet-20, and a whole training step of an MLP 1.2-1.4x (benchmarks/README.md, bench_optim).
+The update is the same arithmetic in another order: one step agrees with foreach to rounding
+(<= ~1e-8; SGD on those models bitwise); over a run of a deep net the two drift apart like runs
+on different thread counts do.
 
 The returned `Schedule` says whether to step after every batch (cosine, onecycle: smooth in
 the step count, so the last partial epoch is not a cliff) or after every epoch (step: its
