@@ -94,18 +94,9 @@ def _model(kdtune_optimizer: bool):
     return model, torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
 
 
-def _step(model, opt, x, y) -> None:
-    """One SGD step on cross-entropy: the training both sides time."""
-    import torch.nn.functional as F
-
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
-
 def _train(batches, limit: int, kdtune_optimizer: bool) -> float:
     """img/s of up to `limit` training steps over `batches` (x, y, ...)."""
+    from benchmarks.common import train_step
 
     model, opt = _model(kdtune_optimizer)
     n, start = 0, None
@@ -113,7 +104,7 @@ def _train(batches, limit: int, kdtune_optimizer: bool) -> float:
         if b == 1:  # the first batch starts workers / opens files: warm-up
             start = time.perf_counter()
         x, y = batch[0], batch[1]
-        _step(model, opt, x, y)
+        train_step(model, opt, x, y)
         if b >= 1:
             n += len(y)
         if b >= limit:
@@ -152,7 +143,7 @@ def breakdown(bundle, batches: int = 40) -> dict:
     (pread gather, crop + flip, normalise) and one training step of the model on a batch already
     in memory with kdtune's optimiser, which bounds kdtune's img/s; and the same step with
     torch's default SGD, which bounds the other side's."""
-    from benchmarks.common import median
+    from benchmarks.common import median, train_step
 
     loader = _kdtune_loader(bundle, seed=1, epoch=2)
     it, times = iter(loader), []
@@ -167,7 +158,7 @@ def breakdown(bundle, batches: int = 40) -> dict:
         steps = []
         for i in range(batches):
             start = time.perf_counter()
-            _step(model, opt, x, y)
+            train_step(model, opt, x, y)
             if i >= 5:
                 steps.append(time.perf_counter() - start)
         out[key] = 1000 * median(steps)

@@ -16,11 +16,10 @@ Per model and optimiser, interleaved repeats (default, fused, default, ...), med
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-import torch.nn.functional as F
 
+from benchmarks.common import median, timed, train_step
 from kdtune.models import create_model
 from kdtune.trainables.config import DistillConfig
 from kdtune.trainables.optim import create_optimizer
@@ -54,25 +53,18 @@ def _model(spec):
     return create_model(name, 10, shape[1:], **kwargs)
 
 
+def _median_s(fn, n: int, warmup: int) -> float:
+    """Median seconds of `n` calls of `fn` after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    return median([timed(fn)[0] for _ in range(n)])
+
+
 def update_us(spec, name: str, kind: str, n: int = 100) -> float:
     model = _model(spec)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
-    opt = _optimizer(model, name, kind)
-    times = []
-    for i in range(n + 10):
-        start = time.perf_counter()
-        opt.step()
-        if i >= 10:
-            times.append(time.perf_counter() - start)
-    return 1e6 * sorted(times)[len(times) // 2]
-
-
-def _train_step(model, opt, x, y) -> None:
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    return 1e6 * _median_s(_optimizer(model, name, kind).step, n, warmup=10)
 
 
 def step_ms(spec, name: str, kind: str, n: int = 20) -> float:
@@ -80,13 +72,7 @@ def step_ms(spec, name: str, kind: str, n: int = 20) -> float:
     opt = _optimizer(model, name, kind)
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(*spec[3], generator=g), torch.randint(0, 10, (spec[3][0],), generator=g)
-    times = []
-    for i in range(n + 3):
-        start = time.perf_counter()
-        _train_step(model, opt, x, y)
-        if i >= 3:
-            times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
+    return 1e3 * _median_s(lambda: train_step(model, opt, x, y), n, warmup=3)
 
 
 def max_weight_diff(spec, name: str, steps: int = 1) -> float:
@@ -98,7 +84,7 @@ def max_weight_diff(spec, name: str, steps: int = 1) -> float:
     for _ in range(steps):
         x, y = torch.randn(*batch, generator=g), torch.randint(0, 10, (batch[0],), generator=g)
         for model, opt in zip(models, opts):
-            _train_step(model, opt, x, y)
+            train_step(model, opt, x, y)
     return max((a - b).abs().max().item() for a, b in zip(*(m.parameters() for m in models)))
 
 
@@ -107,7 +93,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=5, help="interleaved (default, kdtune) pairs per figure")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     args = p.parse_args(argv)
-    from benchmarks.common import interleave, machine_line, median, print_table
+    from benchmarks.common import interleave, machine_line, print_table
 
     torch.set_num_threads(args.threads)
     print(machine_line(), f"torch threads {args.threads}", flush=True)

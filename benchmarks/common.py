@@ -98,6 +98,15 @@ def save_teacher(model_name: str, kwargs: dict, bundle, directory: str | None = 
 
 
 # ---- timing and printing ------------------------------------------------------------------
+def train_step(model, opt, x, y) -> None:
+    """One optimiser step on cross-entropy: the plain training step benchmarks time on both
+    sides (bench_image_store, bench_optim)."""
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     out = fn()
